@@ -1,0 +1,28 @@
+"""skgroup: scikit-learn estimators for group-robust classification.
+
+Robust heads (Group DRO, JTT, CVaR DRO, GradTune, class balancing) trained on
+frozen penultimate-layer features, with worst-group metrics and scorers that
+travel through scikit-learn's metadata routing.
+"""
+
+__version__ = "0.1.0"
+
+from .estimators import ERMClassifier
+from .metrics import (
+    group_accuracies,
+    make_group_labels,
+    worst_class_accuracy,
+    worst_class_scorer,
+    worst_group_accuracy,
+    worst_group_scorer,
+)
+
+__all__ = [
+    "ERMClassifier",
+    "group_accuracies",
+    "make_group_labels",
+    "worst_class_accuracy",
+    "worst_class_scorer",
+    "worst_group_accuracy",
+    "worst_group_scorer",
+]

@@ -1,0 +1,148 @@
+"""Group labels: validation and the (label, attribute) numbering.
+
+Group labels come in two shapes and every consumer in skgroup accepts both:
+
+* 1-D: one group id per sample (ints or strings), disjoint groups;
+* 2-D boolean membership matrix of shape (n_samples, n_groups), for
+  overlapping groups (CivilComments-WILDS evaluates 16 overlapping identity
+  groups, and a comment can mention several).
+
+Internally both are turned into a :class:`GroupMembership`, a boolean matrix
+plus the group names, so a metric or an objective needs one code path.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["GroupMembership", "check_group_labels", "make_group_labels"]
+
+
+@dataclass(frozen=True)
+class GroupMembership:
+    """Boolean membership matrix (n_samples, n_groups) with group names."""
+
+    matrix: np.ndarray
+    names: tuple
+    disjoint: bool
+
+    @property
+    def n_groups(self):
+        return self.matrix.shape[1]
+
+    @property
+    def counts(self):
+        return self.matrix.sum(axis=0)
+
+    def ids(self):
+        """Column index of each sample's group (disjoint groups only)."""
+        if not self.disjoint:
+            raise ValueError("Overlapping groups have no single id per sample.")
+        return self.matrix.argmax(axis=1)
+
+
+def check_group_labels(group_labels, n_samples, *, name="group_labels"):
+    """Validate ``group_labels`` for ``n_samples`` rows and return a membership.
+
+    Raises a ValueError that names the argument and the expected shapes for a
+    wrong length, a wrong number of dimensions, NaN ids or a non-boolean
+    membership matrix.
+    """
+    if group_labels is None:
+        raise ValueError(
+            f"{name} is required: pass one group id per sample (1-D) or a boolean "
+            "membership matrix of shape (n_samples, n_groups)."
+        )
+    names = None
+    if hasattr(group_labels, "columns") and getattr(group_labels, "ndim", 1) == 2:
+        names = tuple(str(c) for c in group_labels.columns)
+    arr = np.asarray(group_labels)
+    if arr.ndim == 2 and arr.shape[1] == 1 and arr.dtype != bool:
+        arr = arr.ravel()
+    if arr.ndim not in (1, 2):
+        raise ValueError(
+            f"{name} must be 1-D (one group id per sample) or a 2-D boolean membership "
+            f"matrix (n_samples, n_groups); got an array with shape {arr.shape}."
+        )
+    if arr.shape[0] != n_samples:
+        raise ValueError(
+            f"{name} has {arr.shape[0]} rows but there are {n_samples} samples: "
+            f"pass exactly one {name} entry per sample (rows of X)."
+        )
+    if arr.ndim == 1:
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name} contains NaN or infinite group ids.")
+            if not np.all(arr == np.round(arr)):
+                raise ValueError(
+                    f"{name} holds non-integer floats; group ids must be ints or strings."
+                )
+        if arr.dtype == object and any(v is None for v in arr):
+            raise ValueError(f"{name} contains None as a group id.")
+        uniq, inv = np.unique(arr, return_inverse=True)
+        matrix = np.zeros((n_samples, len(uniq)), dtype=bool)
+        matrix[np.arange(n_samples), inv.ravel()] = True
+        return GroupMembership(matrix, tuple(u.item() if hasattr(u, "item") else u for u in uniq), True)
+    if arr.dtype != bool:
+        if arr.dtype.kind in "iuf" and np.isin(arr, (0, 1)).all():
+            arr = arr.astype(bool)
+        else:
+            raise ValueError(
+                f"A 2-D {name} must be a boolean (or 0/1) membership matrix of shape "
+                f"(n_samples, n_groups); got dtype {arr.dtype}. For one id per sample "
+                "pass a 1-D array."
+            )
+    if names is None:
+        names = tuple(range(arr.shape[1]))
+    disjoint = bool(np.all(arr.sum(axis=1) <= 1))
+    return GroupMembership(np.ascontiguousarray(arr), names, disjoint)
+
+
+def make_group_labels(y, attributes):
+    """Number the (label, spurious attribute) pairs as groups.
+
+    The numbering is stable: it depends only on the sorted sets of label values
+    and attribute values, never on which pairs occur, so a validation split
+    missing a pair numbers the others exactly as the training split does.
+    ``group = label_rank * n_attribute_values + attribute_rank``; for a binary
+    label and a binary attribute (CelebA Blond_Hair x Male) that is
+    0 = (0, 0), 1 = (0, 1), 2 = (1, 0), 3 = (1, 1), the Group DRO convention.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Class labels.
+    attributes : array-like of shape (n_samples,) or (n_samples, n_attributes)
+        Spurious attribute(s). Several columns are combined into one attribute
+        value per distinct row.
+
+    Returns
+    -------
+    group_labels : ndarray of shape (n_samples,), int64
+    pairs : list of tuples
+        ``pairs[g]`` is the ``(label, attribute)`` of group ``g``; for several
+        attribute columns the attribute is itself a tuple.
+    """
+    y = np.asarray(y)
+    a = np.asarray(attributes)
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D; got shape {y.shape}.")
+    if a.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"attributes has {a.shape[0]} rows but y has {y.shape[0]}: pass one "
+            "attribute value (or row) per sample."
+        )
+    y_values, y_rank = np.unique(y, return_inverse=True)
+    if a.ndim == 1:
+        a_values, a_rank = np.unique(a, return_inverse=True)
+        a_keys = [v.item() if hasattr(v, "item") else v for v in a_values]
+    elif a.ndim == 2:
+        a_values, a_rank = np.unique(a, axis=0, return_inverse=True)
+        a_keys = [tuple(v.item() if hasattr(v, "item") else v for v in row) for row in a_values]
+    else:
+        raise ValueError(f"attributes must be 1-D or 2-D; got shape {a.shape}.")
+    groups = y_rank.ravel().astype(np.int64) * len(a_keys) + a_rank.ravel()
+    pairs = [
+        (yv.item() if hasattr(yv, "item") else yv, ak) for yv in y_values for ak in a_keys
+    ]
+    return groups, pairs

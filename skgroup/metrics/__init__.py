@@ -1,0 +1,35 @@
+"""Group-robustness metrics, per-group reports and routed scorers."""
+
+from ._metrics import (
+    MissingGroupWarning,
+    bias_unsupervised_score,
+    per_group_accuracy,
+    worst_class_accuracy,
+    worst_group_accuracy,
+)
+from ._report import GroupReport, group_accuracies, group_proportions
+from ._scorers import (
+    MetadataRoutingRequired,
+    bias_unsupervised_scorer,
+    make_group_scorer,
+    worst_class_scorer,
+    worst_group_scorer,
+)
+from .._groups import make_group_labels
+
+__all__ = [
+    "GroupReport",
+    "MetadataRoutingRequired",
+    "MissingGroupWarning",
+    "bias_unsupervised_score",
+    "bias_unsupervised_scorer",
+    "group_accuracies",
+    "group_proportions",
+    "make_group_labels",
+    "make_group_scorer",
+    "per_group_accuracy",
+    "worst_class_accuracy",
+    "worst_class_scorer",
+    "worst_group_accuracy",
+    "worst_group_scorer",
+]

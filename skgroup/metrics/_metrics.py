@@ -1,0 +1,134 @@
+"""Accuracy metrics for group robustness.
+
+The worst-group accuracy is the field's headline number; the worst-class
+accuracy and the bias-unsupervised score are the model-selection criteria of
+LaBonte et al. (2023, "The Group Robustness is in the Details") for when no
+group labels exist at all.
+"""
+
+import warnings
+
+import numpy as np
+from sklearn.utils.validation import check_consistent_length, column_or_1d
+
+from .._groups import check_group_labels
+
+__all__ = [
+    "MissingGroupWarning",
+    "worst_group_accuracy",
+    "worst_class_accuracy",
+    "bias_unsupervised_score",
+    "per_group_accuracy",
+]
+
+
+class MissingGroupWarning(UserWarning):
+    """A group that should be evaluated has no sample in the evaluated data."""
+
+
+def _check_predictions(y_true, y_pred):
+    y_true = column_or_1d(y_true, warn=True)
+    y_pred = column_or_1d(y_pred, warn=True)
+    check_consistent_length(y_true, y_pred)
+    if y_true.shape[0] == 0:
+        raise ValueError("y_true is empty: there is nothing to score.")
+    return y_true, y_pred
+
+
+def per_group_accuracy(y_true, y_pred, *, group_labels, expected_groups=None):
+    """Accuracy and sample count of each non-empty group.
+
+    Returns
+    -------
+    names : list
+        Group names (1-D ids, or column names/indices of a membership matrix).
+    accuracies : ndarray of shape (n_nonempty_groups,)
+    counts : ndarray of shape (n_nonempty_groups,)
+    """
+    y_true, y_pred = _check_predictions(y_true, y_pred)
+    membership = check_group_labels(group_labels, y_true.shape[0])
+    matrix = membership.matrix
+    counts = matrix.sum(axis=0)
+    correct = (y_true == y_pred).astype(np.float64)
+    hits = correct @ matrix
+    names = list(membership.names)
+    empty = counts == 0
+    missing = [n for n, e in zip(names, empty) if e]
+    if expected_groups is not None:
+        present = {n for n, e in zip(names, empty) if not e}
+        missing += [g for g in expected_groups if g not in present and g not in missing]
+    if missing:
+        warnings.warn(
+            f"Groups {missing} have no samples here and are left out of the "
+            "per-group accuracies; the worst-group accuracy is over the other groups "
+            "only. Evaluate on data that holds every group (e.g. stratify the split "
+            "by group) for a faithful number.",
+            MissingGroupWarning,
+            stacklevel=3,
+        )
+    keep = ~empty
+    if not keep.any():
+        raise ValueError("Every group in group_labels is empty: no group can be scored.")
+    names = [n for n, k in zip(names, keep) if k]
+    return names, hits[keep] / counts[keep], counts[keep]
+
+
+def worst_group_accuracy(y_true, y_pred, *, group_labels, expected_groups=None):
+    """Minimum over groups of the accuracy within the group.
+
+    .. math:: \\mathrm{WGA} = \\min_{g:\\,n_g>0} \\frac{1}{n_g}\\sum_{i \\in g} [\\hat y_i = y_i]
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+    group_labels : array-like of shape (n_samples,) or (n_samples, n_groups)
+        One group id per sample, or a boolean membership matrix for
+        overlapping groups (as CivilComments-WILDS evaluates).
+    expected_groups : iterable, default=None
+        Group ids that should be present; each absent one raises a
+        :class:`MissingGroupWarning` (an absent group would otherwise make the
+        minimum look better than it is). Empty columns of a membership matrix
+        always warn.
+
+    Returns
+    -------
+    float
+    """
+    _, accuracies, _ = per_group_accuracy(
+        y_true, y_pred, group_labels=group_labels, expected_groups=expected_groups
+    )
+    return float(accuracies.min())
+
+
+def worst_class_accuracy(y_true, y_pred):
+    """Minimum over true classes of the recall of the class.
+
+    Needs no group labels: LaBonte et al. (2023) show it selects models nearly
+    as well as worst-group accuracy on the class-imbalanced benchmarks.
+    """
+    y_true, y_pred = _check_predictions(y_true, y_pred)
+    classes = np.unique(y_true)
+    return float(min(np.mean(y_pred[y_true == c] == c) for c in classes))
+
+
+def bias_unsupervised_score(y_true, y_pred, *, y_pred_biased):
+    """Bias-unsupervised validation score (LaBonte et al., 2023, eq. 1).
+
+    The biased predictions come from an ERM model trained without class
+    balancing; its predicted class stands in for the unknown spurious
+    attribute. The score is the mean, over the non-empty cells of the K x K
+    table (true class y, biased prediction b), of the accuracy within the cell:
+
+    .. math:: \\frac{1}{|\\mathcal{C}|} \\sum_{(y,b) \\in \\mathcal{C}}
+              \\frac{1}{n_{y,b}} \\sum_{i:\\,y_i=y,\\,b_i=b} [\\hat y_i = y_i]
+    """
+    y_true, y_pred = _check_predictions(y_true, y_pred)
+    y_pred_biased = column_or_1d(y_pred_biased)
+    check_consistent_length(y_true, y_pred_biased)
+    _, t_rank = np.unique(y_true, return_inverse=True)
+    _, b_rank = np.unique(y_pred_biased, return_inverse=True)
+    cell = t_rank.ravel() * (b_rank.max() + 1) + b_rank.ravel()
+    counts = np.bincount(cell)
+    hits = np.bincount(cell, weights=(y_true == y_pred).astype(np.float64))
+    nonempty = counts > 0
+    return float(np.mean(hits[nonempty] / counts[nonempty]))
