@@ -98,12 +98,14 @@ def check_group_labels(group_labels, n_samples, *, name="group_labels"):
     return GroupMembership(np.ascontiguousarray(arr), names, disjoint)
 
 
-def make_group_labels(y, attributes):
+def make_group_labels(y, attributes, *, label_values=None, attribute_values=None):
     """Number the (label, spurious attribute) pairs as groups.
 
     The numbering is stable: it depends only on the sorted sets of label values
-    and attribute values, never on which pairs occur, so a validation split
-    missing a pair numbers the others exactly as the training split does.
+    and attribute values, never on which pairs occur, so a split missing a
+    pair numbers the others exactly as the full data does. A split missing a
+    whole label or attribute value would shift the ranks: pass the full
+    ``label_values`` / ``attribute_values`` to pin the numbering.
     ``group = label_rank * n_attribute_values + attribute_rank``; for a binary
     label and a binary attribute (CelebA Blond_Hair x Male) that is
     0 = (0, 0), 1 = (0, 1), 2 = (1, 0), 3 = (1, 1), the Group DRO convention.
@@ -115,6 +117,9 @@ def make_group_labels(y, attributes):
     attributes : array-like of shape (n_samples,) or (n_samples, n_attributes)
         Spurious attribute(s). Several columns are combined into one attribute
         value per distinct row.
+    label_values, attribute_values : array-like, default=None
+        All possible values (rows for several attribute columns); default
+        the values present.
 
     Returns
     -------
@@ -132,17 +137,29 @@ def make_group_labels(y, attributes):
             f"attributes has {a.shape[0]} rows but y has {y.shape[0]}: pass one "
             "attribute value (or row) per sample."
         )
-    y_values, y_rank = np.unique(y, return_inverse=True)
-    if a.ndim == 1:
-        a_values, a_rank = np.unique(a, return_inverse=True)
-        a_keys = [v.item() if hasattr(v, "item") else v for v in a_values]
-    elif a.ndim == 2:
-        a_values, a_rank = np.unique(a, axis=0, return_inverse=True)
-        a_keys = [tuple(v.item() if hasattr(v, "item") else v for v in row) for row in a_values]
-    else:
+    if a.ndim not in (1, 2):
         raise ValueError(f"attributes must be 1-D or 2-D; got shape {a.shape}.")
+    y_values, y_rank = _ranks(y, label_values, "label_values")
+    if a.ndim == 1:
+        a_values, a_rank = _ranks(a, attribute_values, "attribute_values")
+        a_keys = [v.item() if hasattr(v, "item") else v for v in a_values]
+    else:
+        a_values, a_rank = _ranks(a, attribute_values, "attribute_values", axis=0)
+        a_keys = [tuple(v.item() if hasattr(v, "item") else v for v in row) for row in a_values]
     groups = y_rank.ravel().astype(np.int64) * len(a_keys) + a_rank.ravel()
     pairs = [
         (yv.item() if hasattr(yv, "item") else yv, ak) for yv in y_values for ak in a_keys
     ]
     return groups, pairs
+
+
+def _ranks(values, universe, name, axis=None):
+    """Sorted distinct values and each row's rank among them."""
+    if universe is None:
+        uniq, rank = np.unique(values, axis=axis, return_inverse=True)
+        return uniq, rank.ravel()
+    uniq = np.unique(np.asarray(universe), axis=axis)
+    both, rank = np.unique(np.concatenate([uniq, values]), axis=axis, return_inverse=True)
+    if len(both) != len(uniq):
+        raise ValueError(f"{name} misses values present in the data; list every possible value.")
+    return uniq, rank.ravel()[len(uniq):]

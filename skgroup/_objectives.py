@@ -43,15 +43,20 @@ MeanLoss = Objective
 
 
 class WeightedLoss(Objective):
-    """(1/m) sum_i w_i l_i over the batch: unbiased for (1/n) sum_i w_i l_i.
+    """Weighted mean loss sum_i w_i l_i / sum_i w_i.
 
-    Normalised by the batch size, not by the sum of the weights, as
-    scikit-learn's ``sample_weight``: scaling all weights by c is the same as
-    dividing the L2 strength by c.
+    A minibatch computes (1/m) sum_b w_i l_i / mean(w), an unbiased estimate
+    of the full-batch value. Normalising by the weights' sum makes integer
+    weights exactly equivalent to repeating rows (scikit-learn's
+    sample-weight contract), and makes JTT's upweighting the mean over its
+    upsampled epoch.
     """
 
     def __init__(self, sample_weight):
-        self.sample_weight = torch.as_tensor(np.asarray(sample_weight, dtype=np.float64))
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.sum() <= 0:
+            raise ValueError("sample_weight must have a positive sum.")
+        self.sample_weight = torch.as_tensor(w / w.mean())
 
     def to(self, device, dtype):
         self.sample_weight = self.sample_weight.to(device=device, dtype=dtype)

@@ -3,4 +3,9 @@
 from ._base import BaseHeadClassifier
 from ._erm import ERMClassifier
 
-__all__ = ["BaseHeadClassifier", "ERMClassifier"]
+__all__ = ["BaseHeadClassifier", "ERMClassifier", "all_estimators"]
+
+
+def all_estimators():
+    """(name, class) of every skgroup classifier, ERM first (the main job's order)."""
+    return [(cls.__name__, cls) for cls in (ERMClassifier,)]

@@ -169,7 +169,8 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
     def predict(self, X):
-        return self.classes_[np.argmax(self._logits(X), axis=1)]
+        z = self._logits(X)
+        return self.classes_[np.argmax(z, axis=1)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -16,7 +16,10 @@ class ERMClassifier(BaseHeadClassifier):
     __doc__ = (
         """Softmax head trained by (weighted) empirical risk minimisation.
 
-    .. math:: \\min_W \\frac{1}{n}\\sum_i w_i\\,\\ell(W x_i, y_i) + \\frac{\\lambda}{2}\\lVert W\\rVert^2
+    .. math:: \\min_W \\frac{\\sum_i w_i\\,\\ell(W x_i, y_i)}{\\sum_i w_i} + \\frac{\\lambda}{2}\\lVert W\\rVert^2
+
+    (``w_i = 1`` without sample or class weights; integer weights are the
+    same as repeating rows.)
 
     With a linear head and the default full-batch L-BFGS it is multinomial
     logistic regression: on the same features it reaches the accuracy of

@@ -1,0 +1,191 @@
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+
+from skgroup import ERMClassifier
+from skgroup._objectives import WeightedLoss
+from skgroup._samplers import RepeatSampler, balanced_weights
+from skgroup._training import TrainOptions, train_head
+from skgroup.datasets import make_spurious_benchmark
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return make_spurious_benchmark(2000, 400, 1000, n_core=10, n_spurious=10, random_state=0)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_matches_logistic_regression_at_equivalent_regularisation(n_classes):
+    rng = np.random.RandomState(0)
+    X = rng.randn(600, 8)
+    y = rng.randint(0, n_classes, 600)
+    X[np.arange(600), y] += 1.5
+    l2 = 1e-2
+    C = (2.0 if n_classes == 2 else 1.0) / (l2 * len(y))
+    erm = ERMClassifier(l2_reg=l2, dtype="float64", tol=1e-8, max_iter=500).fit(X, y)
+    lr = LogisticRegression(C=C, tol=1e-10, max_iter=5000).fit(X, y)
+    assert np.mean(erm.predict(X) == lr.predict(X)) >= 0.995
+    np.testing.assert_allclose(erm.predict_proba(X), lr.predict_proba(X), atol=2e-4)
+    if n_classes == 2:
+        np.testing.assert_allclose(erm.coef_[1] - erm.coef_[0], lr.coef_[0], atol=1e-3)
+
+
+def test_float32_default_accuracy_equals_lr(bench):
+    tr, te = bench.train, bench.test
+    erm = ERMClassifier().fit(tr.X, tr.y)
+    lr = LogisticRegression(C=2 / (1e-4 * len(tr.y)), max_iter=2000).fit(tr.X, tr.y)
+    assert erm.score(te.X, te.y) == pytest.approx(lr.score(te.X, te.y), abs=0.005)
+
+
+def test_sample_weight_equals_repeating_rows():
+    rng = np.random.RandomState(1)
+    X, y = rng.randn(80, 4), rng.randint(0, 2, 80)
+    w = rng.randint(1, 4, 80)
+    a = ERMClassifier(dtype="float64", tol=1e-9, l2_reg=1e-2).fit(X, y, sample_weight=w)
+    Xr, yr = np.repeat(X, w, axis=0), np.repeat(y, w)
+    b = ERMClassifier(dtype="float64", tol=1e-9, l2_reg=1e-2).fit(Xr, yr)
+    np.testing.assert_allclose(a.coef_, b.coef_, atol=1e-4)
+
+
+def test_class_weight_balanced_raises_minority_recall(bench):
+    tr = bench.train
+    y = tr.y.copy()
+    y[np.flatnonzero(y == 1)[200:]] = 0  # make class 1 rare
+    plain = ERMClassifier().fit(tr.X, y)
+    bal = ERMClassifier(class_weight="balanced").fit(tr.X, y)
+    rec = lambda m: np.mean(m.predict(tr.X[y == 1]) == 1)  # noqa: E731
+    assert rec(bal) > rec(plain) + 0.1
+
+
+def test_minibatch_solvers_deterministic_and_mlp(bench):
+    tr, te = bench.train, bench.test
+    for solver in ("adamw", "sgd"):
+        kw = dict(solver=solver, max_iter=5, learning_rate=1e-2, random_state=3)
+        a, b = ERMClassifier(**kw).fit(tr.X, tr.y), ERMClassifier(**kw).fit(tr.X, tr.y)
+        np.testing.assert_array_equal(a.coef_, b.coef_)
+        assert a.score(tr.X, tr.y) > 0.85  # (the test split is group-balanced: ERM is ~0.5 there)
+    c = ERMClassifier(solver="adamw", max_iter=5, random_state=4).fit(tr.X, tr.y)
+    assert not np.array_equal(a.coef_, c.coef_)
+    mlp = ERMClassifier(hidden_layer_sizes=(16,), solver="adamw", max_iter=10, random_state=0).fit(tr.X, tr.y)
+    assert [w.shape for w in mlp.coefs_] == [(tr.X.shape[1], 16), (16, 2)]
+    assert mlp.score(tr.X, tr.y) > 0.75  # learns (chance is 0.5); unscaled features, 10 epochs
+    mlp2 = ERMClassifier(hidden_layer_sizes=(16,), solver="adamw", max_iter=10, random_state=0).fit(tr.X, tr.y)
+    np.testing.assert_array_equal(mlp.coefs_[0], mlp2.coefs_[0])
+
+
+def test_global_torch_rng_untouched(bench):
+    torch.manual_seed(123)
+    before = torch.get_rng_state().clone()
+    ERMClassifier(hidden_layer_sizes=(4,), solver="adamw", max_iter=1, random_state=0).fit(bench.train.X, bench.train.y)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_pickle_clone_and_predict_without_torch_state(bench):
+    tr = bench.train
+    erm = ERMClassifier(random_state=0).fit(tr.X, tr.y)
+    again = pickle.loads(pickle.dumps(erm))
+    np.testing.assert_array_equal(again.predict(tr.X), erm.predict(tr.X))
+    assert clone(erm).get_params() == erm.get_params()
+    assert not hasattr(clone(erm), "coef_")
+    np.testing.assert_allclose(erm.predict_proba(tr.X).sum(1), 1, rtol=1e-5)
+    # decision_function > 0 <=> predict class 1
+    np.testing.assert_array_equal(erm.decision_function(tr.X) > 0, erm.predict(tr.X) == 1)
+    # the head rebuilds as a torch module with the same logits
+    with torch.no_grad():
+        z = erm._module()(torch.from_numpy(tr.X[:5]))
+    np.testing.assert_allclose(z[:, 1] - z[:, 0], erm.decision_function(tr.X[:5]), rtol=1e-5, atol=1e-5)
+
+
+def test_string_labels_and_multiclass():
+    rng = np.random.RandomState(0)
+    X = rng.randn(300, 5)
+    y = np.array(["cat", "dog", "emu"])[np.argmax(X[:, :3], axis=1)]
+    erm = ERMClassifier().fit(X, y)
+    assert set(erm.predict(X)) <= set(erm.classes_)
+    assert erm.decision_function(X).shape == (300, 3)
+    assert erm.score(X, y) > 0.9
+
+
+def test_readonly_memmap_used_in_place(tmp_path, bench):
+    X = np.ascontiguousarray(bench.train.X, dtype=np.float32)
+    np.save(tmp_path / "X.npy", X)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "not writable" warning leaks out
+        a = ERMClassifier(random_state=0).fit(Xm, bench.train.y)
+        b = ERMClassifier(solver="adamw", max_iter=2, random_state=0).fit(Xm, bench.train.y)
+    np.testing.assert_allclose(a.coef_, ERMClassifier(random_state=0).fit(X, bench.train.y).coef_)
+    assert b.n_iter_ == 2
+
+
+def test_no_full_copy_of_float32_features(bench):
+    from skgroup._training import as_tensor
+
+    X = np.ascontiguousarray(bench.train.X, dtype=np.float32)
+    assert as_tensor(X, torch.float32).data_ptr() == X.__array_interface__["data"][0]
+
+
+def test_convergence_warning_and_n_iter(bench):
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        erm = ERMClassifier(max_iter=2).fit(bench.train.X, bench.train.y)
+    assert erm.n_iter_ == 2
+
+
+@pytest.mark.parametrize(
+    "X, y, match",
+    [
+        (np.array([[0.0, np.nan], [1.0, 2.0]]), [0, 1], "NaN"),
+        (np.array([[0.0, np.inf], [1.0, 2.0]]), [0, 1], "infinity"),
+        (np.ones((4, 2)), [0, 1, 1], "inconsistent numbers of samples"),
+        (np.ones((4, 2)), [1, 1, 1, 1], "only one class"),
+        (np.ones((4, 2)), [0.5, 1.5, 0.5, 1.5], "Unknown label type"),
+    ],
+)
+def test_bad_input_errors(X, y, match):
+    with pytest.raises(ValueError, match=match):
+        ERMClassifier().fit(X, y)
+
+
+def test_bad_parameters_name_the_argument():
+    X, y = np.random.RandomState(0).randn(10, 2), np.arange(10) % 2
+    with pytest.raises(ValueError, match="'solver'"):
+        ERMClassifier(solver="newton").fit(X, y)
+    with pytest.raises(ValueError, match="'l2_reg'"):
+        ERMClassifier(l2_reg=-1).fit(X, y)
+    with pytest.raises(ValueError, match="cuda"):
+        ERMClassifier(device="cuda").fit(X, y) if not torch.cuda.is_available() else (_ for _ in ()).throw(ValueError("cuda"))
+
+
+def test_training_core_rejects_sampler_with_lbfgs_and_online_objectives():
+    from skgroup._objectives import GroupDROLoss
+
+    X, y = np.random.RandomState(0).randn(20, 2).astype(np.float32), np.arange(20) % 2
+    with pytest.raises(ValueError, match="minibatch solver"):
+        train_head(X, y, 2, objective=GroupDROLoss(np.eye(2, dtype=bool)[y]), options=TrainOptions())
+    with pytest.raises(ValueError, match="cannot follow a sampler"):
+        train_head(X, y, 2, objective=WeightedLoss(np.ones(20)), options=TrainOptions(), sampler=RepeatSampler(np.ones(20)))
+
+
+def test_samplers():
+    from skgroup._samplers import BalancedSampler, WeightedSampler
+
+    rng = np.random.default_rng(0)
+    idx = RepeatSampler([0, 1, 3]).epoch(rng)
+    assert sorted(idx.tolist()) == [1, 2, 2, 2]
+    strata = np.array([0] * 90 + [1] * 10)
+    w = balanced_weights(strata)
+    assert w[:90].sum() == pytest.approx(0.5) and w[90:].sum() == pytest.approx(0.5)
+    draws = BalancedSampler(strata, n_draws=20000).epoch(rng)
+    assert np.mean(strata[draws] == 1) == pytest.approx(0.5, abs=0.02)
+    sub = np.zeros(100, bool)
+    sub[:5] = sub[95:] = True
+    draws = BalancedSampler(strata, subset=sub).epoch(rng)
+    assert len(draws) == 10 and set(draws) <= set(np.flatnonzero(sub))
+    with pytest.raises(ValueError, match="non-negative"):
+        WeightedSampler([1, -1])

@@ -1,0 +1,147 @@
+import numpy as np
+import pytest
+
+from skgroup.metrics import (
+    MissingGroupWarning,
+    bias_unsupervised_score,
+    group_accuracies,
+    group_proportions,
+    make_group_labels,
+    per_group_accuracy,
+    worst_class_accuracy,
+    worst_group_accuracy,
+)
+
+Y = np.array([0, 0, 0, 1, 1, 1, 1, 0])
+P = np.array([0, 1, 0, 1, 0, 1, 1, 0])  # wrong at rows 1 and 4
+G = np.array([0, 0, 1, 1, 2, 2, 2, 1])
+
+
+def test_worst_group_hand_computed():
+    # group 0: rows 0,1 -> 1/2; group 1: rows 2,3,7 -> 3/3; group 2: rows 4,5,6 -> 2/3
+    names, acc, counts = per_group_accuracy(Y, P, group_labels=G)
+    assert names == [0, 1, 2]
+    np.testing.assert_allclose(acc, [0.5, 1.0, 2 / 3])
+    np.testing.assert_array_equal(counts, [2, 3, 3])
+    assert worst_group_accuracy(Y, P, group_labels=G) == 0.5
+
+
+def test_string_group_ids_and_single_group():
+    g = np.array(["a", "a", "b", "b", "b", "b", "b", "a"])
+    assert worst_group_accuracy(Y, P, group_labels=g) == pytest.approx(min(2 / 3, 4 / 5))
+    assert worst_group_accuracy(Y, P, group_labels=np.zeros(8, int)) == pytest.approx(6 / 8)
+
+
+def test_overlapping_groups_membership_matrix():
+    M = np.zeros((8, 3), dtype=bool)
+    M[[0, 1, 2], 0] = True  # 2/3 correct
+    M[[1, 4], 1] = True  # 0/2 correct
+    M[:, 2] = True  # 6/8 correct
+    names, acc, _ = per_group_accuracy(Y, P, group_labels=M)
+    np.testing.assert_allclose(acc, [2 / 3, 0.0, 0.75])
+    assert worst_group_accuracy(Y, P, group_labels=M) == 0.0
+    # 0/1 ints are accepted as membership too
+    assert worst_group_accuracy(Y, P, group_labels=M.astype(int)) == 0.0
+
+
+def test_empty_group_is_ignored_with_a_warning_never_a_silent_one():
+    M = np.zeros((8, 2), dtype=bool)
+    M[:4, 0] = True  # rows 0-3: 3/4
+    with pytest.warns(MissingGroupWarning, match=r"\[1\]"):
+        assert worst_group_accuracy(Y, P, group_labels=M) == 0.75
+    with pytest.raises(ValueError, match="Every group"):
+        with pytest.warns(MissingGroupWarning):
+            worst_group_accuracy(Y, P, group_labels=np.zeros((8, 2), dtype=bool))
+
+
+def test_expected_group_missing_warns():
+    with pytest.warns(MissingGroupWarning, match="3"):
+        worst_group_accuracy(Y, P, group_labels=G, expected_groups=[0, 1, 2, 3])
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.array([0, 1, 2]), "has 3 rows but there are 8"),
+        (np.zeros((8, 2, 2)), "1-D"),
+        (np.array([0.0, 1, 2, np.nan, 0, 1, 2, 0]), "NaN"),
+        (np.full((8, 2), 0.5), "boolean"),
+        (None, "group_labels is required"),
+    ],
+)
+def test_bad_group_labels(bad, match):
+    with pytest.raises(ValueError, match=match):
+        worst_group_accuracy(Y, P, group_labels=bad)
+
+
+def test_length_mismatch_of_predictions():
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        worst_group_accuracy(Y, P[:5], group_labels=G)
+
+
+def test_worst_class_accuracy():
+    # class 0 recall: rows 0,1,2,7 -> 3/4; class 1: rows 3,4,5,6 -> 3/4
+    assert worst_class_accuracy(Y, P) == 0.75
+    assert worst_class_accuracy([0, 0, 1], [0, 0, 0]) == 0.0
+
+
+def test_bias_unsupervised_score_hand_computed():
+    b = np.array([0, 0, 1, 1, 1, 0, 1, 0])
+    # cells (y,b): (0,0) rows 0,1,7 -> 2/3; (0,1) row 2 -> 1; (1,1) rows 3,4,6 -> 2/3; (1,0) row 5 -> 1
+    expected = np.mean([2 / 3, 1.0, 2 / 3, 1.0])
+    assert bias_unsupervised_score(Y, P, y_pred_biased=b) == pytest.approx(expected)
+    # empty cells are skipped, not counted as 0 or 1
+    assert bias_unsupervised_score(Y, P, y_pred_biased=Y) == pytest.approx(np.mean([3 / 4, 3 / 4]))
+
+
+def test_make_group_labels_stable_numbering_and_way_back():
+    y = np.array([1, 0, 1, 0])
+    a = np.array(["m", "f", "f", "f"])
+    g, pairs = make_group_labels(y, a)
+    assert pairs == [(0, "f"), (0, "m"), (1, "f"), (1, "m")]
+    np.testing.assert_array_equal(g, [3, 0, 2, 0])
+    assert [pairs[i] for i in g] == list(zip(y.tolist(), a.tolist()))
+    # a subset missing label 0 keeps the full numbering once the values are pinned
+    g2, _ = make_group_labels(y[[0, 2]], a[[0, 2]], label_values=[0, 1], attribute_values=["f", "m"])
+    np.testing.assert_array_equal(g2, [3, 2])
+    with pytest.raises(ValueError, match="label_values misses"):
+        make_group_labels(y, a, label_values=[0])
+    g3, pairs3 = make_group_labels(np.array([0, 1]), np.array([[0, 1], [1, 0]]))
+    assert pairs3[0] == (0, (0, 1))
+    with pytest.raises(ValueError, match="attributes has 3 rows"):
+        make_group_labels(y, a[:3])
+
+
+def test_group_report_counts_weights_and_bootstrap():
+    rep = group_accuracies(Y, P, group_labels=G, group_weights={0: 0.5, 1: 0.25, 2: 0.25},
+                           confidence_level=0.9, n_bootstrap=4000, random_state=0)
+    assert rep.worst_group == 0 and rep.worst_group_accuracy == 0.5
+    assert rep.accuracy == pytest.approx(6 / 8)
+    assert rep.weighted_accuracy == pytest.approx(0.5 * 0.5 + 0.25 * 1 + 0.25 * 2 / 3)
+    assert np.all(rep.ci_low <= rep.accuracies) and np.all(rep.accuracies <= rep.ci_high)
+    # a group with all correct has a degenerate interval; the 2-sample group a wide one
+    assert rep.ci_low[1] == rep.ci_high[1] == 1.0
+    assert rep.ci_high[0] - rep.ci_low[0] >= 0.5
+    assert rep.worst_group_ci[0] <= 0.5
+    text = str(rep)
+    assert "worst-group accuracy" in text and "90% interval" in text
+    assert len(rep.to_dict()) == 3
+
+
+def test_bootstrap_interval_matches_binomial_width():
+    rng = np.random.RandomState(0)
+    y = np.zeros(400, int)
+    p = (rng.rand(400) < 0.2).astype(int)  # ~80% accuracy in one group of 400
+    rep = group_accuracies(y, p, group_labels=np.zeros(400, int), confidence_level=0.95, random_state=0)
+    acc = rep.accuracies[0]
+    half = 1.96 * np.sqrt(acc * (1 - acc) / 400)
+    assert rep.ci_high[0] - rep.ci_low[0] == pytest.approx(2 * half, rel=0.1)
+
+
+def test_group_proportions_and_bad_weights():
+    props = group_proportions(G)
+    assert props == {0: 2 / 8, 1: 3 / 8, 2: 3 / 8}
+    with pytest.raises(ValueError, match="3 non-empty groups"):
+        group_accuracies(Y, P, group_labels=G, group_weights=[1, 2])
+    with pytest.raises(ValueError, match="confidence_level"):
+        group_accuracies(Y, P, group_labels=G, confidence_level=95)
