@@ -1,0 +1,169 @@
+import json
+
+import numpy as np
+import pytest
+
+from skgroup.datasets import (
+    load_celeba_attributes,
+    load_embeddings,
+    load_mnli,
+    make_spurious_benchmark,
+    make_spurious_features,
+    read_manifest,
+    save_embeddings,
+    split_embeddings,
+)
+
+
+def test_synthetic_matches_the_generative_model():
+    X, y, g, a = make_spurious_features(40000, n_core=3, n_spurious=2, n_noise=4, sigma_core=3.0,
+                                        sigma_spurious=0.5, majority_fraction=0.8, return_attribute=True,
+                                        random_state=0)
+    assert X.shape == (40000, 9) and X.dtype == np.float32
+    np.testing.assert_array_equal(g, 2 * y + a)
+    assert np.mean(a == y) == pytest.approx(0.8, abs=0.01)
+    ys, as_ = 2 * y - 1, 2 * a - 1
+    np.testing.assert_allclose((X[:, :3] - ys[:, None]).std(0), 3.0, rtol=0.03)
+    np.testing.assert_allclose((X[:, :3] - ys[:, None]).mean(0), 0.0, atol=0.05)
+    np.testing.assert_allclose((X[:, 3:5] - as_[:, None]).std(0), 0.5, rtol=0.03)
+    np.testing.assert_allclose(X[:, 5:].std(0), 1 / 2, rtol=0.03)  # sigma_noise / sqrt(n_noise)
+
+
+def test_synthetic_balanced_and_deterministic():
+    X1, y1, g1 = make_spurious_features(400, group_balanced=True, random_state=3)
+    X2, _, g2 = make_spurious_features(400, group_balanced=True, random_state=3)
+    np.testing.assert_array_equal(np.bincount(g1), [100] * 4)
+    np.testing.assert_array_equal(X1, X2)
+    b = make_spurious_benchmark(1000, 200, 400, random_state=0)
+    assert np.bincount(b.train.group_labels)[[1, 2]].sum() < 200
+    np.testing.assert_array_equal(np.bincount(b.test.group_labels), [100] * 4)
+    with pytest.raises(ValueError, match="majority_fraction"):
+        make_spurious_features(10, majority_fraction=0.2)
+
+
+def test_erm_fails_the_minority_groups_on_synthetic():
+    from skgroup import ERMClassifier
+    from skgroup.metrics import per_group_accuracy
+
+    b = make_spurious_benchmark(3000, 400, 2000, random_state=0)
+    erm = ERMClassifier().fit(b.train.X, b.train.y)
+    _, acc, _ = per_group_accuracy(b.test.y, erm.predict(b.test.X), group_labels=b.test.group_labels)
+    assert min(acc[1], acc[2]) < 0.6 < min(acc[0], acc[3])  # the shortcut is learned
+
+
+# -- embeddings cache ---------------------------------------------------------
+
+
+def make_cache(path, n=50, dtype=np.float16, **kw):
+    rng = np.random.RandomState(0)
+    feats = rng.randn(n, 6).astype(dtype)
+    labels = np.arange(n) % 2
+    attrs = np.c_[np.arange(n) % 3 == 0, np.arange(n) % 5 == 0].astype(int)
+    split = np.array(["train", "val", "test"] * n)[:n]
+    save_embeddings(path, feats, labels, attributes=attrs, attribute_names=["bg", "other"], split=split,
+                    ids=[f"img{i}.jpg" for i in range(n)], label_names=["a", "b"], spurious_attribute="bg",
+                    extraction={"backbone": "toy"}, **kw)
+    return feats, labels, attrs, split
+
+
+def test_embeddings_round_trip(tmp_path):
+    feats, labels, attrs, split = make_cache(tmp_path / "c")
+    emb = load_embeddings(tmp_path / "c", verify=True)
+    assert isinstance(emb.features, np.memmap) and not emb.features.flags.writeable
+    np.testing.assert_array_equal(emb.features, feats)
+    np.testing.assert_array_equal(emb.labels, labels)
+    np.testing.assert_array_equal(emb.attributes, attrs)
+    assert emb.ids[3] == "img3.jpg" and emb.split.tolist()[:3] == [0, 1, 2]
+    assert emb.manifest["extraction"] == {"backbone": "toy"} and emb.manifest["dtype"] == "float16"
+    s = split_embeddings(emb)
+    assert len(s.train.y) + len(s.val.y) + len(s.test.y) == 50
+    np.testing.assert_array_equal(s.val.X, feats[1::3])
+    np.testing.assert_array_equal(s.train.group_labels, 2 * labels[::3] + attrs[::3, 0])
+    assert s.group_names[3] == "b, bg=1"
+    s2 = split_embeddings(tmp_path / "c", attribute=["bg", "other"])
+    assert s2.train.group_labels.max() <= 7
+
+
+def test_embeddings_never_overwritten_by_accident(tmp_path):
+    make_cache(tmp_path / "c")
+    before = (tmp_path / "c" / "features.npy").read_bytes()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        make_cache(tmp_path / "c")
+    assert (tmp_path / "c" / "features.npy").read_bytes() == before
+    make_cache(tmp_path / "c", n=30, overwrite=True)
+    assert load_embeddings(tmp_path / "c").features.shape == (30, 6)
+
+
+def test_embeddings_corruption_and_incomplete_cache(tmp_path):
+    make_cache(tmp_path / "c")
+    f = tmp_path / "c" / "labels.npy"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 1
+    f.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum"):
+        load_embeddings(tmp_path / "c", verify=True)
+    (tmp_path / "c" / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match="interrupted"):
+        load_embeddings(tmp_path / "c")
+    assert read_manifest(tmp_path / "c") is None
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_embeddings(tmp_path / "nowhere")
+
+
+def test_embeddings_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="float16 or float32"):
+        save_embeddings(tmp_path / "x", np.zeros((3, 2)), [0, 1, 0])
+    with pytest.raises(ValueError, match="labels must have shape"):
+        save_embeddings(tmp_path / "x", np.zeros((3, 2), np.float32), [0, 1])
+    with pytest.raises(ValueError, match="unknown names"):
+        save_embeddings(tmp_path / "x", np.zeros((3, 2), np.float32), [0, 1, 0], split=["train", "dev", "test"])
+    with pytest.raises(ValueError, match="spurious_attribute"):
+        save_embeddings(tmp_path / "x", np.zeros((3, 2), np.float32), [0, 1, 0], attributes=[1, 0, 1],
+                        attribute_names=["a"], spurious_attribute="b")
+
+
+def test_estimator_trains_on_memory_mapped_cache(tmp_path):
+    from skgroup import ERMClassifier
+
+    make_cache(tmp_path / "c", n=300, dtype=np.float32)
+    s = split_embeddings(tmp_path / "c")
+    ERMClassifier().fit(s.train.X, s.train.y).predict(s.test.X)
+
+
+def test_large_features_written_in_chunks(tmp_path, monkeypatch):
+    from skgroup.datasets import _embeddings
+
+    monkeypatch.setattr(_embeddings, "_CHUNK_ROWS", 7)
+    feats = np.random.RandomState(0).randn(50, 3).astype(np.float32)
+    save_embeddings(tmp_path / "c", feats, np.zeros(50, int))
+    np.testing.assert_array_equal(load_embeddings(tmp_path / "c").features, feats)
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["n_samples"] == 50
+
+
+# -- real data (skips without ../shared/data) ----------------------------------
+
+
+def test_celeba_attributes(data_home):
+    d = load_celeba_attributes(data_home)
+    np.testing.assert_array_equal(np.bincount(d.train.group_labels), [71629, 66874, 22880, 1387])
+    assert d.train.X.shape == (162770, 38) and len(d.val.y) == 19867 and len(d.test.y) == 19962
+    assert "Blond_Hair" not in d.feature_names and "Male" not in d.feature_names
+    assert d.group_names[3] == "Blond_Hair=1, Male=1"
+    with pytest.raises(ValueError, match="not a CelebA attribute"):
+        load_celeba_attributes(data_home, attribute="Gender")
+
+
+def test_mnli(data_home):
+    m = load_mnli(data_home)
+    assert len(m.y) == 9815
+    np.testing.assert_array_equal(np.bincount(m.y), [3213, 3479, 3123])
+    neg = [int(((m.y == c) & (m.attribute == 1)).sum()) for c in range(3)]
+    # group_DRO's tokenisation gives 504 / 91 / 87 (data README: about 500 / 89 / 86)
+    assert neg == [504, 91, 87]
+    for g in range(6):
+        rows = m.group_labels == g
+        frac = np.mean(m.split[rows] == "train")
+        assert 0.49 <= frac <= 0.53  # stratified 50 / 25 / 25
+    again = load_mnli(data_home)
+    np.testing.assert_array_equal(again.split, m.split)
+    assert not any('"' in p and "\t" in p for p in m.premise)
