@@ -1,0 +1,243 @@
+"""Compare every skgroup estimator on a benchmark, tuned on validation.
+
+For each seed and estimator, one ``GridSearchCV`` over the validation split
+scores every configuration with three selection rules at once:
+
+* ``wga``  — validation worst-group accuracy (group labels on validation only);
+* ``wca``  — validation worst-class accuracy (no group labels at all);
+* ``bias`` — the bias-unsupervised score of LaBonte et al. (2023), with the
+  predictions of an ERM model trained without class balancing standing in
+  for the spurious attribute (no group labels at all).
+
+The best configuration of each rule is refitted on the training split and
+evaluated on test. Every finished run is appended to ``runs.jsonl`` in the
+results folder at once, so a killed run keeps what it did and a restart skips
+it; the tables (Markdown and CSV, mean and std over seeds) and a plot are
+written at the end.
+
+Usage::
+
+    python benchmarks/compare.py --quick                       # CI smoke test
+    python benchmarks/compare.py --benchmark celeba --seeds 3
+    python benchmarks/compare.py --benchmark mnli              # MiniLM embeddings (built if missing)
+    python benchmarks/compare.py --benchmark fashion           # spurious-background Fashion-MNIST
+    python benchmarks/compare.py --benchmark /path/to/cache    # any embeddings cache
+"""
+
+import argparse
+import csv
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import sklearn
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+
+from skgroup import ERMClassifier
+from skgroup.estimators import all_estimators
+from skgroup.metrics import (
+    bias_unsupervised_scorer,
+    worst_class_accuracy,
+    worst_class_scorer,
+    worst_group_accuracy,
+    worst_group_scorer,
+)
+from skgroup.model_selection import ValidationSplit
+
+RULES = {"wga": worst_group_scorer, "wca": worst_class_scorer, "bias": bias_unsupervised_scorer}
+
+# Grids from the papers and ../shared/METHOD-NOTES.md; QUICK_GRIDS for the CI smoke run.
+GRIDS = {
+    "ERMClassifier": {"l2_reg": [1e-5, 1e-4, 1e-3, 1e-2]},
+}
+QUICK_GRIDS = {
+    "ERMClassifier": {"l2_reg": [1e-4, 1e-2]},
+}
+
+
+def load_benchmark(name, seed, quick=False):
+    from skgroup.datasets import load_celeba_attributes, make_spurious_benchmark, split_embeddings
+
+    if name == "synthetic":
+        n = (1000, 400, 800) if quick else (3000, 1000, 2000)
+        return make_spurious_benchmark(*n, random_state=seed)
+    if name == "celeba":
+        return load_celeba_attributes()
+    if name in ("mnli", "fashion"):
+        from feature_extraction import real
+
+        path = real.build_mnli_minilm() if name == "mnli" else real.build_fashion_spurious()
+        return split_embeddings(path)
+    return split_embeddings(name)
+
+
+def _uses_group_labels_in_fit(est):
+    return "group_labels" in est.get_metadata_routing().consumes("fit", ["group_labels"])
+
+
+def _fit(est, split):
+    params = {"group_labels": split.group_labels} if _uses_group_labels_in_fit(est) else {}
+    start = time.perf_counter()
+    est.fit(split.X, split.y, **params)
+    return time.perf_counter() - start
+
+
+def run_one(name, cls, grid, data, seed, biased, n_jobs):
+    """One grid search, three selection rules; returns one record per rule."""
+    tr, va, te = data.train, data.val, data.test
+    X = np.concatenate([np.asarray(tr.X), np.asarray(va.X)])
+    y = np.concatenate([tr.y, va.y])
+    params = {
+        "group_labels": np.concatenate([tr.group_labels, va.group_labels]),
+        "y_pred_biased": np.concatenate([biased.predict(tr.X), biased.predict(va.X)]),
+    }
+    est = cls(random_state=seed)
+    search = GridSearchCV(est, grid, scoring=RULES, refit=False, cv=ValidationSplit(len(tr.y), len(va.y)),
+                          n_jobs=n_jobs, error_score="raise")
+    start = time.perf_counter()
+    search.fit(X, y, **params)
+    search_seconds = time.perf_counter() - start
+    records, refits = [], {}
+    for rule in RULES:
+        best = int(np.argmin(search.cv_results_[f"rank_test_{rule}"]))
+        best_params = search.cv_results_["params"][best]
+        key = json.dumps(best_params, sort_keys=True, default=str)
+        if key not in refits:
+            model = clone(est).set_params(**best_params)
+            refits[key] = (model, _fit(model, tr))
+        model, seconds = refits[key]
+        pred = model.predict(te.X)
+        records.append({
+            "estimator": name, "rule": rule, "seed": seed,
+            "test_avg_acc": float(np.mean(pred == te.y)),
+            "test_wga": worst_group_accuracy(te.y, pred, group_labels=te.group_labels),
+            "test_wca": worst_class_accuracy(te.y, pred),
+            "val_score": float(search.cv_results_[f"mean_test_{rule}"][best]),
+            "fit_seconds": seconds, "search_seconds": search_seconds,
+            "params": best_params,
+            "group_labels_in_training": _uses_group_labels_in_fit(est),
+            "group_labels_in_validation": rule == "wga",
+        })
+    return records
+
+
+def summarise(records):
+    rows = {}
+    for r in records:
+        rows.setdefault((r["estimator"], r["rule"]), []).append(r)
+    table = []
+    for (est, rule), rs in rows.items():
+        row = {"estimator": est, "rule": rule, "seeds": len(rs)}
+        for k in ("test_avg_acc", "test_wga", "test_wca", "fit_seconds"):
+            vals = np.array([r[k] for r in rs])
+            row[k] = float(vals.mean())
+            row[k + "_std"] = float(vals.std())
+        groups = ("train+val" if rs[0]["group_labels_in_training"] else
+                  ("val" if rs[0]["group_labels_in_validation"] else "none"))
+        row["group_labels"] = groups
+        row["params"] = json.dumps(rs[0]["params"], default=str) if len(rs) == 1 else "per seed"
+        table.append(row)
+    return table
+
+
+def write_outputs(table, out, title):
+    out.mkdir(parents=True, exist_ok=True)
+    fields = ["estimator", "rule", "group_labels", "test_avg_acc", "test_avg_acc_std", "test_wga", "test_wga_std",
+              "test_wca", "test_wca_std", "fit_seconds", "fit_seconds_std", "seeds", "params"]
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(table)
+    lines = [f"# {title}", "",
+             "| estimator | selection | group labels | test avg acc | test worst-group acc | test worst-class acc | fit s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in table:
+        lines.append(f"| {r['estimator']} | {r['rule']} | {r['group_labels']} | {r['test_avg_acc']:.3f} ± {r['test_avg_acc_std']:.3f} "
+                     f"| {r['test_wga']:.3f} ± {r['test_wga_std']:.3f} | {r['test_wca']:.3f} ± {r['test_wca_std']:.3f} "
+                     f"| {r['fit_seconds']:.2f} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "\n".join(lines)
+    ests = list(dict.fromkeys(r["estimator"] for r in table))
+    fig, ax = plt.subplots(figsize=(1.6 * len(ests) + 2, 3.5))
+    width = 0.8 / len(RULES)
+    for j, rule in enumerate(RULES):
+        vals = [next((r["test_wga"] for r in table if r["estimator"] == e and r["rule"] == rule), np.nan) for e in ests]
+        errs = [next((r["test_wga_std"] for r in table if r["estimator"] == e and r["rule"] == rule), 0) for e in ests]
+        ax.bar(np.arange(len(ests)) + j * width, vals, width, yerr=errs, label=f"selected by {rule}")
+    ax.set_xticks(np.arange(len(ests)) + width * (len(RULES) - 1) / 2)
+    ax.set_xticklabels([e.replace("Classifier", "") for e in ests], rotation=20)
+    ax.set_ylabel("test worst-group accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "wga.png", dpi=120)
+    plt.close(fig)
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--benchmark", default="synthetic", help="synthetic, celeba, mnli, fashion, or a cache path")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--estimators", nargs="*", default=None)
+    p.add_argument("--out", default=None, help="results folder (default results/<benchmark>)")
+    p.add_argument("--n-jobs", type=int, default=None)
+    p.add_argument("--quick", action="store_true", help="small data and grids, one seed: a smoke test")
+    args = p.parse_args(argv)
+    seeds = [0] if args.quick else list(range(args.seeds))
+    grids = QUICK_GRIDS if args.quick else GRIDS
+    bench_name = Path(args.benchmark).name if Path(args.benchmark).exists() else args.benchmark
+    out = Path(args.out or Path("results") / (bench_name + ("-quick" if args.quick else "")))
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "runs.jsonl"
+    done = []
+    if log.exists():
+        done = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    finished = {(r["estimator"], r["seed"]) for r in done}
+    chosen = [(n, c) for n, c in all_estimators() if args.estimators is None or n in args.estimators]
+    missing = [n for n, _ in chosen if n not in grids]
+    if missing:
+        raise SystemExit(f"No grid for {missing}: add one to GRIDS in {__file__}.")
+    todo = [(s, n, c) for s in seeds for n, c in chosen if (n, s) not in finished]
+    try:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(todo), desc="runs")
+    except ImportError:  # pragma: no cover
+        bar = None
+    data_cache = {}
+    with sklearn.config_context(enable_metadata_routing=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for seed, name, cls in todo:
+            if seed not in data_cache:
+                data = load_benchmark(args.benchmark, seed, args.quick)
+                # biased model for the bias-unsupervised rule: ERM without class balancing
+                data_cache = {seed: (data, ERMClassifier(random_state=seed).fit(data.train.X, data.train.y))}
+            data, biased = data_cache[seed]
+            records = run_one(name, cls, grids[name], data, seed, biased, args.n_jobs)
+            with open(log, "a") as f:
+                for r in records:
+                    f.write(json.dumps(r, default=str) + "\n")
+            done += records
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(last=name)
+    if bar is not None:
+        bar.close()
+    table = summarise([r for r in done if r["seed"] in seeds])
+    text = write_outputs(table, out, f"{bench_name}: test metrics, tuned on validation ({len(seeds)} seeds)")
+    print(text)
+    print(f"\nwritten to {out}/ (results.md, results.csv, runs.jsonl, wga.png)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

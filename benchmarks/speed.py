@@ -1,0 +1,261 @@
+"""Speed and scale of the estimators, as ratios measured in one process.
+
+Sections (choose with --sections; default all but 'scale-large'):
+
+* ``ratios``: fit time of every estimator (default parameters) on CelebA
+  attributes (or the synthetic benchmark with --data synthetic) as a ratio to
+  scikit-learn's ``LogisticRegression`` at the equivalent regularisation and
+  to ``ERMClassifier``; each fit repeated ``--repeats`` times, median taken.
+  Goals: ERMClassifier <= 1x LogisticRegression, JTT <= 2.5x ERMClassifier,
+  the others <= 3x.
+* ``reference``: the research repositories' loop (a ``DataLoader`` over a
+  ``TensorDataset``, batch 128, one Python step per batch, AdamW) against
+  ERMClassifier's minibatch loop at equal epochs, with the worst-group
+  accuracy of both.
+* ``scale``: fit time and peak memory of ERMClassifier and LogisticRegression
+  against n (10k ... --max-n synthetic rows, d = 512 and 2048, float32); each
+  point in a fresh subprocess so peak RSS is its own.
+* ``search``: ``GridSearchCV(n_jobs=2)`` against ``n_jobs=1`` (and the torch
+  thread count inside a worker: oversubscription check), and the same search
+  through joblib's dask backend on a local ``dask.distributed`` cluster when
+  dask is installed.
+
+Fit times vary by about 30% between processes on small machines: only the
+ratios within one run mean something.
+
+Usage::
+
+    python benchmarks/speed.py                      # ratios, reference, search, scale to 200k
+    python benchmarks/speed.py --sections scale --max-n 1000000
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+
+
+def _median_time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _load(data):
+    from skgroup.datasets import load_celeba_attributes, make_spurious_benchmark
+
+    if data == "celeba":
+        return load_celeba_attributes()
+    return make_spurious_benchmark(20000, 2000, 4000, random_state=0)
+
+
+def section_ratios(args):
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    from skgroup.estimators import all_estimators
+    from skgroup.metrics import worst_group_accuracy
+
+    d = _load(args.data)
+    tr, te = d.train, d.test
+    l2 = 1e-4
+    rows = []
+    lr = LogisticRegression(C=2.0 / (l2 * len(tr.y)), max_iter=1000)
+    t_lr = _median_time(lambda: lr.fit(tr.X, tr.y), args.repeats)
+    rows.append(("LogisticRegression (sklearn)", t_lr, lr.predict(te.X)))
+    with sklearn.config_context(enable_metadata_routing=True):
+        for name, cls in all_estimators():
+            est = cls(random_state=0)
+            kw = {}
+            if "group_labels" in est.get_metadata_routing().consumes("fit", ["group_labels"]):
+                kw["group_labels"] = tr.group_labels
+            t = _median_time(lambda: est.fit(tr.X, tr.y, **kw), args.repeats)
+            rows.append((name, t, est.predict(te.X)))
+    t_erm = next(t for n, t, _ in rows if n == "ERMClassifier")
+    print(f"\n## Fit time ratios on {args.data} ({len(tr.y)} x {tr.X.shape[1]}, median of {args.repeats})\n")
+    print("| estimator | fit s | / LogisticRegression | / ERMClassifier | test acc | test WGA |")
+    print("|---|---|---|---|---|---|")
+    out = []
+    for name, t, pred in rows:
+        wga = worst_group_accuracy(te.y, pred, group_labels=te.group_labels)
+        acc = float(np.mean(pred == te.y))
+        print(f"| {name} | {t:.2f} | {t / t_lr:.2f} | {t / t_erm:.2f} | {acc:.3f} | {wga:.3f} |")
+        out.append(dict(estimator=name, seconds=t, ratio_lr=t / t_lr, ratio_erm=t / t_erm, acc=acc, wga=wga))
+    return out
+
+
+def _reference_loop(X, y, epochs, lr, seed):
+    """The research repositories' head training: DataLoader over TensorDataset, batch 128."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(seed)
+    model = torch.nn.Linear(X.shape[1], int(y.max()) + 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=128,
+                        shuffle=True, generator=g)
+    for _ in range(epochs):
+        for xb, yb in loader:
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model
+
+
+def section_reference(args):
+    import torch
+
+    from skgroup import ERMClassifier
+    from skgroup.metrics import worst_group_accuracy
+
+    d = _load(args.data)
+    tr, te = d.train, d.test
+    X = np.ascontiguousarray(tr.X, dtype=np.float32)
+    y = tr.y.astype(np.int64)
+    epochs = 2
+    print(f"\n## Reference DataLoader loop vs skgroup's loop ({args.data}, {epochs} epochs, AdamW lr 1e-3)\n")
+    print("| loop | batch | fit s | ratio to reference | test WGA |")
+    print("|---|---|---|---|---|")
+    holder = {}
+    t_ref = _median_time(lambda: holder.update(m=_reference_loop(X, y, epochs, 1e-3, 0)), args.repeats)
+    with torch.no_grad():
+        pred = holder["m"](torch.from_numpy(np.ascontiguousarray(te.X, dtype=np.float32))).argmax(1).numpy()
+    print(f"| DataLoader(TensorDataset) | 128 | {t_ref:.2f} | 1.00 | "
+          f"{worst_group_accuracy(te.y, pred, group_labels=te.group_labels):.3f} |")
+    out = [dict(loop="reference", batch=128, seconds=t_ref)]
+    for bs in (128, 1024):
+        est = ERMClassifier(solver="adamw", max_iter=epochs, batch_size=bs, learning_rate=1e-3, l2_reg=0.0,
+                            random_state=0)
+        t = _median_time(lambda: est.fit(X, y), args.repeats)
+        wga = worst_group_accuracy(te.y, est.predict(te.X), group_labels=te.group_labels)
+        print(f"| skgroup index slicing | {bs} | {t:.2f} | {t / t_ref:.2f} | {wga:.3f} |")
+        out.append(dict(loop="skgroup", batch=bs, seconds=t, ratio=t / t_ref, wga=wga))
+    est = ERMClassifier(random_state=0)
+    t = _median_time(lambda: est.fit(X, y), args.repeats)
+    wga = worst_group_accuracy(te.y, est.predict(te.X), group_labels=te.group_labels)
+    print(f"| skgroup full-batch L-BFGS (to convergence) | all | {t:.2f} | {t / t_ref:.2f} | {wga:.3f} |")
+    return out
+
+
+_SCALE_CHILD = r"""
+import json, resource, sys, time, warnings
+import numpy as np
+warnings.simplefilter("ignore")
+which, n, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = np.random.default_rng(0)
+X = rng.standard_normal((n, d), dtype=np.float32)
+w = rng.standard_normal(d).astype(np.float32) / np.sqrt(d)
+y = (X @ w + 0.5 * rng.standard_normal(n) > 0).astype(np.int64)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+if which == "lr":
+    from sklearn.linear_model import LogisticRegression
+    LogisticRegression(C=2.0 / (1e-4 * n), max_iter=100).fit(X, y)
+else:
+    from skgroup import ERMClassifier
+    ERMClassifier(l2_reg=1e-4, max_iter=100).fit(X, y)
+secs = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(dict(seconds=secs, data_mb=X.nbytes / 2**20, extra_peak_mb=(peak - base) / 1024)))
+"""
+
+
+def section_scale(args):
+    ns = [n for n in (10_000, 30_000, 100_000, 300_000, 1_000_000) if n <= args.max_n]
+    print(f"\n## Scale: fit time and peak memory beyond the data (synthetic, float32, 100 L-BFGS iterations max)\n")
+    print("| n | d | data MB | ERM s | LR s | ERM / LR | ERM extra peak MB | LR extra peak MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    out = []
+    for d in (512, 2048):
+        for n in ns:
+            res = {}
+            for which in ("erm", "lr"):
+                proc = subprocess.run([sys.executable, "-c", _SCALE_CHILD, which, str(n), str(d)],
+                                      capture_output=True, text=True, timeout=3600)
+                if proc.returncode:
+                    raise RuntimeError(proc.stderr[-2000:])
+                res[which] = json.loads(proc.stdout.strip().splitlines()[-1])
+            e, lr = res["erm"], res["lr"]
+            print(f"| {n} | {d} | {e['data_mb']:.0f} | {e['seconds']:.2f} | {lr['seconds']:.2f} | "
+                  f"{e['seconds'] / lr['seconds']:.2f} | {e['extra_peak_mb']:.0f} | {lr['extra_peak_mb']:.0f} |")
+            out.append(dict(n=n, d=d, erm=e, lr=lr))
+    return out
+
+
+def _worker_threads(_):
+    import torch
+
+    return torch.get_num_threads()
+
+
+def section_search(args):
+    import sklearn
+    from joblib import Parallel, delayed, parallel_backend
+    from sklearn.model_selection import GridSearchCV
+
+    from skgroup import ERMClassifier, worst_group_scorer
+
+    d = _load(args.data)
+    tr = d.train
+    grid = {"l2_reg": [1e-5, 1e-4, 1e-3, 1e-2]}
+    print(f"\n## GridSearchCV ({args.data}, ERMClassifier, 4 candidates x 3 folds)\n")
+    print("| backend | n_jobs | seconds | speed-up | torch threads in a worker |")
+    print("|---|---|---|---|---|")
+    out = []
+    with sklearn.config_context(enable_metadata_routing=True):
+        def search(n_jobs):
+            GridSearchCV(ERMClassifier(), grid, scoring=worst_group_scorer, cv=3, n_jobs=n_jobs).fit(
+                tr.X, tr.y, group_labels=tr.group_labels)
+
+        t1 = _median_time(lambda: search(1), 1)
+        t2 = _median_time(lambda: search(2), 1)
+        threads = Parallel(n_jobs=2)(delayed(_worker_threads)(i) for i in range(2))
+        print(f"| loky (default) | 1 | {t1:.2f} | 1.00 | - |")
+        print(f"| loky (default) | 2 | {t2:.2f} | {t1 / t2:.2f} | {threads[0]} |")
+        out += [dict(backend="loky", n_jobs=1, seconds=t1), dict(backend="loky", n_jobs=2, seconds=t2)]
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError:
+            print("| dask | - | (dask.distributed not installed: pip install dask distributed) | | |")
+            return out
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            search(1)  # warm the workers' imports outside the timing
+            with parallel_backend("dask"):
+                td = _median_time(lambda: search(-1), 1)
+                dthreads = client.run(lambda: __import__("torch").get_num_threads())
+        print(f"| dask.distributed (2 workers x 1 thread) | -1 | {td:.2f} | {t1 / td:.2f} | "
+              f"{sorted(set(dthreads.values()))} |")
+        out.append(dict(backend="dask", n_jobs=-1, seconds=td))
+    return out
+
+
+SECTIONS = {"ratios": section_ratios, "reference": section_reference, "search": section_search,
+            "scale": section_scale}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="celeba", choices=["celeba", "synthetic"])
+    p.add_argument("--sections", nargs="*", default=list(SECTIONS))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--max-n", type=int, default=200_000)
+    p.add_argument("--json", default=None, help="also write the raw numbers to this file")
+    args = p.parse_args(argv)
+    warnings.simplefilter("ignore")
+    results = {s: SECTIONS[s](args) for s in args.sections}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
