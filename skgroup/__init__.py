@@ -7,7 +7,7 @@ travel through scikit-learn's metadata routing.
 
 __version__ = "0.1.0"
 
-from .estimators import ERMClassifier
+from .estimators import ERMClassifier, GradTuneClassifier, MixtureBalancedClassifier
 from .metrics import (
     group_accuracies,
     make_group_labels,
@@ -19,6 +19,8 @@ from .metrics import (
 
 __all__ = [
     "ERMClassifier",
+    "GradTuneClassifier",
+    "MixtureBalancedClassifier",
     "group_accuracies",
     "make_group_labels",
     "worst_class_accuracy",

@@ -7,7 +7,9 @@ An estimator chooses three things and calls :func:`train_head`:
 * a sampler (``skgroup._samplers``): which rows an epoch visits, how often;
 * an optimizer mode: ``'lbfgs'`` (full batch, for smooth objectives; each
   iteration sees every row once, so it ignores the sampler) or ``'adamw'`` /
-  ``'sgd'`` (minibatches of the sampler's epoch, ``max_iter`` epochs).
+  ``'sgd'`` (minibatches of the sampler's epoch, ``max_iter`` epochs, at a
+  constant learning rate or annealed to zero by a per-step cosine,
+  ``lr_schedule='cosine'``).
 
 The objective minimised is ``objective(batch) + l2_reg / 2 * sum ||W||_F^2``
 over the weight matrices (biases are not penalised): an L2 penalty in the
@@ -45,6 +47,7 @@ class TrainOptions:
     max_iter: int = 100
     batch_size: int = 256
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
     tol: float = 1e-5
     device: str = "cpu"
     dtype: str = "float32"
@@ -251,13 +254,23 @@ def _fit_minibatch(X, y_t, module, objective, opts, dtype, device, sampler, seed
         optimizer = torch.optim.SGD(params, lr=opts.learning_rate, momentum=0.9)
     else:
         raise ValueError(f"solver must be 'lbfgs', 'adamw' or 'sgd'; got {opts.solver!r}.")
+    if opts.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine'; got {opts.lr_schedule!r}.")
     bs = int(opts.batch_size)
     bar = _progress(opts.max_iter, opts.verbose, "epochs")
     history = []
+    step, total_steps = 0, None
     for epoch in range(opts.max_iter):
         order = torch.from_numpy(sampler.epoch(rng))
+        if total_steps is None:  # samplers give epochs of a fixed length
+            total_steps = opts.max_iter * math.ceil(order.shape[0] / bs)
         total, n_batches = 0.0, 0
         for start in range(0, order.shape[0], bs):
+            if opts.lr_schedule == "cosine":
+                lr = 0.5 * opts.learning_rate * (1 + math.cos(math.pi * step / total_steps))
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            step += 1
             b = order[start : start + bs]
             xb = rows(b).to(device, non_blocking=True)
             b_dev = b.to(device)

@@ -11,6 +11,8 @@ from skgroup.estimators import all_estimators
 
 CHECK_PARAMS = {
     "ERMClassifier": dict(dtype="float64", tol=1e-10, max_iter=500),
+    "GradTuneClassifier": dict(dtype="float64", max_iter=20),
+    "MixtureBalancedClassifier": dict(dtype="float64", max_iter=10),
 }
 
 # name -> {check name: reason}

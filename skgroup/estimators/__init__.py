@@ -2,10 +2,19 @@
 
 from ._base import BaseHeadClassifier
 from ._erm import ERMClassifier
+from ._gradtune import GradTuneClassifier, last_layer_gradient_norms
+from ._mixture import MixtureBalancedClassifier
 
-__all__ = ["BaseHeadClassifier", "ERMClassifier", "all_estimators"]
+__all__ = [
+    "BaseHeadClassifier",
+    "ERMClassifier",
+    "GradTuneClassifier",
+    "MixtureBalancedClassifier",
+    "all_estimators",
+    "last_layer_gradient_norms",
+]
 
 
 def all_estimators():
     """(name, class) of every skgroup classifier, ERM first (the main job's order)."""
-    return [(cls.__name__, cls) for cls in (ERMClassifier,)]
+    return [(cls.__name__, cls) for cls in (ERMClassifier, GradTuneClassifier, MixtureBalancedClassifier)]
