@@ -50,12 +50,26 @@ from skgroup.model_selection import ValidationSplit
 
 RULES = {"wga": worst_group_scorer, "wca": worst_class_scorer, "bias": bias_unsupervised_scorer}
 
-# Grids from the papers and ../shared/METHOD-NOTES.md; QUICK_GRIDS for the CI smoke run.
+# Grids from the papers and ../shared/METHOD-NOTES.md (JTT: the identification model's
+# strength and lambda_up must both be searched); QUICK_GRIDS for the CI smoke run.
 GRIDS = {
     "ERMClassifier": {"l2_reg": [1e-5, 1e-4, 1e-3, 1e-2]},
+    "GroupDROClassifier": {"eta": [0.01, 0.1], "l2_reg": [1e-3, 1e-2, 1e-1, 1.0]},
+    "JTTClassifier": {"id_epochs": [1, 2], "id_l2_reg": [None, 0.1], "lambda_up": [5, 10, 20, 50, 100]},
+    "CVaRClassifier": {"alpha": [0.5, 0.2, 0.1, 0.05], "l2_reg": [1e-2, 1e-1, 1.0]},
+    "GradTuneClassifier": {"n_top": [100, 200, 400], "lr_scale": [0.003, 0.005, 0.01]},
+    "MixtureBalancedClassifier": [
+        {"balancing": ["subsetting", "upsampling", "upweighting"], "l2_reg": [1e-5, 1e-4]},
+        {"balancing": ["mixture"], "mixture_ratio": [2.0, 4.0], "l2_reg": [1e-5, 1e-4]},
+    ],
 }
 QUICK_GRIDS = {
     "ERMClassifier": {"l2_reg": [1e-4, 1e-2]},
+    "GroupDROClassifier": {"l2_reg": [1e-2, 1e-1]},
+    "JTTClassifier": {"lambda_up": [5, 20]},
+    "CVaRClassifier": {"alpha": [0.2, 0.5]},
+    "GradTuneClassifier": {"n_top": [100], "n_finetune": [150], "max_iter": [50]},
+    "MixtureBalancedClassifier": {"balancing": ["subsetting", "mixture"], "max_iter": [10]},
 }
 
 
@@ -136,9 +150,9 @@ def summarise(records):
             vals = np.array([r[k] for r in rs])
             row[k] = float(vals.mean())
             row[k + "_std"] = float(vals.std())
-        groups = ("train+val" if rs[0]["group_labels_in_training"] else
-                  ("val" if rs[0]["group_labels_in_validation"] else "none"))
-        row["group_labels"] = groups
+        used = [name for name, key in (("train", "group_labels_in_training"), ("val", "group_labels_in_validation"))
+                if rs[0][key]]
+        row["group_labels"] = "+".join(used) or "none"
         row["params"] = json.dumps(rs[0]["params"], default=str) if len(rs) == 1 else "per seed"
         table.append(row)
     return table

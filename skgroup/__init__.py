@@ -7,7 +7,14 @@ travel through scikit-learn's metadata routing.
 
 __version__ = "0.1.0"
 
-from .estimators import ERMClassifier, GradTuneClassifier, MixtureBalancedClassifier
+from .estimators import (
+    CVaRClassifier,
+    ERMClassifier,
+    GradTuneClassifier,
+    GroupDROClassifier,
+    JTTClassifier,
+    MixtureBalancedClassifier,
+)
 from .metrics import (
     group_accuracies,
     make_group_labels,
@@ -18,7 +25,10 @@ from .metrics import (
 )
 
 __all__ = [
+    "CVaRClassifier",
     "ERMClassifier",
+    "GroupDROClassifier",
+    "JTTClassifier",
     "GradTuneClassifier",
     "MixtureBalancedClassifier",
     "group_accuracies",

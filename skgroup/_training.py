@@ -45,7 +45,7 @@ class TrainOptions:
     hidden_layer_sizes: tuple = ()
     l2_reg: float = 1e-4
     max_iter: int = 100
-    batch_size: int = 256
+    batch_size: object = "auto"
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"
     tol: float = 1e-5
@@ -60,6 +60,20 @@ class TrainResult:
     n_iter: int
     converged: bool
     loss_history: list = field(default_factory=list)
+
+
+def resolve_batch_size(batch_size, n_samples):
+    """``batch_size='auto'`` is ``min(1024, max(32, n_samples // 100))``.
+
+    Epoch-based schedules need enough steps an epoch: about 100 where the data
+    allows (32 rows or more a batch), and no batch above 1024. A minibatch
+    loop on frozen features is overhead-bound at small batches
+    (METHOD-NOTES: 0.35-0.45 ms a step at 128), so CelebA's 162,770 training
+    rows get batch 1024.
+    """
+    if batch_size == "auto":
+        return int(min(1024, max(32, n_samples // 100)))
+    return int(batch_size)
 
 
 def torch_dtype(name):
@@ -256,7 +270,7 @@ def _fit_minibatch(X, y_t, module, objective, opts, dtype, device, sampler, seed
         raise ValueError(f"solver must be 'lbfgs', 'adamw' or 'sgd'; got {opts.solver!r}.")
     if opts.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine'; got {opts.lr_schedule!r}.")
-    bs = int(opts.batch_size)
+    bs = resolve_batch_size(opts.batch_size, X.shape[0])
     bar = _progress(opts.max_iter, opts.verbose, "epochs")
     history = []
     step, total_steps = 0, None

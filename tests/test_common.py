@@ -5,6 +5,7 @@ each estimator runs them with float64 and a tight tolerance, and fast
 settings where a method has long schedules.
 """
 
+import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skgroup.estimators import all_estimators
@@ -16,7 +17,16 @@ CHECK_PARAMS = {
 }
 
 # name -> {check name: reason}
-EXPECTED_FAILED = {}
+EXPECTED_FAILED = {
+    "JTTClassifier": {
+        "check_classifiers_train": (
+            "JTT upweights (x10) the rows an early-stopped ERM model gets wrong, here the "
+            "overlapping blob points, trading average training accuracy for them by design; "
+            "the check's 0.83 training-accuracy floor is not the method's goal (it passes "
+            "with lambda_up=5)."
+        ),
+    },
+}
 
 ESTIMATORS = [cls(**CHECK_PARAMS.get(name, {})) for name, cls in all_estimators()]
 
@@ -25,10 +35,15 @@ def expected_failed_checks(estimator):
     return EXPECTED_FAILED.get(type(estimator).__name__, {})
 
 
+# random check data puts CVaR at alpha=0.05 in its degenerate regime; the warning is right there
+@pytest.mark.filterwarnings("ignore::skgroup.estimators.DegenerateCVaRWarning")
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
 def test_every_estimator_is_checked():
-    assert {type(e).__name__ for e in ESTIMATORS} >= {"ERMClassifier"}
+    assert {type(e).__name__ for e in ESTIMATORS} == {
+        "ERMClassifier", "GroupDROClassifier", "JTTClassifier", "CVaRClassifier",
+        "GradTuneClassifier", "MixtureBalancedClassifier",
+    }

@@ -66,7 +66,7 @@ def test_class_weight_balanced_raises_minority_recall(bench):
 def test_minibatch_solvers_deterministic_and_mlp(bench):
     tr, te = bench.train, bench.test
     for solver in ("adamw", "sgd"):
-        kw = dict(solver=solver, max_iter=5, learning_rate=1e-2, random_state=3)
+        kw = dict(solver=solver, max_iter=5, learning_rate=1e-2, batch_size=256, random_state=3)
         a, b = ERMClassifier(**kw).fit(tr.X, tr.y), ERMClassifier(**kw).fit(tr.X, tr.y)
         np.testing.assert_array_equal(a.coef_, b.coef_)
         assert a.score(tr.X, tr.y) > 0.85  # (the test split is group-balanced: ERM is ~0.5 there)
@@ -189,3 +189,12 @@ def test_samplers():
     assert len(draws) == 10 and set(draws) <= set(np.flatnonzero(sub))
     with pytest.raises(ValueError, match="non-negative"):
         WeightedSampler([1, -1])
+
+
+def test_auto_batch_size():
+    from skgroup._training import resolve_batch_size
+
+    assert resolve_batch_size("auto", 300) == 32
+    assert resolve_batch_size("auto", 5000) == 50
+    assert resolve_batch_size("auto", 162770) == 1024
+    assert resolve_batch_size(77, 10) == 77

@@ -80,14 +80,9 @@ def worst_set_composition(losses, group_labels, *, alpha):
 
 
 def _resolve_batch_size(batch_size, n_samples):
-    """The estimators' ``batch_size='auto'``, resolved by their own rule."""
-    if batch_size != "auto":
-        return batch_size
-    try:
-        from ..estimators._group_dro import _auto_batch_size
-    except ImportError:  # the rule documented by the estimators
-        return int(min(1024, max(32, n_samples // 100)))
-    return _auto_batch_size(batch_size, n_samples)
+    from .._training import resolve_batch_size
+
+    return resolve_batch_size(batch_size, n_samples)
 
 
 def _settings(estimator, overrides, extra_defaults, n_samples):

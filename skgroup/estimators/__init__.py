@@ -1,13 +1,21 @@
 """Group-robust classifiers on frozen features."""
 
 from ._base import BaseHeadClassifier
+from ._cvar import CVaRClassifier, DegenerateCVaRWarning
 from ._erm import ERMClassifier
 from ._gradtune import GradTuneClassifier, last_layer_gradient_norms
+from ._group_dro import GroupDROClassifier
+from ._jtt import EmptyErrorSetWarning, JTTClassifier
 from ._mixture import MixtureBalancedClassifier
 
 __all__ = [
     "BaseHeadClassifier",
+    "CVaRClassifier",
+    "DegenerateCVaRWarning",
     "ERMClassifier",
+    "EmptyErrorSetWarning",
+    "GroupDROClassifier",
+    "JTTClassifier",
     "GradTuneClassifier",
     "MixtureBalancedClassifier",
     "all_estimators",
@@ -17,4 +25,14 @@ __all__ = [
 
 def all_estimators():
     """(name, class) of every skgroup classifier, ERM first (the main job's order)."""
-    return [(cls.__name__, cls) for cls in (ERMClassifier, GradTuneClassifier, MixtureBalancedClassifier)]
+    return [
+        (cls.__name__, cls)
+        for cls in (
+            ERMClassifier,
+            GroupDROClassifier,
+            JTTClassifier,
+            CVaRClassifier,
+            GradTuneClassifier,
+            MixtureBalancedClassifier,
+        )
+    ]

@@ -33,7 +33,7 @@ class ERMClassifier(BaseHeadClassifier):
         'balanced' uses ``n_samples / (n_classes * bincount(y))``.
 """
         + HEAD_PARAMS_DOC.format(
-            l2_reg=1e-4, solver="lbfgs", max_iter=200, batch_size=256, learning_rate=1e-3
+            l2_reg=1e-4, solver="lbfgs", max_iter=200, batch_size="auto", learning_rate=1e-3
         )
         + """
     Attributes
@@ -73,7 +73,7 @@ class ERMClassifier(BaseHeadClassifier):
         l2_reg=1e-4,
         solver="lbfgs",
         max_iter=200,
-        batch_size=256,
+        batch_size="auto",
         learning_rate=1e-3,
         tol=1e-5,
         device="cpu",

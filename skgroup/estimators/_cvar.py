@@ -1,0 +1,189 @@
+"""CVaR DRO (Levy et al., 2020): minimise the mean of the worst alpha-fraction of losses."""
+
+import math
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .._objectives import CVaRLoss, cvar_of_losses
+from .._objectives import MeanLoss
+from .._training import train_head
+from ._base import HEAD_PARAMS_DOC, BaseHeadClassifier
+
+__all__ = ["CVaRClassifier", "DegenerateCVaRWarning"]
+
+
+class DegenerateCVaRWarning(UserWarning):
+    """The fitted head does no better on the CVaR objective than uniform probabilities."""
+
+
+class CVaRClassifier(BaseHeadClassifier):
+    __doc__ = (
+        """Softmax head trained by CVaR distributionally robust optimisation.
+
+    Levy, Carmon, Duchi & Sidford, "Large-Scale Methods for Distributionally
+    Robust Optimization", NeurIPS 2020; a baseline of JTT (Liu et al., 2021).
+    The objective is the conditional value at risk of the loss at level
+    alpha, the mean of the worst alpha-fraction of losses:
+
+    .. math:: \\min_W \\mathrm{CVaR}_\\alpha(\\ell) + \\frac{\\lambda}{2}\\lVert W\\rVert^2,
+              \\qquad \\mathrm{CVaR}_\\alpha(\\ell) = \\frac{1}{\\alpha m}\\Big(
+              \\sum_{j \\le \\lfloor \\alpha m \\rfloor} \\ell_{(j)}
+              + (\\alpha m - \\lfloor \\alpha m \\rfloor)\\,\\ell_{(\\lfloor \\alpha m \\rfloor + 1)}\\Big)
+
+    with :math:`\\ell_{(1)} \\ge \\ell_{(2)} \\ge \\dots` the m losses sorted
+    in decreasing order. With the minibatch solvers it is computed exactly on
+    each minibatch (m = batch size; the minibatch estimator of Levy et al.,
+    biased low for small batches); with ``solver='lbfgs'`` on the whole
+    training set (m = n, the exact objective). ``alpha=1`` is ERM. No group
+    labels are used.
+
+    Full-batch mode: the zero head ties every loss, a kink of the CVaR at
+    which L-BFGS stalls at once, so L-BFGS starts from the ERM head of the
+    same ``l2_reg`` (a difference from a zero-initialised reference). The
+    objective is non-smooth, so the gradient test rarely ends the run and a
+    ``ConvergenceWarning`` at ``max_iter`` is common; on CelebA attributes
+    at alpha 0.5 it reached in 20 iterations (after the ERM start) the
+    objective of 300 full-batch AdamW epochs (0.5267 against 0.5269).
+
+    The degenerate regime, seen on CelebA attributes: when alpha is below
+    the fraction of training points that no head can fit (overlapping
+    classes, label noise; ERM misclassifies 13% of CelebA's training rows),
+    no head has a lower CVaR than the zero head, whose uniform
+    probabilities give every point the loss log K. The minimiser is then a
+    head with near-zero logits, and its predictions hang on the optimiser's
+    path rather than on the objective. The fit warns
+    (:class:`DegenerateCVaRWarning`) when the fitted head's training CVaR is
+    no lower than log K. Outside that regime CVaR DRO flattens the
+    per-group losses but barely moves the decision rule, as Hu et al.
+    (ICML 2018) predict for DRO with a classification loss: on
+    ``make_spurious_features`` the worst group's log-loss drops by a third
+    while its accuracy stays at ERM's.
+
+    Defaults and where they come from: METHOD-NOTES found CVaR DRO needs a
+    small alpha and strong L2 on CelebA attributes (worst-group accuracy
+    0.01 at alpha 0.5, 0.10 at 0.2, 0.33 at 0.1, 0.47 at 0.05), so
+    ``alpha=0.05`` and ``l2_reg=0.1``; AdamW, learning rate 3e-3, 2 epochs
+    at ``batch_size='auto'`` (1024 on CelebA; the reference uses 128) were
+    chosen on validation under the speed budget. All of these CelebA
+    settings are in the degenerate regime: the worst-group accuracy they
+    reach (0.42-0.48 after tuning alpha and ``l2_reg`` on validation, 3
+    seeds) varies with the seed, so always tune them on validation, and
+    prefer JTT or a group-aware method when group labels exist for
+    validation or training. Epochs count passes over the data: on a small
+    training set raise ``max_iter``. With ``solver='lbfgs'``, ``max_iter``
+    counts L-BFGS iterations: raise it to about 100-300.
+
+    Parameters
+    ----------
+    alpha : float in (0, 1], default=0.05
+        Fraction of the (minibatch's) examples whose losses are averaged.
+"""
+        + (
+            HEAD_PARAMS_DOC.format(
+                l2_reg=0.1, solver="adamw", max_iter=2, batch_size="auto", learning_rate=3e-3
+            )
+        )
+        + """
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    training_cvar_ : float
+        CVaR_alpha of the fitted head's losses over the whole training set
+        (without the L2 term); ``log(n_classes)`` is the zero head's.
+    coef_ : ndarray of shape (n_classes, n_features)
+        Weights of a linear head.
+    intercept_ : ndarray of shape (n_classes,)
+    coefs_, intercepts_ : lists of ndarray
+    n_iter_ : int
+        Epochs or L-BFGS iterations run.
+    loss_curve_ : list of float
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> from skgroup.estimators._cvar import CVaRClassifier
+    >>> from skgroup.datasets import make_spurious_features
+    >>> X, y, g = make_spurious_features(1000, random_state=0)
+    >>> clf = CVaRClassifier(alpha=0.2, batch_size=128, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 2)
+    """
+    )
+
+    _parameter_constraints = {
+        **BaseHeadClassifier._parameter_constraints,
+        "alpha": [Interval(Real, 0, 1, closed="right")],
+    }
+
+    def __init__(
+        self,
+        *,
+        alpha=0.05,
+        hidden_layer_sizes=(),
+        l2_reg=0.1,
+        solver="adamw",
+        max_iter=2,
+        batch_size="auto",
+        learning_rate=3e-3,
+        tol=1e-5,
+        device="cpu",
+        dtype="float32",
+        random_state=None,
+        verbose=0,
+    ):
+        self.alpha = alpha
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.l2_reg = l2_reg
+        self.solver = solver
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.tol = tol
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fit the head.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        """
+        X, y_enc = self._validate_fit_data(X, y)
+        options = self._options()
+        init = None
+        if self.solver == "lbfgs" and self.alpha < 1:
+            # the zero head ties every loss, a kink of the CVaR where L-BFGS stalls at once;
+            # start from the ERM head of the same L2 instead (a smooth point)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=ConvergenceWarning)
+                init = train_head(
+                    X, y_enc, len(self.classes_), objective=MeanLoss(), options=options, seed=self._seed()
+                ).module
+        self._train(X, y_enc, CVaRLoss(self.alpha), options=options, init=init)
+        z = self._logits(X).astype(np.float64)
+        z -= z.max(axis=1, keepdims=True)
+        losses = np.log(np.exp(z).sum(axis=1)) - z[np.arange(z.shape[0]), y_enc]
+        self.training_cvar_ = float(cvar_of_losses(torch.from_numpy(losses), self.alpha))
+        uniform = math.log(len(self.classes_))
+        if self.training_cvar_ >= uniform - 1e-3:
+            warnings.warn(
+                f"The fitted head's training CVaR at alpha={self.alpha} "
+                f"({self.training_cvar_:.4f}) is no lower than that of uniform probabilities "
+                f"(log {len(self.classes_)} = {uniform:.4f}): the worst alpha-fraction holds "
+                "points no head fits, the objective is minimised by near-zero logits and the "
+                "predictions rest on the optimiser's path. Raise alpha.",
+                DegenerateCVaRWarning,
+                stacklevel=3,
+            )
+        return self

@@ -1,0 +1,271 @@
+"""Just Train Twice (Liu et al., ICML 2021): upweight what an underfit ERM model gets wrong."""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .._objectives import MeanLoss, WeightedLoss
+from .._samplers import RepeatSampler
+from ._base import HEAD_PARAMS_DOC, BaseHeadClassifier
+from ._erm import ERMClassifier
+
+__all__ = ["JTTClassifier", "EmptyErrorSetWarning"]
+
+
+class EmptyErrorSetWarning(UserWarning):
+    """JTT's identification model fits every training row: nothing to upweight."""
+
+
+class JTTClassifier(BaseHeadClassifier):
+    __doc__ = (
+        """Just Train Twice: ERM, then ERM again with the first model's errors upweighted.
+
+    Liu, Haghgoo, Chen, Raghunathan, Koh, Sagawa, Liang & Finn, "Just Train
+    Twice: Improving Group Robustness without Training Group Information",
+    ICML 2021. Stage 1 trains an identification model :math:`\\hat f_{id}` by
+    ERM for T epochs (few, or strongly regularised, so that it underfits the
+    minority groups) and collects its error set
+    :math:`E = \\{i : \\hat f_{id}(x_i) \\ne y_i\\}`. Stage 2 trains the final
+    model on
+
+    .. math:: \\min_W \\frac{1}{n - |E| + \\lambda_{up}|E|}
+              \\Big(\\lambda_{up}\\sum_{i \\in E} \\ell(W x_i, y_i)
+              + \\sum_{i \\notin E} \\ell(W x_i, y_i)\\Big)
+              + \\frac{\\lambda}{2}\\lVert W\\rVert^2 .
+
+    ``upweight_mode='upsample'`` is the paper's way: "in each epoch we sample
+    each example from the error set lambda_up times and all other examples
+    only once", so an epoch holds ``n - |E| + lambda_up * |E|`` rows and an
+    error row appears exactly ``lambda_up`` times (reference implementations
+    disagree on lambda_up versus 1 + lambda_up; this follows the paper's
+    sentence). ``'reweight'`` multiplies the losses instead: error rows get
+    weight ``lambda_up``, the others 1, rescaled to average 1 so that both
+    modes minimise the same objective (equal in expectation), and it also
+    runs under full-batch L-BFGS.
+
+    Group labels are not used in ``fit``; they serve only model selection
+    (``worst_group_scorer`` on a validation split), as in the paper.
+    JTT is fragile (METHOD-NOTES): the search grid must cover the
+    identification model's strength (``id_epochs``, ``id_l2_reg``) and
+    ``lambda_up``.
+
+    The identification and final models share every setting except the
+    number of epochs (the paper's practice); ``id_l2_reg``, ``id_solver``
+    and ``id_learning_rate`` override stage 1 when given.
+
+    Defaults and where they come from: ``id_epochs=2`` and ``lambda_up=10``
+    are the values METHOD-NOTES found best on CelebA attributes (WGA by
+    lambda: 2 -> 0.04, 5 -> 0.34, 10 -> 0.62, 100 -> 0.43); the paper's
+    choices vary by dataset (T = 1 epoch, lambda_up = 50 on CelebA images
+    with a fine-tuned ResNet-50). The optimiser differs from the paper's
+    (SGD, small batches): AdamW with learning rate 1e-2 at
+    ``batch_size='auto'`` (1024 on CelebA), 2 epochs for the final model,
+    because a minibatch loop is overhead-bound at batch 128 (METHOD-NOTES).
+    With these defaults CelebA attributes reach 0.73 test accuracy and
+    0.63-0.64 worst-group accuracy over 4 seeds (METHOD-NOTES, tuned: 0.72 /
+    0.62) in less time than ``ERMClassifier``'s L-BFGS fit. Epochs count
+    passes over the data: on small data put ``learning_rate`` (1e-3 works at
+    batches of 32-50) and ``id_epochs`` in the search. With
+    ``solver='lbfgs'`` (``upweight_mode='reweight'``) ``max_iter`` counts
+    L-BFGS iterations: raise it to about 200.
+
+    Parameters
+    ----------
+    lambda_up : float >= 1 or 'auto', default=10
+        Upweighting factor of the error set. 'auto' is the paper's heuristic
+        (Sec. 5.4) of weighting the error set as much as the rest of the
+        data: ``(n - |E|) / |E|`` (at least 1; rounded to an integer for
+        upsampling). Upsampling needs an integer.
+    upweight_mode : {'upsample', 'reweight'}, default='upsample'
+        'upsample': each epoch holds every error row ``lambda_up`` times and
+        every other row once (needs a minibatch solver). 'reweight': loss
+        weights ``lambda_up`` on the error set and 1 elsewhere (any solver).
+    id_epochs : int, default=2
+        T: epochs of the identification model (L-BFGS iterations when its
+        solver is 'lbfgs').
+    id_l2_reg : float or None, default=None
+        L2 strength of the identification model; None uses ``l2_reg``.
+    id_solver : {'adamw', 'sgd', 'lbfgs'} or None, default=None
+        Solver of the identification model; None uses ``solver``, or
+        'adamw' when ``solver='lbfgs'`` (T epochs need a minibatch solver).
+    id_learning_rate : float or None, default=None
+        Learning rate of the identification model; None uses
+        ``learning_rate``.
+"""
+        + (
+            HEAD_PARAMS_DOC.format(
+                l2_reg=1e-4, solver="adamw", max_iter=2, batch_size="auto", learning_rate=1e-2
+            )
+        )
+        + """
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    identification_model_ : ERMClassifier
+        The stage-1 model.
+    error_set_ : ndarray of shape (n_samples,), bool
+        Training rows the identification model misclassifies.
+    lambda_up_ : float
+        The upweighting factor used (``lambda_up``, or its 'auto' value);
+        1.0 when the error set is empty (the final model is then ERM).
+    coef_ : ndarray of shape (n_classes, n_features)
+        Weights of a linear final head.
+    intercept_ : ndarray of shape (n_classes,)
+    coefs_, intercepts_ : lists of ndarray
+    n_iter_ : int
+        Epochs (or L-BFGS iterations) of the final model.
+    loss_curve_ : list of float
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> from skgroup.estimators._jtt import JTTClassifier
+    >>> from skgroup.datasets import make_spurious_features
+    >>> X, y, g = make_spurious_features(1000, random_state=0)
+    >>> clf = JTTClassifier(batch_size=64, random_state=0).fit(X, y)
+    >>> clf.error_set_.shape
+    (1000,)
+    """
+    )
+
+    _parameter_constraints = {
+        **BaseHeadClassifier._parameter_constraints,
+        "lambda_up": [Interval(Real, 1, None, closed="left"), StrOptions({"auto"})],
+        "upweight_mode": [StrOptions({"upsample", "reweight"})],
+        "id_epochs": [Interval(Integral, 1, None, closed="left")],
+        "id_l2_reg": [Interval(Real, 0, None, closed="left"), None],
+        "id_solver": [StrOptions({"lbfgs", "adamw", "sgd"}), None],
+        "id_learning_rate": [Interval(Real, 0, None, closed="neither"), None],
+    }
+
+    def __init__(
+        self,
+        *,
+        lambda_up=10,
+        upweight_mode="upsample",
+        id_epochs=2,
+        id_l2_reg=None,
+        id_solver=None,
+        id_learning_rate=None,
+        hidden_layer_sizes=(),
+        l2_reg=1e-4,
+        solver="adamw",
+        max_iter=2,
+        batch_size="auto",
+        learning_rate=1e-2,
+        tol=1e-5,
+        device="cpu",
+        dtype="float32",
+        random_state=None,
+        verbose=0,
+    ):
+        self.lambda_up = lambda_up
+        self.upweight_mode = upweight_mode
+        self.id_epochs = id_epochs
+        self.id_l2_reg = id_l2_reg
+        self.id_solver = id_solver
+        self.id_learning_rate = id_learning_rate
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.l2_reg = l2_reg
+        self.solver = solver
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.tol = tol
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _identification_model(self, seed, batch_size):
+        solver = self.id_solver
+        if solver is None:
+            solver = self.solver if self.solver != "lbfgs" else "adamw"
+        return ERMClassifier(
+            hidden_layer_sizes=self.hidden_layer_sizes,
+            l2_reg=self.l2_reg if self.id_l2_reg is None else self.id_l2_reg,
+            solver=solver,
+            max_iter=self.id_epochs,
+            batch_size=batch_size,
+            learning_rate=self.learning_rate if self.id_learning_rate is None else self.id_learning_rate,
+            tol=self.tol,
+            device=self.device,
+            dtype=self.dtype,
+            random_state=seed,
+            verbose=self.verbose,
+        )
+
+    def _check_lambda(self):
+        upsample = self.upweight_mode == "upsample"
+        if upsample and self.solver == "lbfgs":
+            raise ValueError(
+                "upweight_mode='upsample' repeats rows within minibatch epochs and needs "
+                "solver='adamw' or 'sgd'; with solver='lbfgs' use upweight_mode='reweight' "
+                "(the same objective as loss weights)."
+            )
+        if self.lambda_up != "auto" and not np.isfinite(self.lambda_up):
+            raise ValueError(f"lambda_up must be finite; got {self.lambda_up}.")
+        if upsample and self.lambda_up != "auto" and not float(self.lambda_up).is_integer():
+            raise ValueError(
+                f"upweight_mode='upsample' draws each error-set row lambda_up times per "
+                f"epoch, so lambda_up must be a whole number; got {self.lambda_up}. Use an "
+                "integer, or upweight_mode='reweight' for a fractional weight."
+            )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fit the identification model, then the final model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        """
+        self._check_lambda()
+        X, y_enc = self._validate_fit_data(X, y)
+        seed_id, seed_final = self._seed(0), self._seed(1)
+        options = self._options()
+
+        identification = self._identification_model(seed_id, options.batch_size)
+        with warnings.catch_warnings():
+            # stopping stage 1 early is the point: an L-BFGS cut at T iterations is intended
+            warnings.filterwarnings("ignore", category=ConvergenceWarning)
+            identification.fit(X, self.classes_[y_enc])
+        error_set = identification.predict(X) != self.classes_[y_enc]
+        n, n_err = error_set.shape[0], int(error_set.sum())
+
+        if n_err == 0:
+            warnings.warn(
+                f"JTT's identification model (id_epochs={self.id_epochs}) classifies every "
+                "training row correctly, so the error set is empty and the final model is "
+                "plain ERM. Lower id_epochs or raise id_l2_reg so that it underfits.",
+                EmptyErrorSetWarning,
+                stacklevel=3,
+            )
+            lam = 1.0
+        elif self.lambda_up == "auto":
+            lam = max(1.0, (n - n_err) / n_err)
+            if self.upweight_mode == "upsample":
+                lam = float(max(1, round(lam)))
+        else:
+            lam = float(self.lambda_up)
+
+        if self.upweight_mode == "upsample":
+            repeats = np.where(error_set, int(lam), 1)
+            sampler = RepeatSampler(repeats)
+            self._train(X, y_enc, MeanLoss(), sampler=sampler, options=options, seed=seed_final)
+        else:
+            weights = np.where(error_set, lam, 1.0)
+            # mean 1: the upsampled epoch's mean loss, so l2_reg means the same in both modes
+            weights *= n / weights.sum()
+            objective = MeanLoss() if n_err == 0 else WeightedLoss(weights)
+            self._train(X, y_enc, objective, options=options, seed=seed_final)
+
+        self.identification_model_ = identification
+        self.error_set_ = error_set
+        self.lambda_up_ = lam
+        return self
