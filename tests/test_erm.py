@@ -198,3 +198,13 @@ def test_auto_batch_size():
     assert resolve_batch_size("auto", 5000) == 50
     assert resolve_batch_size("auto", 162770) == 1024
     assert resolve_batch_size(77, 10) == 77
+
+
+def test_small_steps_run_on_one_thread_and_restore_the_setting(bench):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ERMClassifier(solver="adamw", max_iter=1, random_state=0).fit(bench.train.X, bench.train.y)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
