@@ -115,8 +115,8 @@ def test_embeddings_bad_input(tmp_path):
         save_embeddings(tmp_path / "x", np.zeros((3, 2)), [0, 1, 0])
     with pytest.raises(ValueError, match="labels must have shape"):
         save_embeddings(tmp_path / "x", np.zeros((3, 2), np.float32), [0, 1])
-    with pytest.raises(ValueError, match="unknown names"):
-        save_embeddings(tmp_path / "x", np.zeros((3, 2), np.float32), [0, 1, 0], split=["train", "dev", "test"])
+    with pytest.raises(ValueError, match="unknown split name"):
+        save_embeddings(tmp_path / "x", np.zeros((3, 2), np.float32), [0, 1, 0], split=["train", "holdout", "test"])
     with pytest.raises(ValueError, match="spurious_attribute"):
         save_embeddings(tmp_path / "x", np.zeros((3, 2), np.float32), [0, 1, 0], attributes=[1, 0, 1],
                         attribute_names=["a"], spurious_attribute="b")

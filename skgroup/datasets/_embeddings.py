@@ -135,7 +135,7 @@ def save_embeddings(
         )
     if spurious_attribute is not None and spurious_attribute not in attribute_names:
         raise ValueError(f"spurious_attribute {spurious_attribute!r} is not in attribute_names {attribute_names}.")
-    split = _encode_split(split, n)
+    split = encode_split(split, n)
     ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str)
     if ids.shape != (n,):
         raise ValueError(f"ids must have shape ({n},); got {ids.shape}.")
@@ -175,20 +175,29 @@ def save_embeddings(
     return path
 
 
-def _encode_split(split, n):
+# metadata files spell splits many ways (Waterbirds: 0/1/2; others "validation", "dev")
+_SPLIT_NAMES = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1, "dev": 1, "test": 2,
+                "0": 0, "1": 1, "2": 2, "-1": -1, "": -1, "none": -1}
+
+
+def encode_split(split, n):
+    """Split names or codes as int8 codes: 0 train, 1 val, 2 test, -1 none."""
     if split is None:
         return np.full(n, -1, dtype=np.int8)
     split = np.asarray(split)
     if split.shape != (n,):
         raise ValueError(f"split must have shape ({n},); got {split.shape}.")
-    if split.dtype.kind in "US O":
-        unknown = set(np.unique(split.astype(str))) - set(SPLITS) - {""}
-        if unknown:
-            raise ValueError(f"split holds unknown names {sorted(unknown)}; use 'train', 'val', 'test'.")
-        return np.array([SPLITS.get(s, -1) for s in split.astype(str)], dtype=np.int8)
-    if not np.isin(split, (-1, 0, 1, 2)).all():
-        raise ValueError("split codes must be 0 (train), 1 (val), 2 (test) or -1 (none).")
-    return split.astype(np.int8)
+    if split.dtype.kind in "iu":
+        if not np.isin(split, (-1, 0, 1, 2)).all():
+            raise ValueError("split codes must be 0 (train), 1 (val), 2 (test) or -1 (none).")
+        return split.astype(np.int8)
+    out = np.empty(n, dtype=np.int8)
+    for i, s in enumerate(split.astype(str)):
+        code = _SPLIT_NAMES.get(s.strip().lower())
+        if code is None:
+            raise ValueError(f"unknown split name {s!r} (row {i}); use 'train', 'val', 'test' or 0 / 1 / 2.")
+        out[i] = code
+    return out
 
 
 def read_manifest(path):

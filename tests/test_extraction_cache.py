@@ -1,0 +1,163 @@
+"""The cache: reuse, staleness, overwrite; kill-and-resume and corrupt shards."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+from feature_extraction import ExtractionMismatchError, TextDataset, extract_features  # noqa: E402
+from feature_extraction._testing import make_tiny_bert, random_sentences  # noqa: E402
+from skgroup.datasets import load_embeddings, read_manifest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+N = 40
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return make_tiny_bert(tmp_path_factory.mktemp("bert") / "bert")
+
+
+def _dataset(n=N):
+    return TextDataset(random_sentences(n, max_words=20), np.arange(n) % 3, attributes=np.arange(n) % 2,
+                       attribute_names=["neg"], split=np.arange(n) % 3, name="toy")
+
+
+def test_same_extraction_is_reused(tmp_path, bert):
+    out = extract_features(bert, _dataset(), tmp_path / "c", progress=False)
+    created = read_manifest(out)["created"]
+    mtime = (out / "features.npy").stat().st_mtime_ns
+    time.sleep(0.01)
+    again = extract_features(bert, _dataset(), tmp_path / "c", progress=False)  # same spec from new objects
+    assert again == out and read_manifest(out)["created"] == created
+    assert (out / "features.npy").stat().st_mtime_ns == mtime
+    assert not (out / ".shards").exists()
+
+
+def test_different_extraction_is_never_reused(tmp_path, bert):
+    out = extract_features(bert, _dataset(), tmp_path / "c", progress=False)
+    with pytest.raises(ExtractionMismatchError, match=r"differs in: .*backbone.pooling"):
+        extract_features(bert, _dataset(), out, backbone_options={"pooling": "mean"}, progress=False)
+    with pytest.raises(ExtractionMismatchError, match=r"features.dtype"):
+        extract_features(bert, _dataset(), out, dtype="float16", progress=False)
+    ds = _dataset()
+    ds.labels[0] = 2  # same texts, other labels: the cache would carry stale labels
+    with pytest.raises(ExtractionMismatchError, match=r"dataset.fingerprint"):
+        extract_features(bert, ds, out, progress=False)
+    extract_features(bert, _dataset(), out, dtype="float16", overwrite=True, progress=False)
+    emb = load_embeddings(out)
+    assert emb.features.dtype == np.float16
+    assert emb.manifest["extraction"]["spec"]["features"]["dtype"] == "float16"
+
+
+def test_library_versions_warn_or_count_as_different(tmp_path, bert):
+    out = extract_features(bert, _dataset(), tmp_path / "c", progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["extraction"]["versions"]["torch"] = "1.0.0"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="other library versions.*torch"):
+        extract_features(bert, _dataset(), out, progress=False)
+    with pytest.raises(ExtractionMismatchError, match="library versions: torch"):
+        extract_features(bert, _dataset(), out, strict_versions=True, progress=False)
+
+
+def test_foreign_shards_are_not_mixed_in(tmp_path, bert):
+    out = extract_features(bert, _dataset(), tmp_path / "c", keep_shards=True, progress=False, shard_size=10)
+    (out / "manifest.json").unlink()  # as if killed before the merge finished
+    with pytest.raises(ExtractionMismatchError, match="unfinished work of a different extraction.*backbone.pooling"):
+        extract_features(bert, _dataset(), out, backbone_options={"pooling": "mean"}, progress=False)
+    extract_features(bert, _dataset(), out, backbone_options={"pooling": "mean"}, overwrite=True, progress=False)
+    assert read_manifest(out)["extraction"]["spec"]["backbone"]["pooling"] == "mean"
+
+
+def test_corrupt_and_truncated_shards_are_redone(tmp_path, bert):
+    ref = load_embeddings(extract_features(bert, _dataset(), tmp_path / "ref", progress=False, shard_size=8)).features
+    out = extract_features(bert, _dataset(), tmp_path / "c", keep_shards=True, progress=False, shard_size=8)
+    (out / "manifest.json").unlink()  # killed after the shards, before the final manifest
+    shards = sorted((out / ".shards").glob("shard-*.npz"))
+    assert len(shards) == 5
+    data = bytearray(shards[1].read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside the features
+    shards[1].write_bytes(bytes(data))
+    shards[3].write_bytes(shards[3].read_bytes()[:100])  # truncated
+    (out / ".shards" / ".shard-000004.npz.tmp-123").write_bytes(b"partial")  # a killed writer's leftover
+    with pytest.warns(UserWarning, match="redoing shard") as record:
+        extract_features(bert, _dataset(), out, progress=False, shard_size=8)
+    assert sum("redoing shard" in str(w.message) for w in record) == 2
+    emb = load_embeddings(out, verify=True)
+    run = emb.manifest["extraction"]["run"]
+    assert (run["shards_reused"], run["shards_computed"], run["shards_redone_corrupt"]) == (3, 2, 2)
+    np.testing.assert_array_equal(emb.features, ref)
+    assert not (out / ".shards").exists()
+
+
+_CHILD = textwrap.dedent("""
+    import sys, time, numpy as np, torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, {repo!r})
+    from feature_extraction import TextBackbone, TextDataset, extract_features, load_backbone
+    from feature_extraction._testing import random_sentences
+    n = {n}
+    ds = TextDataset(random_sentences(n, max_words=20), np.arange(n) % 3, attributes=np.arange(n) % 2,
+                     attribute_names=["neg"], split=np.arange(n) % 3, name="toy")
+    bb = load_backbone({bert!r})
+    forward = bb.forward
+    def slow(batch):  # slow the model down so the parent can kill mid-run; does not change the spec
+        time.sleep(0.15)
+        return forward(batch)
+    bb.forward = slow
+    extract_features(bb, ds, {out!r}, progress=False, shard_size=4, batch_size=2)
+    print("finished")
+""")
+
+
+def test_kill_and_resume_loses_nothing(tmp_path, bert):
+    out = tmp_path / "c"
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD.format(repo=str(REPO), n=N, bert=str(bert), out=str(out)))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while len(list((out / ".shards").glob("shard-*.npz"))) < 3:
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        assert time.time() < deadline, "the child wrote no shards in 60 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "manifest.json").exists()
+    done = len(list((out / ".shards").glob("shard-*.npz")))
+    assert 3 <= done < N // 4, "the child should have been killed mid-run"
+
+    resumed = extract_features(bert, _dataset(), out, progress=False, shard_size=4, batch_size=2)
+    emb = load_embeddings(resumed, verify=True)
+    run = emb.manifest["extraction"]["run"]
+    assert run["shards_reused"] == done and run["shards_computed"] == N // 4 - done
+    ref = load_embeddings(extract_features(bert, _dataset(), tmp_path / "ref", progress=False, shard_size=4,
+                                           batch_size=2))
+    np.testing.assert_array_equal(emb.features, ref.features)
+    np.testing.assert_array_equal(emb.ids, ref.ids)
+    np.testing.assert_array_equal(emb.labels, ref.labels)
+
+
+def test_concurrent_run_into_the_same_folder_is_refused(tmp_path, bert):
+    from feature_extraction import OutputBusyError
+
+    fcntl = pytest.importorskip("fcntl")
+
+    out = tmp_path / "c"
+    out.mkdir()
+    with open(out / ".extract.lock", "w") as f:  # as a running extraction holds it
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputBusyError, match="another extraction is writing"):
+            extract_features(bert, _dataset(), out, progress=False)
+    extract_features(bert, _dataset(), out, progress=False)  # free again

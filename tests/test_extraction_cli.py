@@ -1,0 +1,51 @@
+"""The command line, in process."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+from feature_extraction._testing import make_tiny_bert, random_sentences  # noqa: E402
+from feature_extraction.cli import main  # noqa: E402
+from skgroup.datasets import load_embeddings, split_embeddings  # noqa: E402
+
+
+def _tsv(path, n=12):
+    a, b = random_sentences(n, seed=1), random_sentences(n, seed=2)
+    lines = ["pairID\tsentence1\tsentence2\tgold_label\tneg\tsplit"]
+    lines += [f"id{i}\t{a[i]}\t{b[i]}\t{['contradiction', 'entailment', 'neutral'][i % 3]}\t{i % 2}\t"
+              f"{['train', 'val', 'test'][i % 3]}" for i in range(n)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_cli_text_pairs(tmp_path, capsys):
+    bert = make_tiny_bert(tmp_path / "bert")
+    data = _tsv(tmp_path / "nli.tsv")
+    out = tmp_path / "cache"
+    argv = [str(bert), str(data), str(out), "--text-columns", "sentence1,sentence2", "--label-column", "gold_label",
+            "--label-names", "contradiction,entailment,neutral", "--attribute-columns", "neg", "--split-column",
+            "split", "--id-column", "pairID", "--pooling", "mean", "--dtype", "float16", "--no-progress", "-q"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    emb = load_embeddings(out)
+    assert emb.features.shape == (12, 32) and emb.features.dtype == np.float16
+    assert emb.ids[0] == "id0" and emb.label_names == ["contradiction", "entailment", "neutral"]
+    s = split_embeddings(out)  # the single attribute is the spurious one
+    assert len(s.train.y) == 4 and s.group_names[0].startswith("contradiction")
+    # the same command again reuses the cache; another pooling is refused with a clear message
+    assert main(argv) == 0
+    assert main(argv[:-6] + ["--pooling", "cls", "--no-progress", "-q"]) == 2
+    assert "different extraction" in capsys.readouterr().err
+
+
+def test_cli_errors(tmp_path, capsys):
+    data = _tsv(tmp_path / "nli.tsv")
+    assert main(["no-such-model-xyz", str(data), str(tmp_path / "c"), "--text-columns", "sentence1", "-q"]) == 2
+    assert "Unknown model" in capsys.readouterr().err
+    bert = make_tiny_bert(tmp_path / "bert")
+    assert main([str(bert), str(data), str(tmp_path / "c"), "--text-columns", "premise", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "text_columns='premise'" in err and "sentence1" in err
+    assert main(["resnet50", str(tmp_path), str(tmp_path / "c"), "--weights", str(tmp_path / "nope.pth")]) == 2
+    assert "weights file not found" in capsys.readouterr().err

@@ -1,0 +1,53 @@
+"""Several processes: torchrun with two CPU processes (gloo) over disjoint shards, merged into one cache."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+import torch.distributed as dist  # noqa: E402
+
+from feature_extraction import TextDataset, extract_features  # noqa: E402
+from feature_extraction._testing import make_tiny_bert, random_sentences  # noqa: E402
+from feature_extraction.distributed import assign_shards  # noqa: E402
+from skgroup.datasets import load_embeddings  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_assign_shards_disjoint_and_complete():
+    pending = [0, 2, 3, 5, 8, 9, 10]
+    parts = [assign_shards(pending, r, 3) for r in range(3)]
+    assert sorted(sum(parts, [])) == pending
+    assert all(not set(a) & set(b) for i, a in enumerate(parts) for b in parts[i + 1:])
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend")
+def test_torchrun_two_processes_gloo(tmp_path):
+    n = 30
+    bert = make_tiny_bert(tmp_path / "bert")
+    a, b = random_sentences(n, seed=1), random_sentences(n, seed=2)
+    data = tmp_path / "nli.tsv"
+    data.write_text("s1\ts2\tlabel\n" + "".join(f"{a[i]}\t{b[i]}\t{i % 3}\n" for i in range(n)))
+    out = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "feature_extraction", str(bert), str(data), str(out), "--text-columns", "s1,s2", "--shard-size", "4",
+           "--batch-size", "3", "--threads", "1", "--no-progress", "-q"]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    emb = load_embeddings(out, verify=True)
+    run = emb.manifest["extraction"]["run"]
+    assert run["world_size"] == 2 and run["items_computed"] == n
+    rank0, rank1 = run["shards_per_rank"]
+    assert rank0 and rank1 and not set(rank0) & set(rank1) and sorted(rank0 + rank1) == list(range(8))
+    # the merged cache equals a single-process extraction
+    ds = TextDataset(a, np.arange(n) % 3, text_pair=b, name="nli")
+    ref = load_embeddings(extract_features(bert, ds, tmp_path / "ref", progress=False, shard_size=4, batch_size=3))
+    np.testing.assert_allclose(emb.features, ref.features, atol=1e-6)
+    np.testing.assert_array_equal(emb.ids, ref.ids)
