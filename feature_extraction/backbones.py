@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cache import spec_sha256
+
 __all__ = [
     "Backbone",
     "ImageBackbone",
@@ -87,16 +89,12 @@ def state_dict_sha256(module):
     return h.hexdigest()
 
 
-def _json_sha256(obj):
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def _config_sha256(config):
     d = config.to_dict()
     for volatile in ("transformers_version", "_name_or_path", "_commit_hash", "architectures", "id2label",
                      "label2id", "num_labels", "problem_type", "dtype", "torch_dtype", "_attn_implementation_autoset"):
         d.pop(volatile, None)
-    return _json_sha256(d)
+    return spec_sha256(d)
 
 
 def _tokenizer_sha256(tokenizer):
@@ -305,9 +303,7 @@ class Backbone:
             t = t.to(device, non_blocking=non_blocking)
             return t.contiguous(memory_format=torch.channels_last) if channels_last and t.ndim == 4 else t
 
-        if isinstance(batch, dict):
-            return {k: (move(v) if torch.is_tensor(v) else batch_to_nested(v, move)) for k, v in batch.items()}
-        return move(batch)
+        return batch_to_nested(batch, move)
 
     def forward(self, batch):
         raise NotImplementedError
@@ -648,7 +644,7 @@ def _transformers(folder, label, modality, pooling, pair_mode, max_length, prepr
 
         with _quiet_transformers():
             model, info = AutoModelForImageClassification.from_pretrained(
-                folder, local_files_only=True, output_loading_info=True)
+                folder, local_files_only=True, output_loading_info=True, **_float32_kwargs())
         missing = [k for k in info["missing_keys"] if not k.startswith("classifier")]
         if missing:
             raise ValueError(f"{folder}: weights missing for {missing[:5]}...; these layers would be random.")
@@ -674,7 +670,8 @@ def _transformers(folder, label, modality, pooling, pair_mode, max_length, prepr
             raise ValueError(f"{folder} (model type {config.model_type!r}) is read as a text model but its tokenizer "
                              f"does not load ({type(e).__name__}: {e}); pass modality='image' for a vision model."
                              ) from e
-        model, info = AutoModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+        model, info = AutoModel.from_pretrained(folder, local_files_only=True, output_loading_info=True,
+                                                **_float32_kwargs())
     if st is not None:
         pooling = pooling or st["pooling"]
         pair_mode = pair_mode or "siamese"
@@ -688,6 +685,18 @@ def _transformers(folder, label, modality, pooling, pair_mode, max_length, prepr
     return TextBackbone(model, tokenizer, name=name, identity=identity, pooling=pooling,
                         pair_mode=pair_mode or "template", normalize=bool(st and st["normalize"]),
                         max_length=max_length, lowercase=bool(st and st["lowercase"]), source=source)
+
+
+def _float32_kwargs():
+    """Load the weights in float32, as the spec records (transformers 5 defaults to the checkpoint's dtype)."""
+    import transformers
+
+    try:
+        major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    except ValueError:
+        major, minor = 5, 0
+    # ``dtype`` replaced ``torch_dtype`` in transformers 4.56
+    return {"dtype": torch.float32} if (major, minor) >= (4, 56) else {"torch_dtype": torch.float32}
 
 
 def _load_image_processor(folder):

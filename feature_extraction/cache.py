@@ -66,6 +66,12 @@ def spec_diff(old, new):
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def _version_diff(old, new):
+    """Libraries both runs used whose versions differ (one recorded by one run only did not compute these features)."""
+    old, new = old or {}, new or {}
+    return sorted(k for k in set(old) & set(new) if old[k] != new[k])
+
+
 def check_existing_cache(output, spec, versions, *, overwrite=False, strict_versions=False):
     """Decide what to do with ``output``: 'reuse' it, 'build' it (absent or overwritten), or raise.
 
@@ -85,9 +91,7 @@ def check_existing_cache(output, spec, versions, *, overwrite=False, strict_vers
     extraction = manifest.get("extraction") or {}
     old_spec = extraction.get("spec")
     same = extraction.get("spec_sha256") == spec_sha256(spec)
-    old_versions = extraction.get("versions") or {}
-    # versions of the libraries both runs used (a library recorded by one run only did not compute these features)
-    version_diff = sorted(k for k in set(old_versions) & set(versions) if old_versions[k] != versions[k])
+    version_diff = _version_diff(extraction.get("versions"), versions)
     if same and version_diff and strict_versions:
         same = False
     if same:
@@ -98,8 +102,11 @@ def check_existing_cache(output, spec, versions, *, overwrite=False, strict_vers
                 stacklevel=3,
             )
         return "reuse"
-    differs = spec_diff(old_spec, spec) or (["library versions: " + ", ".join(version_diff)] if version_diff
-                                             else ["the cache was not written by feature_extraction"])
+    if old_spec is None:
+        differs = ["the cache was not written by feature_extraction"]
+    else:
+        differs = spec_diff(old_spec, spec) or (["library versions: " + ", ".join(version_diff)] if version_diff
+                                                 else ["the spec hash"])
     raise ExtractionMismatchError(
         f"{output} already holds features of a different extraction (differs in: {', '.join(differs)}). "
         "Choose another output folder, or pass overwrite=True (CLI --overwrite) to replace it."
@@ -161,14 +168,14 @@ class ShardStore:
 
     # set up / resume ------------------------------------------------------
 
-    def open(self, spec, *, overwrite=False):
+    def open(self, spec, *, versions=None, overwrite=False, strict_versions=False):
         """Create or adopt the shard folder; shards of another extraction are an error (removed with overwrite).
 
+        Shards of the same extraction are resumed, with ``overwrite`` too (so a killed overwrite run resumes).
+        Different library ``versions`` are a warning, or, with ``strict_versions``, another extraction.
         Returns the shard size in effect: a resumed run keeps the size it started with.
         """
         info_file = self.root / "spec.json"
-        if self.root.exists() and overwrite:
-            shutil.rmtree(self.root)
         if self.root.exists():
             info = None
             if info_file.is_file():
@@ -176,14 +183,30 @@ class ShardStore:
                     info = json.loads(info_file.read_text())
                 except json.JSONDecodeError:
                     info = None
-            if info is not None and (info.get("spec_sha256"), info.get("n_samples")) == (self.spec_hash,
-                                                                                       self.n_samples):
+            if not isinstance(info, dict):
+                info = None
+            same = info is not None and (info.get("spec_sha256"), info.get("n_samples")) == (self.spec_hash,
+                                                                                            self.n_samples)
+            version_diff = _version_diff(info.get("versions"), versions) if same else []
+            if same and version_diff and strict_versions:
+                same = False
+            if same:
+                if version_diff:
+                    warnings.warn(
+                        f"Resuming the shards in {self.root}, written with other library versions "
+                        f"({', '.join(version_diff)}); pass strict_versions=True (CLI --strict-versions) to redo "
+                        "them on any version change.", stacklevel=3,
+                    )
                 if info["shard_size"] != self.shard_size:
                     log.info("resuming with the shard size of the interrupted run (%d)", info["shard_size"])
                 self.shard_size = int(info["shard_size"])
                 return self.shard_size
-            if any(self.root.glob("shard-*.npz")):
-                differs = spec_diff(info.get("spec") if info else None, spec) if info else ["unknown"]
+            if any(self.root.glob("shard-*.npz")) and not overwrite:
+                if info is None:
+                    differs = ["unknown"]
+                else:
+                    differs = spec_diff(info.get("spec"), spec) or (
+                        ["library versions: " + ", ".join(version_diff)] if version_diff else ["n_samples"])
                 raise ExtractionMismatchError(
                     f"{self.root} holds unfinished work of a different extraction (differs in: {', '.join(differs)}). "
                     "Finish that run, choose another output folder, or pass overwrite=True to discard that work."
@@ -191,7 +214,8 @@ class ShardStore:
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         _atomic_write_bytes(info_file, json.dumps({"spec_sha256": self.spec_hash, "n_samples": self.n_samples,
-                                                   "shard_size": self.shard_size, "spec": spec}, indent=2,
+                                                   "shard_size": self.shard_size, "spec": spec,
+                                                   "versions": versions or {}}, indent=2,
                                                   sort_keys=True, default=str).encode())
         return self.shard_size
 
@@ -200,13 +224,16 @@ class ShardStore:
         for tmp in self.root.glob(".shard-*.tmp-*"):  # left by a killed writer
             tmp.unlink(missing_ok=True)
         done, redone = [], []
+        self.failed_in_done = {}  # shard -> samples that failed to decode (on_error='skip') in a done shard
         for k in range(self.n_shards):
             p = self.path(k)
             if not p.exists():
                 continue
             try:
-                self.read(k)
+                failed = self.read(k)[2]
                 done.append(k)
+                if failed.size:
+                    self.failed_in_done[k] = int(failed.size)
             except CorruptShardError as e:
                 warnings.warn(f"{e}; redoing shard {k}.", stacklevel=2)
                 p.unlink(missing_ok=True)

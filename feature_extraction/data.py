@@ -188,7 +188,8 @@ class TextDataset(ExtractionDataset):
             Split (train/val/test or 0/1/2) and a stable id (default: the row number).
         label_names : list of str, optional
             Order of the label names; rows with another label are an error,
-            or dropped with ``drop_unknown_labels=True``.
+            or dropped with ``drop_unknown_labels=True``. A label column of
+            integer codes is kept as is (codes index ``label_names``).
         delimiter, quoting
             CSV dialect. TSV files are read with quoting off by default
             (``csv.QUOTE_NONE``): sentences hold quote characters that
@@ -301,6 +302,20 @@ def _encode_labels(raw, label_names, drop_unknown, path, column):
         except MetadataError:
             label_names = sorted({str(v) for v in raw})
     index = {str(name): k for k, name in enumerate(label_names)}
+    codes = None
+    if not all(str(v) in index for v in raw):  # integer codes into label_names (names that are numbers match first)
+        try:
+            codes = [_to_int(v, column, path) for v in raw]
+        except MetadataError:
+            codes = None
+    if codes is not None:
+        keep = [0 <= c < len(label_names) for c in codes]
+        if not all(keep) and not drop_unknown:
+            bad = sorted({c for c, k in zip(codes, keep) if not k})
+            raise MetadataError(f"{path}: column {column!r} holds label codes {bad[:5]} outside "
+                                f"0..{len(label_names) - 1} for label_names {list(label_names)}; "
+                                "pass drop_unknown_labels=True to leave those rows out.")
+        return np.array([c for c, k in zip(codes, keep) if k], dtype=np.int64), list(label_names), keep
     keep = [str(v) in index for v in raw]
     if not all(keep) and not drop_unknown:
         bad = sorted({str(v) for v, k in zip(raw, keep) if not k})
@@ -524,7 +539,9 @@ def image_folder_dataset(root, *, fingerprint="content", name=None):
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {str(root)!r} (argument dataset).")
     subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    split_dirs = [d for d in subdirs if d.lower() in _SPLIT_NAMES and _SPLIT_NAMES[d.lower()] >= 0]
+    # only word split names: numeric folders 0/1/2 are class folders, not splits
+    split_dirs = [d for d in subdirs if d.lower() in _SPLIT_NAMES and not d.lstrip("-").isdigit()
+                  and _SPLIT_NAMES[d.lower()] >= 0]
     parts = [(d, _SPLIT_NAMES[d.lower()]) for d in split_dirs] if split_dirs and split_dirs == subdirs else [("", -1)]
     classes = sorted({c.name for part, _ in parts for c in (root / part).iterdir()
                       if c.is_dir() and not c.name.startswith(".")})

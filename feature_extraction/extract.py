@@ -19,15 +19,17 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from skgroup.datasets import read_manifest
+
 from . import __version__, distributed
 from .backbones import Backbone, load_backbone
-from .cache import ShardStore, check_existing_cache, spec_sha256
+from .cache import ShardStore, _fsync_dir, check_existing_cache, spec_sha256
 from .data import DecodeError, ExtractionDataset, load_dataset
 
 __all__ = ["extract_features", "extraction_spec", "library_versions", "get_cache_root", "keep_freed_memory",
@@ -371,8 +373,8 @@ def extract_features(
 
     info = distributed.setup(device)
     try:
-        with _output_lock(output, info.is_main):
-                return _run(backbone, dataset, output, info, t0, name=name, dtype=dtype, precision=precision,
+        with ExitStack() as held:  # rank 0 takes the output lock in there (see _run), released on return
+            return _run(backbone, dataset, output, info, t0, held, name=name, dtype=dtype, precision=precision,
                         device=device, batch_size=batch_size, num_workers=num_workers, channels_last=channels_last,
                         shard_size=shard_size, on_error=on_error, overwrite=overwrite,
                         strict_versions=strict_versions, keep_shards=keep_shards, progress=progress)
@@ -411,7 +413,7 @@ def _output_lock(output, enabled=True):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _run(backbone, dataset, output, info, t0, *, name, dtype, precision, device, batch_size, num_workers,
+def _run(backbone, dataset, output, info, t0, held, *, name, dtype, precision, device, batch_size, num_workers,
          channels_last, shard_size, on_error, overwrite, strict_versions, keep_shards, progress):
     device = _resolve_device(device, info)
     precision = _resolve_precision(precision, device)
@@ -421,18 +423,37 @@ def _run(backbone, dataset, output, info, t0, *, name, dtype, precision, device,
     if shard_size is None:
         shard_size = int(min(2048, max(64, -(-len(dataset) // (4 * info.world_size)))))
 
-    # Rank 0 decides (reuse / resume / error) and tells the others, so no rank waits on a rank that failed.
+    # Rank 0 locks the output, decides (reuse / resume / error) and tells the others, so no rank waits on a rank
+    # that failed (a busy output folder included).
     plan = None
     if info.is_main:
         try:
+            held.enter_context(_output_lock(output))
             action = check_existing_cache(output, spec, versions, overwrite=overwrite,
                                           strict_versions=strict_versions)
             if action == "reuse":
+                if on_error == "raise":
+                    skipped = ((read_manifest(output).get("extraction") or {}).get("run") or {}).get("skipped_ids")
+                    if skipped:
+                        raise ImageDecodeError(
+                            f"the cache at {output} was built with on_error='skip' and leaves out {len(skipped)} "
+                            f"sample(s) that failed to decode: {skipped[:10]}{' ...' if len(skipped) > 10 else ''}. "
+                            "Pass on_error='skip' (CLI --on-error skip) to accept it, or fix the samples and pass "
+                            "overwrite=True.")
                 plan = {"action": "reuse"}
             else:
+                if overwrite:  # invalidate first: a killed overwrite run must not leave the old cache looking valid
+                    (output / "manifest.json").unlink(missing_ok=True)
+                    _fsync_dir(output)
                 store = ShardStore(output, spec_hash, len(dataset), shard_size)
-                store.open(spec, overwrite=overwrite)
+                store.open(spec, versions=versions, overwrite=overwrite, strict_versions=strict_versions)
                 done, redone = store.scan()
+                if on_error == "raise" and store.failed_in_done:
+                    n_failed = sum(store.failed_in_done.values())
+                    raise ImageDecodeError(
+                        f"{n_failed} sample(s) in the finished shards of the interrupted run in {store.root} failed to "
+                        "decode (it ran with on_error='skip'). Pass on_error='skip' (CLI --on-error skip) to resume "
+                        "it, or fix the samples and pass overwrite=True.")
                 pending = sorted(set(range(store.n_shards)) - set(done))
                 plan = {"action": "build", "shard_size": store.shard_size, "pending": pending, "done": len(done),
                         "redone": redone}
@@ -449,14 +470,25 @@ def _run(backbone, dataset, output, info, t0, *, name, dtype, precision, device,
         log.info("resuming: %d of %d shards already done", plan["done"], store.n_shards)
     mine = distributed.assign_shards(plan["pending"], info.rank, info.world_size)
 
-    batch_size = batch_size or _auto_batch_size(backbone, device)
-    workers = _auto_workers(device, info) if num_workers == "auto" else int(num_workers)
-    use_cl = backbone.modality == "image" and backbone.channels_last_ok and channels_last in ("auto", True)
-    backbone.to(device, channels_last=use_cl)
-    stats = _extract_shards(backbone, dataset, store, mine, device=device, precision=precision, dtype=dtype,
-                            batch_size=batch_size, workers=workers, channels_last=use_cl, on_error=on_error,
-                            progress=progress and info.is_main)
+    # Every rank reaches the gather, an error included, so that no rank is left blocked in a collective.
+    local_error = None
+    try:
+        batch_size = batch_size or _auto_batch_size(backbone, device)
+        workers = _auto_workers(device, info) if num_workers == "auto" else int(num_workers)
+        use_cl = backbone.modality == "image" and backbone.channels_last_ok and channels_last in ("auto", True)
+        backbone.to(device, channels_last=use_cl)
+        stats = _extract_shards(backbone, dataset, store, mine, device=device, precision=precision, dtype=dtype,
+                                batch_size=batch_size, workers=workers, channels_last=use_cl, on_error=on_error,
+                                progress=progress and info.is_main)
+    except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks heard of it
+        local_error = e
+        stats = {"error": repr(e)}
     all_stats = distributed.gather(stats, info)
+    if local_error is not None:
+        raise local_error
+    failed_ranks = [(r, s["error"]) for r, s in enumerate(all_stats) if "error" in s]
+    if failed_ranks:
+        raise RuntimeError("the extraction failed on " + "; ".join(f"rank {r}: {err}" for r, err in failed_ranks))
     distributed.barrier(info)
 
     if info.is_main:

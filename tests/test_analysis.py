@@ -24,8 +24,8 @@ from skgroup.analysis import (
     worst_alpha_mask,
     worst_set_composition,
 )
-from skgroup.analysis._gradients import _closed_form_norms
 from skgroup.datasets import make_spurious_features
+from skgroup.estimators._gradtune import last_layer_gradient_norms
 
 
 def cols(table):
@@ -130,18 +130,15 @@ def test_last_layer_gradient_norms_match_autograd(hidden):
     X = rng.normal(size=(40, 5)).astype(np.float32)
     y = rng.integers(0, 3, 40) * 2 + 1  # labels 1, 3, 5
     est = ERMClassifier(hidden_layer_sizes=hidden, max_iter=20, random_state=0).fit(X, y)
-    np.testing.assert_allclose(_closed_form_norms(est, X, y), _autograd_norms(est, X, y), rtol=1e-5)
-    with pytest.raises(ValueError, match="never saw"):
-        _closed_form_norms(est, X, np.full(40, 2))
+    np.testing.assert_allclose(last_layer_gradient_norms(est, X, y), _autograd_norms(est, X, y), rtol=1e-5)
+    with pytest.raises(ValueError, match="not fitted on"):
+        last_layer_gradient_norms(est, X, np.full(40, 2))
 
 
-def test_gradient_norms_use_gradtune_definition_when_present(spurious):
-    gradtune = pytest.importorskip("skgroup.estimators._gradtune")
+def test_gradient_norms_use_gradtune_definition(spurious):
     t = cols(gradient_norms_by_group(spurious.erm, spurious.Xv, spurious.yv, group_labels=spurious.gv))
-    ref = gradtune.last_layer_gradient_norms(spurious.erm, spurious.Xv, spurious.yv)
+    ref = last_layer_gradient_norms(spurious.erm, spurious.Xv, spurious.yv)
     np.testing.assert_allclose(t["gradient_norm"], ref[t["sample"]])
-    # the fallback is the same definition
-    np.testing.assert_allclose(_closed_form_norms(spurious.erm, spurious.Xv, spurious.yv), ref, rtol=1e-10)
 
 
 def test_minority_groups_have_larger_gradient_norms(spurious):
@@ -389,3 +386,11 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match="pip install matplotlib"):
         plot_error_set_enrichment(error_set_analysis(E8, G8))
+
+
+def test_make_table_keeps_tuple_columns_one_dimensional():
+    from skgroup.analysis._tables import make_table
+
+    t = cols(make_table({"pair": [(0, 1), (1, 0)], "n": [3, 4]}))
+    assert t["pair"].shape == (2,) and t["pair"].dtype == object
+    assert t["pair"][0] == (0, 1) and list(t["n"]) == [3, 4]

@@ -246,3 +246,12 @@ def test_transformers_image_processor_is_used_when_present(tmp_path):
                                atol=1e-6)
     own = load_backbone(folder, processor=None, image_size=32, resize=32)
     assert own.preprocessing_spec()["kind"] == "resize-center-crop"
+
+
+def test_half_precision_checkpoint_loads_in_float32(tmp_path):
+    from transformers import BertModel
+
+    folder = make_tiny_bert(tmp_path / "bert16")
+    BertModel.from_pretrained(folder).half().save_pretrained(folder)  # an fp16 checkpoint
+    bb = load_backbone(folder)
+    assert {p.dtype for p in bb.module.parameters()} == {torch.float32}  # as the spec records

@@ -161,3 +161,57 @@ def test_concurrent_run_into_the_same_folder_is_refused(tmp_path, bert):
         with pytest.raises(OutputBusyError, match="another extraction is writing"):
             extract_features(bert, _dataset(), out, progress=False)
     extract_features(bert, _dataset(), out, progress=False)  # free again
+
+
+def test_killed_overwrite_run_resumes(tmp_path, bert, monkeypatch):
+    from feature_extraction.cache import ShardStore
+
+    out = extract_features(bert, _dataset(), tmp_path / "c", progress=False)
+    write = ShardStore.write
+    calls = {"n": 0, "limit": 2}
+
+    def dying_write(self, *args, **kwargs):  # the run is "killed" after `limit` shards
+        calls["n"] += 1
+        if calls["n"] > calls["limit"]:
+            raise RuntimeError("killed")
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(ShardStore, "write", dying_write)
+    mean = {"backbone_options": {"pooling": "mean"}, "shard_size": 4, "batch_size": 4, "progress": False}
+    with pytest.raises(RuntimeError, match="killed"):
+        extract_features(bert, _dataset(), out, overwrite=True, **mean)
+    assert not (out / "manifest.json").exists()  # the old cache was invalidated before any shard was written
+    assert len(list((out / ".shards").glob("shard-*.npz"))) == 2
+    calls.update(n=0, limit=1)
+    with pytest.raises(RuntimeError, match="killed"):  # overwrite again, same extraction: its shards are kept
+        extract_features(bert, _dataset(), out, overwrite=True, **mean)
+    assert len(list((out / ".shards").glob("shard-*.npz"))) == 3
+    monkeypatch.setattr(ShardStore, "write", write)
+    emb = load_embeddings(extract_features(bert, _dataset(), out, **mean), verify=True)  # a plain rerun resumes
+    assert emb.manifest["extraction"]["run"]["shards_reused"] == 3
+    ref = load_embeddings(extract_features(bert, _dataset(), tmp_path / "ref", **mean))
+    np.testing.assert_array_equal(emb.features, ref.features)
+
+
+def test_strict_versions_on_resume(tmp_path, bert):
+    out = extract_features(bert, _dataset(), tmp_path / "c", keep_shards=True, progress=False, shard_size=10)
+    (out / "manifest.json").unlink()  # as if killed before the merge finished
+    info_file = out / ".shards" / "spec.json"
+    info = json.loads(info_file.read_text())
+    assert info["versions"]["torch"]
+    info["versions"]["torch"] = "1.0.0"
+    info_file.write_text(json.dumps(info))
+    with pytest.raises(ExtractionMismatchError, match="unfinished work.*library versions: torch"):
+        extract_features(bert, _dataset(), out, strict_versions=True, progress=False, shard_size=10)
+    with pytest.warns(UserWarning, match="other library versions.*torch"):
+        extract_features(bert, _dataset(), out, progress=False, shard_size=10)
+    assert read_manifest(out)["extraction"]["run"]["shards_reused"] == 4
+
+
+def test_cache_not_written_by_feature_extraction(tmp_path, bert):
+    from skgroup.datasets import save_embeddings
+
+    out = tmp_path / "c"
+    save_embeddings(out, np.zeros((N, 4), np.float32), np.arange(N) % 3)
+    with pytest.raises(ExtractionMismatchError, match="not written by feature_extraction"):
+        extract_features(bert, _dataset(), out, progress=False)

@@ -122,6 +122,17 @@ def test_decode_errors_raise_or_skip(tmp_path, resnet):
     emb = load_embeddings(out)
     assert emb.features.shape[0] == 10 and names[3] not in emb.ids and names[7] not in emb.ids
     assert emb.manifest["extraction"]["run"]["skipped_ids"] == [names[3], names[7]]
+    # a cache built with on_error='skip' is not silently reused by on_error='raise'
+    with pytest.raises(ImageDecodeError, match="built with on_error='skip'"):
+        extract_features(resnet, root, out, progress=False, shard_size=5, batch_size=4)
+    extract_features(resnet, root, out, progress=False, shard_size=5, batch_size=4, on_error="skip")  # reused
+    # nor are the finished shards of an interrupted on_error='skip' run
+    with pytest.warns(UserWarning, match="2 samples could not be decoded"):
+        extract_features(resnet, root, tmp_path / "c3", progress=False, shard_size=5, batch_size=4,
+                         on_error="skip", keep_shards=True)
+    (tmp_path / "c3" / "manifest.json").unlink()
+    with pytest.raises(ImageDecodeError, match="interrupted run"):
+        extract_features(resnet, root, tmp_path / "c3", progress=False, shard_size=5, batch_size=4)
 
 
 def test_changed_image_is_a_different_extraction(tmp_path, resnet):
@@ -182,3 +193,28 @@ def test_text_end_to_end_with_truncation(tmp_path):
         ref = bb(bb.collate(texts)).numpy()
     np.testing.assert_allclose(emb.features, ref, atol=1e-5)  # length-sorted batches put back in order
     assert emb.manifest["extraction"]["spec"]["preprocessing"]["max_length"] == 8
+
+
+def test_numeric_class_folders_are_classes_not_splits(tmp_path):
+    for cls in ("0", "1", "2"):
+        write_image_files(tmp_path / cls, random_images(2), ["a.png", "b.png"])
+    ds = image_folder_dataset(tmp_path)
+    assert ds.label_names == ["0", "1", "2"] and len(ds) == 6
+    np.testing.assert_array_equal(ds.labels, [0, 0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(ds.split, [-1] * 6)
+
+
+def test_text_integer_labels_with_label_names(tmp_path):
+    path = tmp_path / "data.csv"
+    texts = random_sentences(4, seed=3)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sentence", "label"])
+        w.writerows([texts[i], i % 2] for i in range(4))
+    ds = TextDataset.from_file(path, text_columns="sentence", label_names=["negative", "positive"])
+    np.testing.assert_array_equal(ds.labels, [0, 1, 0, 1])
+    assert ds.label_names == ["negative", "positive"]
+    with pytest.raises(MetadataError, match="outside 0..0"):
+        TextDataset.from_file(path, text_columns="sentence", label_names=["negative"])
+    ds = TextDataset.from_file(path, text_columns="sentence", label_names=["negative"], drop_unknown_labels=True)
+    assert len(ds) == 2 and ds.get(0) == texts[0]

@@ -51,3 +51,54 @@ def test_torchrun_two_processes_gloo(tmp_path):
     ref = load_embeddings(extract_features(bert, ds, tmp_path / "ref", progress=False, shard_size=4, batch_size=3))
     np.testing.assert_allclose(emb.features, ref.features, atol=1e-6)
     np.testing.assert_array_equal(emb.ids, ref.ids)
+
+
+_ERROR_CHILD = """
+import fcntl, sys, numpy as np, torch
+import torch.distributed as dist
+torch.set_num_threads(1)
+from feature_extraction import TextDataset, extract_features, load_backbone
+from feature_extraction._testing import random_sentences
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+bb = load_backbone(sys.argv[1])
+ds = TextDataset(random_sentences(16, max_words=8), np.arange(16) % 2, name="toy")
+forward = bb.forward
+def broken(batch):
+    raise ValueError("boom on rank 1")
+bb.forward = broken if rank == 1 else forward
+try:
+    extract_features(bb, ds, sys.argv[2] + "/a", progress=False, shard_size=4, batch_size=4)
+except Exception as e:
+    print(f"A rank {rank}: {type(e).__name__}: {e}", flush=True)
+bb.forward = forward
+if rank == 0:  # as if another extraction were writing into the folder
+    import os
+    os.makedirs(sys.argv[2] + "/b", exist_ok=True)
+    lock = open(sys.argv[2] + "/b/.extract.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+dist.barrier()
+try:
+    extract_features(bb, ds, sys.argv[2] + "/b", progress=False, shard_size=4, batch_size=4)
+except Exception as e:
+    print(f"B rank {rank}: {type(e).__name__}: {e}", flush=True)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend")
+def test_an_error_on_one_rank_reaches_every_rank(tmp_path):
+    bert = make_tiny_bert(tmp_path / "bert")
+    script = tmp_path / "child.py"
+    script.write_text(_ERROR_CHILD)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           str(bert), str(tmp_path)]
+    # without the fix the ranks that did not fail wait forever in a collective
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout
+    assert "A rank 1: ValueError: boom on rank 1" in lines
+    assert "A rank 0: RuntimeError: the extraction failed on rank 1: ValueError('boom on rank 1')" in lines
+    assert "B rank 0: OutputBusyError" in lines and "B rank 1: OutputBusyError" in lines

@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_array
 from .._groups import check_group_labels
 from .._objectives import CVaRLoss, MeanLoss, cvar_of_losses
 from .._samplers import RepeatSampler, UniformSampler
-from .._training import TrainOptions, as_tensor, torch_dtype, train_head
+from .._training import TrainOptions, as_tensor, resolve_batch_size, torch_dtype, train_head
 from ._error_set import error_set_analysis
 from ._tables import make_table, table_columns
 
@@ -79,19 +79,13 @@ def worst_set_composition(losses, group_labels, *, alpha):
     return error_set_analysis(worst_alpha_mask(losses, alpha), group_labels)
 
 
-def _resolve_batch_size(batch_size, n_samples):
-    from .._training import resolve_batch_size
-
-    return resolve_batch_size(batch_size, n_samples)
-
-
 def _settings(estimator, overrides, extra_defaults, n_samples):
     settings = {**_TRAIN_DEFAULTS, **extra_defaults}
     if estimator is not None:
         params = estimator.get_params(deep=False)
         settings.update({k: params[k] for k in settings if k in params})
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    settings["batch_size"] = _resolve_batch_size(settings["batch_size"], n_samples)
+    settings["batch_size"] = resolve_batch_size(settings["batch_size"], n_samples)
     if settings["solver"] not in ("adamw", "sgd"):
         raise ValueError(
             f"This analysis follows training epoch by epoch and needs a minibatch solver; "
@@ -265,11 +259,11 @@ def jtt_error_set_ablation(
     lambda_up=10,
     identification_epochs=2,
     error_set=None,
-    max_iter=10,
+    max_iter=2,
     solver="adamw",
     l2_reg=1e-4,
-    learning_rate=1e-3,
-    batch_size=128,
+    learning_rate=1e-2,
+    batch_size="auto",
     hidden_layer_sizes=(),
     random_state=0,
 ):
@@ -287,7 +281,13 @@ def jtt_error_set_ablation(
     share the stage-2 seed, so they coincide until the first update.
 
     Defaults: T = 2 identification epochs and lambda_up = 10 are the values
-    the METHOD-NOTES found best on CelebA attributes (AdamW, batch 128).
+    the METHOD-NOTES found best on CelebA attributes (AdamW, batch 128). The
+    stage-2 training defaults are :class:`~skgroup.JTTClassifier`'s
+    (AdamW, ``learning_rate=1e-2``, ``max_iter=2`` epochs,
+    ``batch_size='auto'``, ``l2_reg=1e-4``, linear head), so the static
+    variant is what the estimator trains. With 2 epochs only ``K=1``
+    updates the set (a K at least ``max_iter`` reproduces the static run);
+    pass a larger ``max_iter`` to compare longer schedules.
 
     Parameters
     ----------
@@ -299,7 +299,10 @@ def jtt_error_set_ablation(
     identification_epochs : int, default=2
     error_set : bool mask or row indices, default=None
     max_iter, solver, l2_reg, learning_rate, batch_size, hidden_layer_sizes, random_state
-        Training settings of both stages (``max_iter``: stage-2 epochs).
+        Training settings of both stages (``max_iter``: stage-2 epochs;
+        ``batch_size='auto'`` is resolved as the estimators do). The
+        learning rate is constant: the error-set update changes the epoch
+        length, which a per-step cosine schedule cannot follow.
 
     Returns
     -------
@@ -338,6 +341,9 @@ def jtt_error_set_ablation(
     ye = np.asarray(ye)
     check_group_labels(ge, Xe.shape[0], name="eval_set group_labels")
     seed = int(settings["random_state"])
+    # The callback below swaps the sampler's indices, which changes the number of steps per epoch; the cosine
+    # schedule of skgroup._training assumes fixed-length epochs, so the learning rate must stay constant here.
+    assert options.lr_schedule == "constant", "jtt_error_set_ablation needs a constant learning rate"
 
     if error_set is None:
         id_options = TrainOptions(**{**options.__dict__, "max_iter": int(identification_epochs)})
@@ -360,6 +366,7 @@ def jtt_error_set_ablation(
             nonlocal current, n_updates
             if K and (epoch + 1) % K == 0 and epoch + 1 < options.max_iter:
                 current = _forward(module, X, options).argmax(axis=1) != y_enc
+                # changes the epoch length: valid only with lr_schedule='constant' (asserted above)
                 sampler.indices = RepeatSampler(1 + (lambda_up - 1) * current.astype(np.int64)).indices
                 n_updates += 1
 

@@ -7,88 +7,12 @@ separate the groups at all.
 """
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from .._groups import check_group_labels
+from ..estimators._gradtune import last_layer_gradient_norms
 from ._tables import make_table, table_columns
 
 __all__ = ["gradient_norms_by_group", "gradient_norm_summary"]
-
-
-def _closed_form_norms(estimator, X, y):
-    """Norm of the cross-entropy gradient w.r.t. the last layer, per sample.
-
-    For a head with last-layer input ``h`` (X itself for a linear head),
-    softmax probabilities ``p`` and one-hot label ``e_y``, the gradient of
-    ``CE(W h + b, y)`` is ``(p - e_y) h^T`` for W and ``p - e_y`` for b, so
-    its Frobenius norm over (W, b) is exactly
-
-    .. math:: \\lVert \\nabla_{W,b} \\ell_i \\rVert = \\lVert p_i - e_{y_i} \\rVert_2 \\sqrt{\\lVert h_i \\rVert_2^2 + 1}
-
-    Computed in closed form (no autograd), in chunks. The same definition
-    as GradTune's ``last_layer_gradient_norms``, which
-    :func:`gradient_norms_by_group` uses (so the analysis shows what GradTune
-    selects on); this copy is the fallback should that module be absent.
-
-    Parameters
-    ----------
-    estimator : fitted skgroup head classifier
-        Anything with ``coefs_``, ``intercepts_`` and ``classes_`` and a
-        softmax output with one unit per class (ReLU hidden layers).
-    X : array-like of shape (n_samples, n_features)
-    y : array-like of shape (n_samples,)
-
-    Returns
-    -------
-    ndarray of shape (n_samples,)
-    """
-    check_is_fitted(estimator, ["coefs_", "intercepts_", "classes_"])
-    coefs, intercepts, classes = estimator.coefs_, estimator.intercepts_, estimator.classes_
-    if coefs[-1].shape[1] != len(classes):
-        raise TypeError(
-            f"{type(estimator).__name__}'s last layer has {coefs[-1].shape[1]} outputs for "
-            f"{len(classes)} classes; only softmax heads with one output per class (the "
-            "skgroup estimators) are supported."
-        )
-    X = np.asarray(X)
-    y = np.asarray(y)
-    if X.ndim != 2 or X.shape[1] != coefs[0].shape[0]:
-        raise ValueError(
-            f"X must have shape (n_samples, {coefs[0].shape[0]}) like the features the "
-            f"estimator was fitted on; got {X.shape}."
-        )
-    if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape ({X.shape[0]},); got {y.shape}.")
-    idx = np.searchsorted(classes, y)
-    idx = np.clip(idx, 0, len(classes) - 1)
-    if not np.all(classes[idx] == y):
-        unknown = np.unique(y[classes[idx] != y])[:5]
-        raise ValueError(
-            f"y holds labels {list(unknown)} that the estimator never saw; its classes "
-            f"are {list(classes)}."
-        )
-    out = np.empty(X.shape[0], dtype=np.float64)
-    for start in range(0, X.shape[0], 8192):
-        h = np.asarray(X[start : start + 8192], dtype=np.float64)
-        for W, b in zip(coefs[:-1], intercepts[:-1]):
-            h = np.maximum(h @ W + b, 0.0)
-        z = h @ coefs[-1] + intercepts[-1]
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
-        p[np.arange(p.shape[0]), idx[start : start + 8192]] -= 1.0
-        out[start : start + 8192] = np.linalg.norm(p, axis=1) * np.sqrt(
-            np.einsum("ij,ij->i", h, h) + 1.0
-        )
-    return out
-
-
-def _norm_function():
-    try:
-        from ..estimators._gradtune import last_layer_gradient_norms as gradtune_norms
-    except ImportError:
-        return _closed_form_norms
-    return gradtune_norms
 
 
 def gradient_norms_by_group(estimator, X, y, *, group_labels):
@@ -117,7 +41,7 @@ def gradient_norms_by_group(estimator, X, y, *, group_labels):
     """
     n = np.shape(X)[0]
     membership = check_group_labels(group_labels, n)
-    norms = np.asarray(_norm_function()(estimator, X, y), dtype=np.float64)
+    norms = np.asarray(last_layer_gradient_norms(estimator, X, y), dtype=np.float64)
     y = np.asarray(y)
     correct = np.asarray(estimator.predict(X)) == y
     rows, cols = np.nonzero(membership.matrix)

@@ -25,8 +25,9 @@ def make_table(columns):
     lengths = set()
     for name, values in columns.items():
         arr = np.asarray(values)
-        if arr.ndim != 1:
-            arr = np.asarray(list(values), dtype=object)
+        if arr.ndim != 1:  # e.g. a column of tuples: keep them as 1-D objects
+            arr = np.empty(len(values), dtype=object)
+            arr[:] = list(values)
         cols[name] = arr
         lengths.add(arr.shape[0])
     if len(lengths) > 1:  # a bug of ours, never a user error
