@@ -34,15 +34,7 @@ import time
 import warnings
 
 import numpy as np
-
-
-def _median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from _timing import median_time  # benchmarks/ is on sys.path when a script runs
 
 
 def _scores(est, split):
@@ -93,9 +85,9 @@ def main(argv=None):
     print(f"CelebA attributes: train {tr.X.shape}, val {len(va.y)}, test {len(te.y)}")
 
     erm = ERMClassifier()
-    t_erm = _median_time(lambda: erm.fit(tr.X, tr.y), args.repeats)
+    t_erm = median_time(lambda: erm.fit(tr.X, tr.y), args.repeats)
     erm_bal = ERMClassifier(class_weight="balanced")
-    t_erm_bal = _median_time(lambda: erm_bal.fit(tr.X, tr.y), args.repeats)
+    t_erm_bal = median_time(lambda: erm_bal.fit(tr.X, tr.y), args.repeats)
     rows = [
         dict(method="ERM", params="default", test=[_scores(erm, te)], ratio=1.0),
         dict(method="ERM, class_weight='balanced'", params="default", test=[_scores(erm_bal, te)], ratio=t_erm_bal / t_erm),
@@ -115,7 +107,7 @@ def main(argv=None):
             per_mode.setdefault(mode, []).append((res["params"][i], _scores(est, te)))
         print(f"[{time.perf_counter() - t0:.0f}s] mixture seed {seed}: {search.best_params_} -> test {mix_best[-1][2]}")
     best0, params0, _ = mix_best[0]
-    t_mix = _median_time(lambda: best0.fit(tr.X, tr.y), args.repeats)
+    t_mix = median_time(lambda: best0.fit(tr.X, tr.y), args.repeats)
     mix_rows.append(
         dict(
             method="MixtureBalancedClassifier (selected)",
@@ -126,7 +118,7 @@ def main(argv=None):
     )
     for mode, items in per_mode.items():
         p0 = items[0][0]
-        t_mode = _median_time(lambda: MixtureBalancedClassifier(random_state=0, **p0).fit(tr.X, tr.y), 1)
+        t_mode = median_time(lambda: MixtureBalancedClassifier(random_state=0, **p0).fit(tr.X, tr.y), 1)
         mix_rows.append(
             dict(
                 method=f"  best '{mode}'",
@@ -136,7 +128,7 @@ def main(argv=None):
             )
         )
     default_mix = MixtureBalancedClassifier(random_state=0)
-    t_default = _median_time(lambda: default_mix.fit(tr.X, tr.y), args.repeats)
+    t_default = median_time(lambda: default_mix.fit(tr.X, tr.y), args.repeats)
     mix_rows.append(
         dict(method="MixtureBalancedClassifier (defaults)", params="balancing='mixture', ratio 2",
              test=[_scores(default_mix, te)], ratio=t_default / t_erm)
@@ -153,7 +145,7 @@ def main(argv=None):
         gt_rows.append((best, search.best_params_, _scores(best, te), va_a))
         print(f"[{time.perf_counter() - t0:.0f}s] gradtune (paper) seed {seed}: {search.best_params_} -> test {gt_rows[-1][2]}")
     best0, _, _, va_a0 = gt_rows[0]
-    t_gt = _median_time(lambda: best0.fit(va_a0.X, va_a0.y), args.repeats)
+    t_gt = median_time(lambda: best0.fit(va_a0.X, va_a0.y), args.repeats)
     comp = np.bincount(va_a0.group_labels[best0.finetune_indices_], minlength=4)
     rows.append(
         dict(
@@ -172,7 +164,7 @@ def main(argv=None):
         split_rows.append((best, search.best_params_, _scores(best, te)))
         print(f"[{time.perf_counter() - t0:.0f}s] gradtune (split) seed {seed}: {search.best_params_} -> test {split_rows[-1][2]}")
     best0 = split_rows[0][0]
-    t_split = _median_time(lambda: best0.fit(tr.X, tr.y), args.repeats)
+    t_split = median_time(lambda: best0.fit(tr.X, tr.y), args.repeats)
     comp = np.bincount(tr.group_labels[best0.finetune_indices_], minlength=4)
     rows.append(
         dict(
@@ -184,7 +176,7 @@ def main(argv=None):
         )
     )
     default_gt = GradTuneClassifier(random_state=0)
-    t_gt_default = _median_time(lambda: default_gt.fit(tr.X, tr.y), args.repeats)
+    t_gt_default = median_time(lambda: default_gt.fit(tr.X, tr.y), args.repeats)
     rows.append(dict(method="GradTuneClassifier (defaults), fit(train)", params="lr_scale=0.005",
                      test=[_scores(default_gt, te)], ratio=t_gt_default / t_erm))
 

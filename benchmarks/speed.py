@@ -33,19 +33,10 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 import warnings
 
 import numpy as np
-
-
-def _median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from _timing import median_time  # benchmarks/ is on sys.path when a script runs
 
 
 def _load(data):
@@ -67,8 +58,12 @@ def section_ratios(args):
     tr, te = d.train, d.test
     l2 = 1e-4
     rows = []
+    # torch's first operations in a process cost ~1 s: warm up outside the timings
+    from skgroup import ERMClassifier
+
+    ERMClassifier().fit(tr.X[:200], tr.y[:200])
     lr = LogisticRegression(C=2.0 / (l2 * len(tr.y)), max_iter=1000)
-    t_lr = _median_time(lambda: lr.fit(tr.X, tr.y), args.repeats)
+    t_lr = median_time(lambda: lr.fit(tr.X, tr.y), args.repeats)
     rows.append(("LogisticRegression (sklearn)", t_lr, lr.predict(te.X)))
     with sklearn.config_context(enable_metadata_routing=True):
         for name, cls in all_estimators():
@@ -76,7 +71,7 @@ def section_ratios(args):
             kw = {}
             if "group_labels" in est.get_metadata_routing().consumes("fit", ["group_labels"]):
                 kw["group_labels"] = tr.group_labels
-            t = _median_time(lambda: est.fit(tr.X, tr.y, **kw), args.repeats)
+            t = median_time(lambda: est.fit(tr.X, tr.y, **kw), args.repeats)
             rows.append((name, t, est.predict(te.X)))
     t_erm = next(t for n, t, _ in rows if n == "ERMClassifier")
     print(f"\n## Fit time ratios on {args.data} ({len(tr.y)} x {tr.X.shape[1]}, median of {args.repeats})\n")
@@ -125,7 +120,7 @@ def section_reference(args):
     print("| loop | batch | fit s | ratio to reference | test WGA |")
     print("|---|---|---|---|---|")
     holder = {}
-    t_ref = _median_time(lambda: holder.update(m=_reference_loop(X, y, epochs, 1e-3, 0)), args.repeats)
+    t_ref = median_time(lambda: holder.update(m=_reference_loop(X, y, epochs, 1e-3, 0)), args.repeats)
     with torch.no_grad():
         pred = holder["m"](torch.from_numpy(np.ascontiguousarray(te.X, dtype=np.float32))).argmax(1).numpy()
     print(f"| DataLoader(TensorDataset) | 128 | {t_ref:.2f} | 1.00 | "
@@ -134,12 +129,12 @@ def section_reference(args):
     for bs in (128, 1024):
         est = ERMClassifier(solver="adamw", max_iter=epochs, batch_size=bs, learning_rate=1e-3, l2_reg=0.0,
                             random_state=0)
-        t = _median_time(lambda: est.fit(X, y), args.repeats)
+        t = median_time(lambda: est.fit(X, y), args.repeats)
         wga = worst_group_accuracy(te.y, est.predict(te.X), group_labels=te.group_labels)
         print(f"| skgroup index slicing | {bs} | {t:.2f} | {t / t_ref:.2f} | {wga:.3f} |")
         out.append(dict(loop="skgroup", batch=bs, seconds=t, ratio=t / t_ref, wga=wga))
     est = ERMClassifier(random_state=0)
-    t = _median_time(lambda: est.fit(X, y), args.repeats)
+    t = median_time(lambda: est.fit(X, y), args.repeats)
     wga = worst_group_accuracy(te.y, est.predict(te.X), group_labels=te.group_labels)
     print(f"| skgroup full-batch L-BFGS (to convergence) | all | {t:.2f} | {t / t_ref:.2f} | {wga:.3f} |")
     return out
@@ -216,8 +211,8 @@ def section_search(args):
             GridSearchCV(ERMClassifier(), grid, scoring=worst_group_scorer, cv=3, n_jobs=n_jobs).fit(
                 tr.X, tr.y, group_labels=tr.group_labels)
 
-        t1 = _median_time(lambda: search(1), 1)
-        t2 = _median_time(lambda: search(2), 1)
+        t1 = median_time(lambda: search(1), 1)
+        t2 = median_time(lambda: search(2), 1)
         threads = Parallel(n_jobs=2)(delayed(_worker_threads)(i) for i in range(2))
         print(f"| loky (default) | 1 | {t1:.2f} | 1.00 | - |")
         print(f"| loky (default) | 2 | {t2:.2f} | {t1 / t2:.2f} | {threads[0]} |")
@@ -231,7 +226,7 @@ def section_search(args):
                 Client(cluster) as client:
             search(1)  # warm the workers' imports outside the timing
             with parallel_backend("dask"):
-                td = _median_time(lambda: search(-1), 1)
+                td = median_time(lambda: search(-1), 1)
                 dthreads = client.run(lambda: __import__("torch").get_num_threads())
         print(f"| dask.distributed (2 workers x 1 thread) | -1 | {td:.2f} | {t1 / td:.2f} | "
               f"{sorted(set(dthreads.values()))} |")
