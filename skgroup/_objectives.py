@@ -4,11 +4,15 @@ Every method in skgroup differs from ERM by how it turns per-sample losses
 into the scalar it minimises. An objective sees the logits of a batch, the
 labels and the *training-row indices* of the batch, so per-row state (sample
 weights, group membership) is looked up by index; it never sees the model.
-That is what lets the same objectives drive the linear-head loop here and a
-full fine-tuning loop over a backbone.
+That is what lets the same objectives drive a linear head on cached features
+and a whole backbone in the fine-tuning path (:mod:`skgroup.engine`).
 
 ``online`` objectives change state at each call (Group DRO's q), so they
 need a minibatch optimizer; the others also run under full-batch L-BFGS.
+``separable`` objectives are a (weighted) sum of per-sample terms, so a full
+batch can be evaluated in row blocks. State that training changes (q) is
+saved and restored with ``state_dict`` / ``load_state_dict``, so a killed
+run resumes exactly.
 """
 
 import math
@@ -20,12 +24,22 @@ import torch.nn.functional as F
 __all__ = ["Objective", "MeanLoss", "WeightedLoss", "GroupDROLoss", "CVaRLoss", "cvar_of_losses"]
 
 
+def _world_size():
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
 class Objective:
     """Mean cross-entropy; subclasses change :meth:`reduce`."""
 
     online = False
+    separable = True
 
     def __call__(self, logits, y, idx):
+        # cross-entropy in at least float32, also under bf16/fp16 autocast
+        logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
         return self.reduce(F.cross_entropy(logits, y, reduction="none"), idx)
 
     def reduce(self, losses, idx):
@@ -35,28 +49,37 @@ class Objective:
         """Move per-row state to the training device; returns self."""
         return self
 
-    def end_epoch(self):
-        """Hook called after each epoch (history bookkeeping)."""
+    def state_dict(self):
+        """What training changes (empty for stateless objectives)."""
+        return {}
+
+    def load_state_dict(self, state):
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state to load; got keys {sorted(state)}.")
 
 
 MeanLoss = Objective
 
 
 class WeightedLoss(Objective):
-    """Weighted mean loss sum_i w_i l_i / sum_i w_i.
+    """Weighted mean loss sum_i w_i l_i / sum_i w_i over the rows trained on.
 
     A minibatch computes (1/m) sum_b w_i l_i / mean(w), an unbiased estimate
     of the full-batch value. Normalising by the weights' sum makes integer
     weights exactly equivalent to repeating rows (scikit-learn's
     sample-weight contract), and makes JTT's upweighting the mean over its
-    upsampled epoch.
+    upsampled epoch. ``rows``: the training rows a stage visits, when not all
+    (the mean weight is taken over them).
     """
 
-    def __init__(self, sample_weight):
+    def __init__(self, sample_weight, rows=None):
         w = np.asarray(sample_weight, dtype=np.float64)
-        if w.sum() <= 0:
-            raise ValueError("sample_weight must have a positive sum.")
-        self.sample_weight = torch.as_tensor(w / w.mean())
+        if w.ndim != 1 or not np.isfinite(w).all() or np.any(w < 0):
+            raise ValueError("sample_weight must be a 1-D array of finite, non-negative weights.")
+        mean = w.mean() if rows is None else w[np.asarray(rows)].mean()
+        if mean <= 0:
+            raise ValueError("sample_weight must have a positive sum over the rows trained on.")
+        self.sample_weight = torch.as_tensor(w / mean)
 
     def to(self, device, dtype):
         self.sample_weight = self.sample_weight.to(device=device, dtype=dtype)
@@ -81,11 +104,18 @@ class GroupDROLoss(Objective):
     ``membership`` is the (n_samples, n_groups) boolean matrix, so overlapping
     groups work too: a sample then counts in the mean of every group it
     belongs to.
+
+    Data parallel: each rank sees its shard of the batch; the per-group loss
+    sums and counts are all-reduced before the q update, so every rank
+    updates q identically from the global batch, and the returned loss is
+    scaled so that DDP's gradient average is the gradient of
+    sum_g q_g * (global mean loss of g).
     """
 
     online = True
+    separable = False
 
-    def __init__(self, membership, *, eta=0.01, adjustment=0.0, record_history=False):
+    def __init__(self, membership, *, eta=0.01, adjustment=0.0):
         membership = np.asarray(membership, dtype=bool)
         self.membership = torch.as_tensor(membership)
         counts = membership.sum(axis=0).astype(np.float64)
@@ -94,46 +124,43 @@ class GroupDROLoss(Objective):
         self.eta = float(eta)
         self.adjust = torch.as_tensor(adjustment / np.sqrt(counts))
         self.q = torch.full((membership.shape[1],), 1.0 / membership.shape[1], dtype=torch.float64)
-        self.record_history = record_history
-        self.history = {"q": [], "group_loss": []}
-        self._epoch_loss = torch.zeros(membership.shape[1], dtype=torch.float64)
-        self._epoch_count = torch.zeros(membership.shape[1], dtype=torch.float64)
+        # the last batch's global per-group mean losses and counts (for history callbacks)
+        self.last_group_loss = None
+        self.last_count = None
 
     def to(self, device, dtype):
         self.membership = self.membership.to(device)
         self.adjust = self.adjust.to(device=device, dtype=torch.float64)
         self.q = self.q.to(device)
-        self._epoch_loss = self._epoch_loss.to(device)
-        self._epoch_count = self._epoch_count.to(device)
         return self
 
-    def group_losses(self, losses, idx):
-        """Mean loss and count of each group in the batch."""
-        member = self.membership[idx].to(losses.dtype)
-        count = member.sum(dim=0)
-        group_loss = (member.T @ losses) / count.clamp_min(1)
-        return group_loss, count
-
     def reduce(self, losses, idx):
-        group_loss, count = self.group_losses(losses, idx)
+        member = self.membership[idx].to(losses.dtype)
+        sums = member.T @ losses
+        count = member.sum(dim=0)
+        world = _world_size()
         with torch.no_grad():
-            present = count > 0
-            step = self.eta * (group_loss.detach().double() + self.adjust)
+            stats = torch.cat([sums.detach(), count]).double()
+            if world > 1:
+                torch.distributed.all_reduce(stats)
+            g_sum, g_count = stats.split(sums.shape[0])
+            group_loss = g_sum / g_count.clamp_min(1)
+            present = g_count > 0
+            step = self.eta * (group_loss + self.adjust)
             q = self.q * torch.exp(torch.where(present, step, torch.zeros_like(step)))
             self.q = q / q.sum()
-            if self.record_history:
-                self._epoch_loss += group_loss.detach().double() * count
-                self._epoch_count += count.double()
-        return (self.q.to(losses.dtype) * group_loss).sum()
+            self.last_group_loss, self.last_count = group_loss, g_count
+        denom = g_count.clamp_min(1).to(losses.dtype)
+        return world * (self.q.to(losses.dtype) * sums / denom).sum()
 
-    def end_epoch(self):
-        if self.record_history:
-            self.history["q"].append(self.q.cpu().numpy().copy())
-            mean = self._epoch_loss / self._epoch_count.clamp_min(1)
-            mean[self._epoch_count == 0] = float("nan")
-            self.history["group_loss"].append(mean.cpu().numpy())
-            self._epoch_loss.zero_()
-            self._epoch_count.zero_()
+    def state_dict(self):
+        return {"q": self.q.detach().cpu().clone()}
+
+    def load_state_dict(self, state):
+        q = torch.as_tensor(state["q"], dtype=torch.float64)
+        if q.shape != self.q.shape:
+            raise ValueError(f"q has shape {tuple(q.shape)}; this objective has {tuple(self.q.shape)} groups.")
+        self.q = q.to(self.q.device)
 
 
 def cvar_of_losses(losses, alpha):
@@ -157,6 +184,8 @@ def cvar_of_losses(losses, alpha):
 
 class CVaRLoss(Objective):
     """CVaR DRO (Levy et al., 2020): minimise the batch's top-alpha mean loss."""
+
+    separable = False
 
     def __init__(self, alpha):
         if not 0 < alpha <= 1:

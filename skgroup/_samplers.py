@@ -1,15 +1,17 @@
 """Which training rows an epoch visits, and how often.
 
-A sampler returns the row indices of one epoch, in order; the training loop
-cuts them into batches by slicing (a ``DataLoader`` over a ``TensorDataset``
-costs 2.5x an index-slicing loop at batch 128, see ``docs/design.rst``).
-All randomness comes from the numpy ``Generator`` passed in, so a fit is
-reproducible from ``random_state`` without touching global seeds.
+A sampler returns the row indices of one epoch, in order; the engine cuts
+them into batches (a ``DataLoader`` over a ``TensorDataset`` costs 2.5x an
+index-slicing loop at batch 128, see ``docs/design.rst``). All randomness
+comes from the numpy ``Generator`` passed in, so a fit is reproducible from
+``random_state`` without touching global seeds, and every rank of a
+multi-process run draws the same epoch before taking its shard.
 """
 
 import numpy as np
 
 __all__ = [
+    "Sampler",
     "UniformSampler",
     "RepeatSampler",
     "WeightedSampler",
@@ -18,17 +20,44 @@ __all__ = [
 ]
 
 
-class UniformSampler:
-    """Every row once per epoch, shuffled (plain ERM)."""
+class Sampler:
+    """Base class: ``epoch(rng)`` gives one epoch's row indices."""
 
-    def __init__(self, n_samples):
+    def epoch(self, rng):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def shard(order, rank, world_size):
+        """This rank's share of an epoch, for data-parallel training.
+
+        Like ``torch.utils.data.DistributedSampler``: the epoch is padded by
+        wrapping around to a multiple of ``world_size`` (so every rank takes
+        the same number of steps, which DDP's collective calls require), then
+        rank r takes rows r, r + world_size, ...
+        """
+        order = np.asarray(order)
+        if world_size <= 1:
+            return order
+        pad = (-order.shape[0]) % world_size
+        if pad:
+            order = np.concatenate([order, np.resize(order, pad)])
+        return order[rank::world_size]
+
+
+class UniformSampler(Sampler):
+    """Every row once per epoch, shuffled (plain ERM); ``rows`` restricts the epoch."""
+
+    def __init__(self, n_samples, rows=None):
         self.n_samples = int(n_samples)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
 
     def epoch(self, rng):
-        return rng.permutation(self.n_samples)
+        if self.rows is None:
+            return rng.permutation(self.n_samples)
+        return rng.permutation(self.rows)
 
 
-class RepeatSampler:
+class RepeatSampler(Sampler):
     """Row i exactly ``repeats[i]`` times per epoch, shuffled.
 
     JTT's upsampling: error-set rows ``lambda_up`` times, the others once.
@@ -47,7 +76,7 @@ class RepeatSampler:
         return rng.permutation(self.indices)
 
 
-class WeightedSampler:
+class WeightedSampler(Sampler):
     """``n_draws`` rows drawn with replacement with probability proportional to ``weights``.
 
     The sampler of the Group DRO reference code (``WeightedRandomSampler``
@@ -82,6 +111,6 @@ def balanced_weights(strata, subset=None):
 
 
 def BalancedSampler(strata, n_draws=None, subset=None):
-    """Stratum-balanced draws with replacement, ``n_draws`` (default: all rows) per epoch."""
+    """Stratum-balanced draws with replacement, ``n_draws`` (default: the rows in ``subset``) per epoch."""
     n = strata.shape[0] if subset is None else int(np.sum(subset))
     return WeightedSampler(balanced_weights(strata, subset), n_draws if n_draws is not None else n)

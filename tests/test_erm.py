@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from skgroup import ERMClassifier
 from skgroup._objectives import WeightedLoss
 from skgroup._samplers import RepeatSampler, balanced_weights
-from skgroup._training import TrainOptions, train_head
+from skgroup.engine import TrainOptions, train_head
 from skgroup.datasets import make_spurious_benchmark
 
 
@@ -125,7 +125,7 @@ def test_readonly_memmap_used_in_place(tmp_path, bench):
 
 
 def test_no_full_copy_of_float32_features(bench):
-    from skgroup._training import as_tensor
+    from skgroup.engine import as_tensor
 
     X = np.ascontiguousarray(bench.train.X, dtype=np.float32)
     assert as_tensor(X, torch.float32).data_ptr() == X.__array_interface__["data"][0]
@@ -167,9 +167,9 @@ def test_training_core_rejects_sampler_with_lbfgs_and_online_objectives():
 
     X, y = np.random.RandomState(0).randn(20, 2).astype(np.float32), np.arange(20) % 2
     with pytest.raises(ValueError, match="minibatch solver"):
-        train_head(X, y, 2, objective=GroupDROLoss(np.eye(2, dtype=bool)[y]), options=TrainOptions())
+        train_head(X, y, 2, GroupDROLoss(np.eye(2, dtype=bool)[y]), TrainOptions())
     with pytest.raises(ValueError, match="cannot follow a sampler"):
-        train_head(X, y, 2, objective=WeightedLoss(np.ones(20)), options=TrainOptions(), sampler=RepeatSampler(np.ones(20)))
+        train_head(X, y, 2, WeightedLoss(np.ones(20)), TrainOptions(), sampler=RepeatSampler(np.ones(20)))
 
 
 def test_samplers():
@@ -192,7 +192,7 @@ def test_samplers():
 
 
 def test_auto_batch_size():
-    from skgroup._training import resolve_batch_size
+    from skgroup.engine import resolve_batch_size
 
     assert resolve_batch_size("auto", 300) == 32
     assert resolve_batch_size("auto", 5000) == 50

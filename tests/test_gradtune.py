@@ -182,8 +182,11 @@ def test_prefit_errors_name_the_fix():
         GradTuneClassifier(estimator=erm, prefit=True).fit(X[:, :3], y)
 
 
-def test_no_group_labels_anywhere():
-    assert list(inspect.signature(GradTuneClassifier.fit).parameters) == ["self", "X", "y"]
+def test_group_labels_are_not_routed_to_training():
+    # fit takes them only to stratify splits and score validation rows; routing never sends them
+    requests = GradTuneClassifier().get_metadata_routing().fit.requests
+    assert requests["group_labels"] is False
+    assert requests["X_val"] is True and requests["y_val"] is True
 
 
 # -- effect ------------------------------------------------------------------

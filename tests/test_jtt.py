@@ -95,8 +95,9 @@ def test_reweight_mode_weights(monkeypatch):
     real = jtt_module.WeightedLoss
 
     def spy(weights):
-        seen.append(np.asarray(weights))
-        return real(weights)
+        objective = real(weights)
+        seen.append(objective.sample_weight.numpy())
+        return objective
 
     monkeypatch.setattr(jtt_module, "WeightedLoss", spy)
     X, y = _data()

@@ -1,8 +1,8 @@
 """Analyses that watch training: the CVaR worst-alpha set over epochs, and
 JTT's dynamic error-set ablation.
 
-Both run on the shared training loop (:func:`skgroup._training.train_head`)
-with an ``epoch_callback``; neither changes an estimator.
+Both run on the training engine (:func:`skgroup.engine.train_head`) with an
+:class:`~skgroup.engine.EpochCallback`; neither changes an estimator.
 
 * JTT (Liu et al., ICML 2021), Fig. 4: CVaR DRO trains on the worst
   alpha-fraction of losses, a set that it recomputes at every step. Its
@@ -26,7 +26,14 @@ from sklearn.utils.validation import check_array
 from .._groups import check_group_labels
 from .._objectives import CVaRLoss, MeanLoss, cvar_of_losses
 from .._samplers import RepeatSampler, UniformSampler
-from .._training import TrainOptions, as_tensor, resolve_batch_size, torch_dtype, train_head
+from ..engine import (
+    EpochCallback,
+    TrainOptions,
+    as_tensor,
+    resolve_batch_size,
+    torch_dtype,
+    train_head,
+)
 from ._error_set import error_set_analysis
 from ._tables import make_table, table_columns
 
@@ -97,9 +104,9 @@ def _settings(estimator, overrides, extra_defaults, n_samples):
     for key in ("max_iter", "batch_size"):
         if not isinstance(settings[key], Integral) or settings[key] < 1:
             raise ValueError(f"{key} must be a positive int; got {settings[key]!r}.")
+    settings["hidden_layer_sizes"] = tuple(int(h) for h in np.atleast_1d(settings["hidden_layer_sizes"]))
     options = TrainOptions(
         solver=settings["solver"],
-        hidden_layer_sizes=tuple(int(h) for h in np.atleast_1d(settings["hidden_layer_sizes"])),
         l2_reg=float(settings["l2_reg"]),
         max_iter=int(settings["max_iter"]),
         batch_size=int(settings["batch_size"]),
@@ -229,9 +236,9 @@ def cvar_set_composition(
         records.append(cols)
 
     train_head(
-        X, y_enc, classes.shape[0], objective=objective, options=options,
+        X, y_enc, classes.shape[0], objective, options, hidden_layer_sizes=settings["hidden_layer_sizes"],
         sampler=UniformSampler(X.shape[0]), seed=int(settings["random_state"]),
-        epoch_callback=callback,
+        callbacks=[EpochCallback(callback)],
     )
     table = make_table({k: np.concatenate([r[k] for r in records]) for k in records[0]})
     return (table, np.stack(sets)) if return_sets else table
@@ -342,14 +349,13 @@ def jtt_error_set_ablation(
     check_group_labels(ge, Xe.shape[0], name="eval_set group_labels")
     seed = int(settings["random_state"])
     # The callback below swaps the sampler's indices, which changes the number of steps per epoch; the cosine
-    # schedule of skgroup._training assumes fixed-length epochs, so the learning rate must stay constant here.
+    # schedule of skgroup.engine assumes fixed-length epochs, so the learning rate must stay constant here.
     assert options.lr_schedule == "constant", "jtt_error_set_ablation needs a constant learning rate"
 
     if error_set is None:
-        id_options = TrainOptions(**{**options.__dict__, "max_iter": int(identification_epochs)})
         id_result = train_head(
-            X, y_enc, classes.shape[0], objective=MeanLoss(), options=id_options,
-            sampler=UniformSampler(X.shape[0]), seed=seed,
+            X, y_enc, classes.shape[0], MeanLoss(), options.replace(max_iter=int(identification_epochs)),
+            hidden_layer_sizes=settings["hidden_layer_sizes"], sampler=UniformSampler(X.shape[0]), seed=seed,
         )
         initial = _forward(id_result.module, X, options).argmax(axis=1) != y_enc
     else:
@@ -371,8 +377,8 @@ def jtt_error_set_ablation(
                 n_updates += 1
 
         result = train_head(
-            X, y_enc, classes.shape[0], objective=MeanLoss(), options=options,
-            sampler=sampler, seed=seed + 1, epoch_callback=callback,
+            X, y_enc, classes.shape[0], MeanLoss(), options, hidden_layer_sizes=settings["hidden_layer_sizes"],
+            sampler=sampler, seed=seed + 1, callbacks=[EpochCallback(callback)],
         )
         pred = classes[_forward(result.module, Xe, options).argmax(axis=1)]
         names, accs, _ = per_group_accuracy(ye, pred, group_labels=ge)

@@ -1,11 +1,13 @@
-"""What every skgroup head estimator shares: validation, the training call,
-and prediction from the learned weights.
+"""What every skgroup head estimator shares: validation of the inputs, the
+validation split and early stopping, running the method's plan on the
+engine, and prediction from the learned weights.
 
-An estimator subclass only says which objective, sampler and solver its fit
-uses and calls :meth:`BaseHeadClassifier._train`. The learned weights are
-kept as numpy arrays (``coefs_``, ``intercepts_``, and ``coef_`` /
-``intercept_`` for a linear head), so prediction needs no torch, a fitted
-estimator pickles small, and a model trained on a GPU predicts anywhere.
+A subclass writes its method once, as ``_plan(ctx)`` (a generator of
+:class:`~skgroup.engine.Stage`), and a ``fit`` whose signature says which
+metadata it takes. The learned weights are kept as numpy arrays
+(``coefs_``, ``intercepts_``, and ``coef_`` / ``intercept_`` for a linear
+head), so prediction needs no torch, a fitted estimator pickles small, and
+a model trained on a GPU predicts anywhere.
 """
 
 from numbers import Integral, Real
@@ -13,47 +15,24 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from .._training import TrainOptions, train_head
+from .._groups import GroupMembership, check_group_labels
+from ..engine import (
+    FitContext,
+    HeadExecutor,
+    TrainOptions,
+    ValidationData,
+    make_head,
+    run_plan,
+    torch_dtype,
+)
+from ..engine._callbacks import MONITORS, Callback
 
-__all__ = ["BaseHeadClassifier", "HEAD_PARAMS_DOC"]
-
-HEAD_PARAMS_DOC = """
-    hidden_layer_sizes : tuple of int, default=()
-        Empty for a linear softmax head; otherwise the widths of ReLU hidden
-        layers of an MLP head.
-    l2_reg : float, default={l2_reg}
-        Strength of the L2 penalty ``l2_reg / 2 * ||W||^2`` added to the mean
-        objective (weights only, not biases). For ERM with a linear head,
-        ``LogisticRegression(C=1 / (l2_reg * n_samples))`` (``C = 2 / (l2_reg *
-        n_samples)`` for two classes) is the same model.
-    solver : {{'lbfgs', 'adamw', 'sgd'}}, default={solver!r}
-        'lbfgs': full-batch L-BFGS, ``max_iter`` iterations. 'adamw' / 'sgd'
-        (momentum 0.9): minibatches, ``max_iter`` epochs.
-    max_iter : int, default={max_iter}
-        L-BFGS iterations, or epochs for the minibatch solvers.
-    batch_size : int or 'auto', default={batch_size!r}
-        Minibatch size (ignored by L-BFGS). 'auto' is
-        ``min(1024, max(32, n_samples // 100))``: about 100 steps an epoch
-        where the data allows, and 1024 on CelebA-sized data (a minibatch loop
-        is overhead-bound at small batches).
-    learning_rate : float, default={learning_rate}
-        Step size of the minibatch solvers (ignored by L-BFGS).
-    tol : float, default=1e-5
-        L-BFGS stops when the largest gradient entry falls below ``tol``.
-    device : str, default='cpu'
-        Torch device for training, e.g. 'cuda'. Prediction runs in numpy.
-    dtype : {{'float32', 'float64'}}, default='float32'
-        Training precision. Features already in this dtype are not copied.
-    random_state : int, RandomState instance or None, default=None
-        Seeds initialisation and sampling through local generators; the same
-        seed gives the same model.
-    verbose : int, default=0
-        Show a progress bar while training.
-"""
+__all__ = ["BaseHeadClassifier", "encode_labels"]
 
 _HEAD_CONSTRAINTS = {
     "hidden_layer_sizes": ["array-like"],
@@ -62,23 +41,70 @@ _HEAD_CONSTRAINTS = {
     "max_iter": [Interval(Integral, 1, None, closed="left")],
     "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
     "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    "lr_schedule": [StrOptions({"constant", "cosine", "linear"})],
     "tol": [Interval(Real, 0, None, closed="left")],
+    "early_stopping": ["boolean", StrOptions({"auto"})],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "monitor": [StrOptions({"auto", *MONITORS})],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
+    "restore_best": ["boolean"],
+    "callbacks": [list, None],
     "device": [str],
     "dtype": [StrOptions({"float32", "float64"})],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
 }
 
+#: TrainOptions fields an estimator's parameters of the same name set.
+_OPTION_PARAMS = ("solver", "max_iter", "batch_size", "learning_rate", "lr_schedule", "l2_reg", "tol",
+                  "dtype", "device")
+
+
+def encode_labels(classes, y, name="y"):
+    """Positions of the labels ``y`` in the sorted ``classes``; unknown labels are an error."""
+    y = column_or_1d(y, warn=True)
+    pos = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
+    unknown = classes[pos] != y
+    if np.any(unknown):
+        raise ValueError(
+            f"{name} holds labels the model was not fitted on: "
+            f"{np.unique(y[unknown])[:5].tolist()}; its classes are {classes.tolist()}."
+        )
+    return pos
+
+
+def _take_rows(groups, rows):
+    return GroupMembership(np.ascontiguousarray(groups.matrix[rows]), groups.names, groups.disjoint)
+
+
+def check_hidden_layer_sizes(sizes):
+    sizes = tuple(np.atleast_1d(sizes).tolist()) if sizes is not None else ()
+    if any(not isinstance(h, Integral) or isinstance(h, bool) or h < 1 for h in sizes):
+        raise ValueError(
+            f"hidden_layer_sizes must be a tuple of positive ints (e.g. (64,)), or () for a linear "
+            f"head; got {sizes!r}."
+        )
+    return tuple(int(h) for h in sizes)
+
 
 class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
-    """Base class: a softmax head trained by :func:`skgroup._training.train_head`."""
+    """Base class: a softmax head trained by a method's plan on the engine."""
 
     _parameter_constraints: dict = dict(_HEAD_CONSTRAINTS)
 
-    # -- fitting helpers ---------------------------------------------------
-    def _validate_fit_data(self, X, y):
-        X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], reset=True)
-        check_classification_targets(y)
+    # validation data travels with routing by default; group labels only to
+    # the methods that train on them (set_fit_request(group_labels=True) lets
+    # another estimator use them for its validation split and monitor)
+    __metadata_request__fit = {"X_val": True, "y_val": True, "group_labels_val": True, "group_labels": False}
+
+    # -- input validation --------------------------------------------------
+    def _validate_fit_data(self, X, y, classes=None, validated=False):
+        if not validated:
+            X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], reset=True)
+            check_classification_targets(y)
+        if classes is not None:  # a method fine-tuning a given model keeps its classes
+            self.classes_ = np.asarray(classes)
+            return X, encode_labels(self.classes_, y)
         self.classes_, y_enc = np.unique(y, return_inverse=True)
         if self.classes_.shape[0] < 2:
             raise ValueError(
@@ -88,50 +114,163 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         return X, y_enc.ravel()
 
     def _options(self, **overrides):
-        fields = TrainOptions.__dataclass_fields__
-        params = {k: v for k, v in self.get_params(deep=False).items() if k in fields}
-        params["hidden_layer_sizes"] = tuple(int(h) for h in np.atleast_1d(params.get("hidden_layer_sizes", ())))
-        params.update(overrides)
-        return TrainOptions(**params)
+        params = self.get_params(deep=False)
+        values = {k: params[k] for k in _OPTION_PARAMS if k in params}
+        values.update(overrides)
+        return TrainOptions(**values)
 
     def _seed(self, offset=0):
         rs = self.random_state
         if isinstance(rs, np.random.RandomState):
-            return int(rs.randint(np.iinfo(np.int32).max))
-        if rs is None:
-            return int(np.random.randint(np.iinfo(np.int32).max))
-        return int(rs) + offset
+            base = int(rs.randint(np.iinfo(np.int32).max))
+        elif rs is None:
+            base = int(np.random.randint(np.iinfo(np.int32).max))
+        else:
+            base = int(rs)
+        return (base + offset) % (2**32)
 
-    def _train(self, X, y_enc, objective, *, sampler=None, options=None, seed=None, init=None, epoch_callback=None):
-        """Run the shared loop and store the learned weights on ``self``."""
-        result = train_head(
-            X,
-            y_enc,
-            len(self.classes_),
-            objective=objective,
-            options=options if options is not None else self._options(),
-            sampler=sampler,
-            seed=self._seed() if seed is None else seed,
-            init=init,
-            epoch_callback=epoch_callback,
+    # -- validation split and early stopping -------------------------------
+    def _validation(self, X, y_enc, groups, sample_weight, X_val, y_val, group_labels_val, seed):
+        """(training rows, X, y, groups, sample_weight, ValidationData or None, early-stopping dict or None).
+
+        The training rows index the data given to ``fit`` (all of them unless
+        a validation fraction was held out).
+        """
+        given = X_val is not None or y_val is not None
+        if given and (X_val is None or y_val is None):
+            raise ValueError("Pass both X_val and y_val (validation features and labels), or neither.")
+        if group_labels_val is not None and not given:
+            raise ValueError("group_labels_val was given without X_val and y_val: pass all three.")
+        if given and self.early_stopping is False:
+            raise ValueError(
+                "X_val and y_val were passed to fit while early_stopping=False: set "
+                "early_stopping=True or 'auto' to use them, or do not pass them."
+            )
+        rows = np.arange(X.shape[0])
+        if not (self.early_stopping is True or (self.early_stopping == "auto" and given)):
+            return rows, X, y_enc, groups, sample_weight, None, None
+
+        if given:
+            X_val = validate_data(self, X_val, dtype=X.dtype, reset=False)
+            y_val = encode_labels(self.classes_, y_val, "y_val")
+            if y_val.shape[0] != X_val.shape[0]:
+                raise ValueError(f"X_val has {X_val.shape[0]} rows but y_val has {y_val.shape[0]}.")
+            val_groups = None
+            if group_labels_val is not None:
+                val_groups = check_group_labels(group_labels_val, X_val.shape[0], name="group_labels_val")
+        else:
+            train_idx, val_idx = self._split_rows(y_enc, groups, seed)
+            rows = train_idx
+            X_val, y_val = X[val_idx], y_enc[val_idx]
+            val_groups = None
+            if groups is not None:
+                val_groups = _take_rows(groups, val_idx)
+                groups = _take_rows(groups, train_idx)
+            X, y_enc = X[train_idx], y_enc[train_idx]
+            if sample_weight is not None:
+                sample_weight = sample_weight[train_idx]
+
+        monitor = self.monitor
+        if monitor == "auto":
+            monitor = "worst_group_accuracy" if val_groups is not None else "worst_class_accuracy"
+        if monitor == "worst_group_accuracy" and val_groups is None:
+            raise ValueError(
+                "monitor='worst_group_accuracy' needs group labels for the validation rows: pass "
+                "group_labels_val= with X_val (or group_labels= for the internal validation_fraction "
+                "split), or monitor 'worst_class_accuracy' or 'bias_unsupervised', which need none."
+            )
+        biased = None
+        if monitor == "bias_unsupervised":
+            biased = self._biased_predictions(X, y_enc, X_val, seed)
+        validation = ValidationData(
+            X_val, y_val, membership=None if val_groups is None else val_groups.matrix, y_pred_biased=biased
         )
+        stopping = {"monitor": monitor, "patience": self.n_iter_no_change, "restore_best": self.restore_best}
+        return rows, X, y_enc, groups, sample_weight, validation, stopping
+
+    def _split_rows(self, y_enc, groups, seed):
+        """Training and validation rows of the internal split, stratified by group, else class."""
+        n = y_enc.shape[0]
+        n_val = int(np.ceil(self.validation_fraction * n))
+        strata = y_enc
+        if groups is not None and groups.disjoint:
+            ids = groups.ids()
+            if np.bincount(ids).min() >= 2 and n_val >= groups.n_groups:
+                strata = ids
+        if np.bincount(strata).min() < 2 or n_val < np.unique(strata).shape[0] or n - n_val < 2:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} of {n} rows cannot hold every "
+                "class in both the training and the validation rows; pass X_val, y_val, or a "
+                "larger validation_fraction."
+            )
+        train_idx, val_idx = train_test_split(np.arange(n), test_size=n_val, stratify=strata,
+                                              random_state=seed % (2**32))
+        return np.sort(train_idx), np.sort(val_idx)
+
+    def _biased_predictions(self, X, y_enc, X_val, seed):
+        """Encoded predictions of an ERM model of the training rows (LaBonte et al.'s biased model)."""
+        from ._erm import ERMClassifier
+
+        erm = ERMClassifier(l2_reg=1e-4, random_state=seed, dtype=self.dtype)
+        return erm.fit(X, y_enc).predict(X_val)
+
+    # -- the fit ------------------------------------------------------------
+    def _fit(self, X, y, *, group_labels=None, X_val=None, y_val=None, group_labels_val=None,
+             sample_weight=None, classes=None, validated=False, plan_kwargs=None):
+        """Validate, split off validation rows, run ``self._plan`` on the engine, store the result.
+
+        ``classes``: fixed classes (a method refining a given model);
+        ``validated``: X and y already went through ``validate_data``;
+        ``plan_kwargs``: passed on to ``self._plan(ctx, **plan_kwargs)``.
+        """
+        X, y_enc = self._validate_fit_data(X, y, classes, validated)
+        groups = None if group_labels is None else check_group_labels(group_labels, X.shape[0])
+        seed = self._seed()
+        rows, X, y_enc, groups, sample_weight, validation, stopping = self._validation(
+            X, y_enc, groups, sample_weight, X_val, y_val, group_labels_val, seed
+        )
+        callbacks = self.callbacks or []
+        if any(not isinstance(cb, Callback) for cb in callbacks):
+            raise TypeError("callbacks must be a list of skgroup.engine.Callback objects.")
+        executor = HeadExecutor(
+            X, y_enc, len(self.classes_),
+            hidden_layer_sizes=check_hidden_layer_sizes(getattr(self, "hidden_layer_sizes", ())),
+            dtype=self.dtype, device=self.device, validation=validation, early_stopping=stopping,
+            callbacks=callbacks, verbose=self.verbose,
+        )
+        ctx = FitContext(y=y_enc, n_classes=len(self.classes_), options=self._options(), seed_base=seed,
+                         groups=groups, sample_weight=sample_weight, executor=executor, rows=rows)
+        result = run_plan(self._plan(ctx, **(plan_kwargs or {})), executor)
+        self._store_result(result, validation is not None)
+        return self
+
+    def _store_result(self, result, validated):
         self._set_weights(result.module)
-        self.n_iter_ = result.n_iter
-        self.loss_curve_ = result.loss_history
-        return result
+        history = result.history
+        self.n_iter_ = len(history)
+        self.loss_curve_ = [r.get("train_loss", np.nan) for r in history]
+        self.history_ = history_columns(history)
+        if validated and any(k.startswith("val_") for k in self.history_):
+            self.validation_scores_ = {k[4:]: v for k, v in self.history_.items() if k.startswith("val_")}
+            self.best_iteration_ = None if result.best is None else int(result.best["epoch"])
+        else:
+            self.validation_scores_ = None
+            self.best_iteration_ = None
 
     def _set_weights(self, module):
-        linears = [m for m in module if isinstance(m, torch.nn.Linear)]
+        linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
         self.coefs_ = [m.weight.detach().cpu().numpy().T.copy() for m in linears]
         self.intercepts_ = [m.bias.detach().cpu().numpy().copy() for m in linears]
         if len(linears) == 1:
             self.coef_ = self.coefs_[0].T
             self.intercept_ = self.intercepts_[0]
+        else:
+            for name in ("coef_", "intercept_"):
+                if name in self.__dict__:
+                    delattr(self, name)
 
     def _module(self):
         """The fitted head as a torch module (to fine-tune it or to export it)."""
-        from .._training import make_head, torch_dtype
-
         check_is_fitted(self)
         hidden = tuple(c.shape[1] for c in self.coefs_[:-1])
         dtype = torch_dtype(self.coefs_[0].dtype.name)
@@ -180,3 +319,19 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.classifier_tags.multi_class = True
         return tags
+
+
+def history_columns(history):
+    """Per-epoch records (list of dicts) as columns: a dict of arrays, NaN where a record lacks a key."""
+    keys = []
+    for record in history:
+        keys += [k for k in record if k not in keys]
+    out = {}
+    for k in keys:
+        values = [record.get(k) for record in history]
+        if any(isinstance(v, (list, tuple, np.ndarray)) for v in values):
+            width = max(len(v) for v in values if v is not None)
+            out[k] = np.array([v if v is not None else [np.nan] * width for v in values], dtype=np.float64)
+        else:
+            out[k] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return out

@@ -2,18 +2,19 @@
 
 import math
 import warnings
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 import torch
 from sklearn.base import _fit_context
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval
 
-from .._objectives import CVaRLoss, cvar_of_losses
-from .._objectives import MeanLoss
-from .._training import train_head
-from ._base import HEAD_PARAMS_DOC, BaseHeadClassifier
+from .._objectives import CVaRLoss, MeanLoss, cvar_of_losses
+from ..engine import Stage
+from ..utils import fill_doc
+from ..utils._warnings import warn
+from ._base import BaseHeadClassifier
 
 __all__ = ["CVaRClassifier", "DegenerateCVaRWarning"]
 
@@ -22,9 +23,9 @@ class DegenerateCVaRWarning(UserWarning):
     """The fitted head does no better on the CVaR objective than uniform probabilities."""
 
 
+@fill_doc
 class CVaRClassifier(BaseHeadClassifier):
-    __doc__ = (
-        """Softmax head trained by CVaR distributionally robust optimisation.
+    """Softmax head trained by CVaR distributionally robust optimisation.
 
     Levy, Carmon, Duchi & Sidford, "Large-Scale Methods for Distributionally
     Robust Optimization", NeurIPS 2020; a baseline of JTT (Liu et al., 2021).
@@ -41,55 +42,55 @@ class CVaRClassifier(BaseHeadClassifier):
     each minibatch (m = batch size; the minibatch estimator of Levy et al.,
     biased low for small batches); with ``solver='lbfgs'`` on the whole
     training set (m = n, the exact objective). ``alpha=1`` is ERM. No group
-    labels are used.
+    labels are used in training.
 
     Full-batch mode: the zero head ties every loss, a kink of the CVaR at
     which L-BFGS stalls at once, so L-BFGS starts from the ERM head of the
     same ``l2_reg`` (a difference from a zero-initialised reference). The
     objective is non-smooth, so the gradient test rarely ends the run and a
-    ``ConvergenceWarning`` at ``max_iter`` is common; on CelebA attributes
-    at alpha 0.5 it reached in 20 iterations (after the ERM start) the
-    objective of 300 full-batch AdamW epochs (0.5267 against 0.5269).
+    ``ConvergenceWarning`` at ``max_iter`` is common.
 
-    The degenerate regime, seen on CelebA attributes: when alpha is below
-    the fraction of training points that no head can fit (overlapping
-    classes, label noise; ERM misclassifies 13% of CelebA's training rows),
-    no head has a lower CVaR than the zero head, whose uniform
-    probabilities give every point the loss log K. The minimiser is then a
-    head with near-zero logits, and its predictions hang on the optimiser's
-    path rather than on the objective. The fit warns
-    (:class:`DegenerateCVaRWarning`) when the fitted head's training CVaR is
-    no lower than log K. Outside that regime CVaR DRO flattens the
-    per-group losses but barely moves the decision rule, as Hu et al.
-    (ICML 2018) predict for DRO with a classification loss: on
-    ``make_spurious_features`` the worst group's log-loss drops by a third
-    while its accuracy stays at ERM's.
+    The degenerate regime: when alpha is below the fraction of training
+    points that no head can fit (overlapping classes, label noise), no head
+    has a lower CVaR than the zero head, whose uniform probabilities give
+    every point the loss log K. The minimiser is then a head with near-zero
+    logits, and its predictions hang on the optimiser's path rather than on
+    the objective. The fit warns (:class:`DegenerateCVaRWarning`) when the
+    fitted head's training CVaR is no lower than log K. Outside that regime
+    CVaR DRO flattens the per-group losses but barely moves the decision
+    rule, as Hu et al. (ICML 2018) predict for DRO with a classification
+    loss.
 
-    Defaults and where they come from: METHOD-NOTES found CVaR DRO needs a
-    small alpha and strong L2 on CelebA attributes (worst-group accuracy
-    0.01 at alpha 0.5, 0.10 at 0.2, 0.33 at 0.1, 0.47 at 0.05), so
-    ``alpha=0.05`` and ``l2_reg=0.1``; AdamW, learning rate 3e-3, 2 epochs
-    at ``batch_size='auto'`` (1024 on CelebA; the reference uses 128) were
-    chosen on validation under the speed budget. All of these CelebA
-    settings are in the degenerate regime: the worst-group accuracy they
-    reach (0.42-0.48 after tuning alpha and ``l2_reg`` on validation, 3
-    seeds) varies with the seed, so always tune them on validation, and
+    Defaults and why: CVaR DRO needs a small alpha and strong L2 on the
+    class-imbalanced benchmarks (``alpha=0.05``, ``l2_reg=0.1``); AdamW at
+    learning rate 3e-3 for 2 epochs at batch ``'auto'`` (the reference uses
+    SGD at batch 128). Always tune alpha and ``l2_reg`` on validation, and
     prefer JTT or a group-aware method when group labels exist for
-    validation or training. Epochs count passes over the data: on a small
-    training set raise ``max_iter``. With ``solver='lbfgs'``, ``max_iter``
-    counts L-BFGS iterations: raise it to about 100-300.
+    validation or training. Measurements: ``docs/methods/cvar.rst``.
 
     Parameters
     ----------
     alpha : float in (0, 1], default=0.05
         Fraction of the (minibatch's) examples whose losses are averaged.
-"""
-        + (
-            HEAD_PARAMS_DOC.format(
-                l2_reg=0.1, solver="adamw", max_iter=2, batch_size="auto", learning_rate=3e-3
-            )
-        )
-        + """
+    {hidden_layer_sizes}
+    {l2_reg}
+    {solver}
+    {max_iter}
+    {batch_size}
+    {learning_rate}
+    {lr_schedule}
+    {tol}
+    {early_stopping}
+    {validation_fraction}
+    {monitor}
+    {n_iter_no_change}
+    {restore_best}
+    {callbacks}
+    {device}
+    {dtype}
+    {random_state}
+    {verbose}
+
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
@@ -103,18 +104,19 @@ class CVaRClassifier(BaseHeadClassifier):
     n_iter_ : int
         Epochs or L-BFGS iterations run.
     loss_curve_ : list of float
+    history_, validation_scores_, best_iteration_ :
+        As in :class:`ERMClassifier`.
     n_features_in_ : int
 
     Examples
     --------
-    >>> from skgroup.estimators._cvar import CVaRClassifier
+    >>> from skgroup import CVaRClassifier
     >>> from skgroup.datasets import make_spurious_features
     >>> X, y, g = make_spurious_features(1000, random_state=0)
     >>> clf = CVaRClassifier(alpha=0.2, batch_size=128, random_state=0).fit(X, y)
     >>> clf.predict_proba(X[:2]).shape
     (2, 2)
     """
-    )
 
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,
@@ -131,7 +133,14 @@ class CVaRClassifier(BaseHeadClassifier):
         max_iter=2,
         batch_size="auto",
         learning_rate=3e-3,
+        lr_schedule="constant",
         tol=1e-5,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        monitor="auto",
+        n_iter_no_change=10,
+        restore_best=True,
+        callbacks=None,
         device="cpu",
         dtype="float32",
         random_state=None,
@@ -144,46 +153,56 @@ class CVaRClassifier(BaseHeadClassifier):
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
         self.tol = tol
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.monitor = monitor
+        self.n_iter_no_change = n_iter_no_change
+        self.restore_best = restore_best
+        self.callbacks = callbacks
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, *, group_labels=None, X_val=None, y_val=None, group_labels_val=None):
         """Fit the head.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
+        group_labels : array-like, default=None
+            Not used in training; only to stratify the internal validation
+            split and to score it (``monitor='worst_group_accuracy'``).
+        X_val, y_val, group_labels_val : validation rows, default=None
+            For early stopping and checkpoint selection.
         """
-        X, y_enc = self._validate_fit_data(X, y)
-        options = self._options()
-        init = None
+        return self._fit(X, y, group_labels=group_labels, X_val=X_val, y_val=y_val,
+                         group_labels_val=group_labels_val)
+
+    def _plan(self, ctx):
+        init = "fresh"
         if self.solver == "lbfgs" and self.alpha < 1:
             # the zero head ties every loss, a kink of the CVaR where L-BFGS stalls at once;
             # start from the ERM head of the same L2 instead (a smooth point)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=ConvergenceWarning)
-                init = train_head(
-                    X, y_enc, len(self.classes_), objective=MeanLoss(), options=options, seed=self._seed()
-                ).module
-        self._train(X, y_enc, CVaRLoss(self.alpha), options=options, init=init)
-        z = self._logits(X).astype(np.float64)
+                init = yield Stage("erm_start", MeanLoss(), ctx.options, seed=ctx.seed(0), validate=False)
+        result = yield Stage("cvar", CVaRLoss(self.alpha), ctx.options, init=init, seed=ctx.seed(0))
+        z = result.logits().astype(np.float64)
         z -= z.max(axis=1, keepdims=True)
-        losses = np.log(np.exp(z).sum(axis=1)) - z[np.arange(z.shape[0]), y_enc]
+        losses = np.log(np.exp(z).sum(axis=1)) - z[np.arange(z.shape[0]), ctx.y]
         self.training_cvar_ = float(cvar_of_losses(torch.from_numpy(losses), self.alpha))
-        uniform = math.log(len(self.classes_))
+        uniform = math.log(ctx.n_classes)
         if self.training_cvar_ >= uniform - 1e-3:
-            warnings.warn(
+            warn(
                 f"The fitted head's training CVaR at alpha={self.alpha} "
                 f"({self.training_cvar_:.4f}) is no lower than that of uniform probabilities "
-                f"(log {len(self.classes_)} = {uniform:.4f}): the worst alpha-fraction holds "
+                f"(log {ctx.n_classes} = {uniform:.4f}): the worst alpha-fraction holds "
                 "points no head fits, the objective is minimised by near-zero logits and the "
                 "predictions rest on the optimiser's path. Raise alpha.",
                 DegenerateCVaRWarning,
-                stacklevel=3,
             )
-        return self

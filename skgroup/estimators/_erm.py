@@ -7,35 +7,54 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.validation import _check_sample_weight
 
 from .._objectives import MeanLoss, WeightedLoss
-from ._base import HEAD_PARAMS_DOC, BaseHeadClassifier
+from ..engine import Stage
+from ..utils import fill_doc
+from ._base import BaseHeadClassifier
 
 __all__ = ["ERMClassifier"]
 
 
+@fill_doc
 class ERMClassifier(BaseHeadClassifier):
-    __doc__ = (
-        """Softmax head trained by (weighted) empirical risk minimisation.
+    """Softmax head trained by (weighted) empirical risk minimisation.
 
     .. math:: \\min_W \\frac{\\sum_i w_i\\,\\ell(W x_i, y_i)}{\\sum_i w_i} + \\frac{\\lambda}{2}\\lVert W\\rVert^2
 
     (``w_i = 1`` without sample or class weights; integer weights are the
-    same as repeating rows.)
+    same as repeating rows.) With a linear head and the default full-batch
+    L-BFGS it is multinomial logistic regression: on the same features it
+    reaches the model of :class:`sklearn.linear_model.LogisticRegression` at
+    the equivalent regularisation (see ``l2_reg``). Group labels are not
+    used in training.
 
-    With a linear head and the default full-batch L-BFGS it is multinomial
-    logistic regression: on the same features it reaches the accuracy of
-    :class:`sklearn.linear_model.LogisticRegression` at the equivalent
-    regularisation (see ``l2_reg``). Group labels are not used.
+    Defaults: full-batch L-BFGS to the gradient tolerance ``tol`` with the
+    weak penalty ``l2_reg=1e-4`` (scikit-learn's ``C=1`` at 20,000 rows for
+    two classes).
 
     Parameters
     ----------
     class_weight : dict, 'balanced' or None, default=None
         Weights of the classes in the loss, as in scikit-learn;
         'balanced' uses ``n_samples / (n_classes * bincount(y))``.
-"""
-        + HEAD_PARAMS_DOC.format(
-            l2_reg=1e-4, solver="lbfgs", max_iter=200, batch_size="auto", learning_rate=1e-3
-        )
-        + """
+    {hidden_layer_sizes}
+    {l2_reg}
+    {solver}
+    {max_iter}
+    {batch_size}
+    {learning_rate}
+    {lr_schedule}
+    {tol}
+    {early_stopping}
+    {validation_fraction}
+    {monitor}
+    {n_iter_no_change}
+    {restore_best}
+    {callbacks}
+    {device}
+    {dtype}
+    {random_state}
+    {verbose}
+
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
@@ -47,7 +66,16 @@ class ERMClassifier(BaseHeadClassifier):
     n_iter_ : int
         L-BFGS iterations or epochs run.
     loss_curve_ : list of float
-        Objective per L-BFGS evaluation or per epoch.
+        Training objective after each L-BFGS iteration or epoch.
+    history_ : dict of ndarray
+        Per-epoch (iteration) records: ``train_loss``, ``step``, and the
+        ``val_*`` scores when validating.
+    validation_scores_ : dict of ndarray or None
+        Every validation score per epoch (``accuracy``, ``loss``,
+        ``worst_class_accuracy``, and ``worst_group_accuracy`` /
+        ``bias_unsupervised`` when their data exists); None without validation.
+    best_iteration_ : int or None
+        The epoch (1-based) whose weights were kept, with validation.
     n_features_in_ : int
 
     Examples
@@ -58,7 +86,6 @@ class ERMClassifier(BaseHeadClassifier):
     >>> ERMClassifier(random_state=0).fit(X, y).score(X, y) > 0.8
     True
     """
-    )
 
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,
@@ -75,7 +102,14 @@ class ERMClassifier(BaseHeadClassifier):
         max_iter=200,
         batch_size="auto",
         learning_rate=1e-3,
+        lr_schedule="constant",
         tol=1e-5,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        monitor="auto",
+        n_iter_no_change=10,
+        restore_best=True,
+        callbacks=None,
         device="cpu",
         dtype="float32",
         random_state=None,
@@ -88,14 +122,21 @@ class ERMClassifier(BaseHeadClassifier):
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
         self.tol = tol
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.monitor = monitor
+        self.n_iter_no_change = n_iter_no_change
+        self.restore_best = restore_best
+        self.callbacks = callbacks
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, group_labels=None, X_val=None, y_val=None, group_labels_val=None):
         """Fit the head.
 
         Parameters
@@ -104,14 +145,21 @@ class ERMClassifier(BaseHeadClassifier):
         y : array-like of shape (n_samples,)
         sample_weight : array-like of shape (n_samples,), default=None
             Per-sample loss weights, multiplied with the class weights.
+        group_labels : array-like, default=None
+            Not used in training; only to stratify the internal validation
+            split and to score it (``monitor='worst_group_accuracy'``).
+        X_val, y_val, group_labels_val : validation rows, default=None
+            For early stopping and checkpoint selection.
         """
-        X, y_enc = self._validate_fit_data(X, y)
-        weights = None
         if sample_weight is not None:
-            weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        return self._fit(X, y, group_labels=group_labels, X_val=X_val, y_val=y_val,
+                         group_labels_val=group_labels_val, sample_weight=sample_weight)
+
+    def _plan(self, ctx):
+        weights = ctx.sample_weight
         if self.class_weight is not None:
-            cw = compute_sample_weight(self.class_weight, self.classes_[y_enc])
+            cw = compute_sample_weight(self.class_weight, self.classes_[ctx.y])
             weights = cw if weights is None else weights * cw
         objective = MeanLoss() if weights is None else WeightedLoss(weights)
-        self._train(X, y_enc, objective)
-        return self
+        yield Stage("erm", objective, ctx.options, seed=ctx.seed(0))

@@ -1,7 +1,6 @@
 """GradTune: fine-tune the last layer on the held-out samples with the largest
-per-sample gradient norms (Kenfack et al., 2024). No group labels anywhere."""
+per-sample gradient norms (Kenfack et al., 2024). No group labels in training."""
 
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -12,12 +11,14 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._objectives import MeanLoss
 from .._samplers import BalancedSampler
-from .._training import make_head, torch_dtype
-from ._base import BaseHeadClassifier
+from ..engine import Stage, linear_layers, torch_dtype
+from ..utils import fill_doc
+from ..utils._warnings import warn
+from ._base import BaseHeadClassifier, encode_labels
 from ._erm import ERMClassifier
 
 __all__ = ["GradTuneClassifier", "last_layer_gradient_norms"]
@@ -77,20 +78,6 @@ def _scan(estimator, X, y_enc, rows=None):
     return norms, sq
 
 
-def _encode(estimator, y):
-    y = column_or_1d(y, warn=True)
-    classes = estimator.classes_
-    pos = np.searchsorted(classes, y)
-    pos = np.clip(pos, 0, len(classes) - 1)
-    unknown = classes[pos] != y
-    if np.any(unknown):
-        raise ValueError(
-            f"y holds labels the estimator was not fitted on: {np.unique(y[unknown])[:5].tolist()}; "
-            f"its classes_ are {classes.tolist()}."
-        )
-    return pos
-
-
 def last_layer_gradient_norms(estimator, X, y):
     """Per-sample norm of the cross-entropy gradient w.r.t. the last layer.
 
@@ -118,7 +105,7 @@ def last_layer_gradient_norms(estimator, X, y):
     """
     estimator = _check_head(estimator)
     X = validate_data(estimator, X, dtype=[np.float64, np.float32], reset=False)
-    y_enc = _encode(estimator, y)
+    y_enc = encode_labels(estimator.classes_, y)
     if y_enc.shape[0] != X.shape[0]:
         raise ValueError(f"X has {X.shape[0]} rows but y has {y_enc.shape[0]}.")
     return _scan(estimator, X, y_enc)[0]
@@ -140,12 +127,11 @@ def select_finetune_set(norms, n_top, n_finetune, rng):
         p = weights[weights > 0]
         drawn = rng.choice(positive, size=n_draw, replace=False, p=p / p.sum())
     else:
-        warnings.warn(
+        warn(
             f"Only {positive.shape[0]} of the remaining held-out rows have a non-zero "
             f"gradient norm, fewer than the {n_draw} to draw: the others are drawn "
             "uniformly among the zero-norm rows.",
             UserWarning,
-            stacklevel=3,
         )
         zeros = rest[weights <= 0]
         fill = rng.choice(zeros, size=n_draw - positive.shape[0], replace=False)
@@ -153,6 +139,7 @@ def select_finetune_set(norms, n_top, n_finetune, rng):
     return np.concatenate([top, drawn])
 
 
+@fill_doc
 class GradTuneClassifier(BaseHeadClassifier):
     """Last-layer fine-tuning on high-gradient-norm held-out samples.
 
@@ -182,38 +169,39 @@ class GradTuneClassifier(BaseHeadClassifier):
        of S within it), ``n_finetune`` draws an epoch. Hidden layers of an
        MLP head stay frozen.
 
-    Held-out data follows the ``prefit`` pattern of fairlearn's
-    ``ThresholdOptimizer``: with ``prefit=True``, ``estimator`` is an
-    already fitted head and ``fit(X, y)`` receives the held-out rows (phases
-    2-3 only). With ``prefit=False``, ``fit`` holds out a class-stratified
-    ``holdout_fraction`` of its rows and fits a clone of ``estimator`` on the
-    rest.
+    Where the held-out rows come from:
 
-    Defaults and where they come from: M' = 500, k = 400, 500 epochs,
-    ``holdout_fraction=0.5`` (the paper fine-tunes on half of the
-    validation set) and fine-tuning from the ERM weights (the paper).
-    The step is SGD (momentum 0.9) with ``learning_rate='auto'`` =
-    ``lr_scale / median(||h||^2 + 1)`` over the held-out rows: METHOD-NOTES
-    found that a fixed SGD step diverged on standardized one-hot features
-    (||h||^2 up to 1e4) and that this scaling fixed it. 500 epochs on 500
-    hard rows fit them and forget the rest unless the step is small: the
-    step times the epochs is what matters (a minibatch of 100 with a 5x
-    smaller step gives the same models as the full batch), so
-    ``batch_size=None`` takes one full class-balanced batch an epoch (500
-    steps, a fraction of a second). ``lr_scale=0.005`` is the conservative
-    side of the validation-selected constant on CelebA attributes (test
-    worst-group accuracy 0.47 -> 0.62 at 0.005 and 0.64 at 0.007, average
-    accuracy 0.77 and 0.75; 0.01 costs 7 points of average accuracy, and
-    1.0 ends at 0.54 / 0.25): the best constant depends on the data (about
-    0.1 on :func:`~skgroup.datasets.make_spurious_features`), so tune
-    ``lr_scale`` on validation worst-group accuracy. ``l2_reg=0``: the
+    * ``prefit=True``: ``estimator`` is an already fitted head and ``fit(X,
+      y)`` receives the held-out rows (phases 2-3 only), the ``prefit``
+      pattern of fairlearn's ``ThresholdOptimizer``;
+    * ``X_val`` given (the paper's protocol): the ERM head is fitted on all of
+      ``X`` and the held-out rows are a ``holdout_fraction`` of the
+      validation rows (stratified by ``group_labels_val`` when given, else by
+      class); the rest of the validation rows serve early stopping;
+    * otherwise a class-stratified ``holdout_fraction`` of ``fit``'s rows is
+      held out and a clone of ``estimator`` is fitted on the rest.
+
+    Defaults and why: M' = 500, k = 400, 500 epochs, half of the held-out
+    data (the paper fine-tunes on half of the validation set), fine-tuning
+    from the ERM weights (the paper). The step is SGD (momentum 0.9) with
+    ``learning_rate='auto'`` = ``lr_scale / median(||h||^2 + 1)`` over the
+    held-out rows: a fixed step diverges on features with large norms
+    (standardised one-hot features reach ||h||^2 of 1e4), and this scaling
+    makes the step invariant to the features' scale. 500 epochs on 500 hard
+    rows fit them and forget the rest unless the step is small; the step
+    times the epochs is what matters, so ``batch_size=None`` takes one full
+    class-balanced batch an epoch. ``lr_scale=0.005`` is the conservative
+    side of what validation selects on CelebA attributes; the best constant
+    depends on the data, so tune ``lr_scale`` on validation (and pass
+    validation data, so that the epoch is selected too). ``l2_reg=0``: the
     fixed epoch budget from the ERM weights is the regulariser.
+    Measurements: ``docs/methods/gradtune.rst``.
 
     Differences from the paper: it fine-tunes the last layer of deep
     networks on image and text features, and its optimiser settings beyond
     the epochs and set sizes are not all published; the step scaling is
-    METHOD-NOTES'. Norms are computed once, with the ERM head, not
-    recomputed during fine-tuning.
+    ours. Norms are computed once, with the ERM head, not recomputed during
+    fine-tuning.
 
     Parameters
     ----------
@@ -227,8 +215,8 @@ class GradTuneClassifier(BaseHeadClassifier):
         Whether ``estimator`` is already fitted; then ``fit`` gets held-out
         data only.
     holdout_fraction : float in (0, 1), default=0.5
-        Fraction of ``fit``'s rows held out (class-stratified) when
-        ``prefit=False``.
+        Fraction of the validation rows (with ``X_val``), else of ``fit``'s
+        rows, held out for phases 2-3 (unused with ``prefit=True``).
     n_top : int, default=400
         k: held-out rows with the largest norms always in the fine-tuning set.
     n_finetune : int, default=500
@@ -251,25 +239,34 @@ class GradTuneClassifier(BaseHeadClassifier):
         last layer's input on the held-out rows) for SGD, 1e-3 for AdamW.
     lr_scale : float, default=0.005
         Multiplier of the 'auto' SGD step; the hyperparameter to tune.
-    device : str, default='cpu'
+    {lr_schedule}
+    {early_stopping}
+    {validation_fraction}
+    {monitor}
+    {n_iter_no_change}
+    {restore_best}
+    {callbacks}
+    {device}
     dtype : {'float32', 'float64'}, default='float32'
         Fine-tuning precision (the norms are computed in float64).
     random_state : int, RandomState instance or None, default=None
         Seeds the hold-out split, the ERM clone (if its own is None), the
         draw of the fine-tuning set and the epochs' draws.
-    verbose : int, default=0
+    {verbose}
 
     Attributes
     ----------
     estimator_ : fitted ERM head (``estimator`` itself when ``prefit=True``)
     classes_ : ndarray of shape (n_classes,)
+    holdout_source_ : {'X', 'X_val'}
+        Which data the held-out rows were taken from.
     holdout_indices_ : ndarray of int
-        Rows of ``fit``'s X that were held out (all rows when ``prefit``).
+        Rows of that data held out (all rows when ``prefit``).
     gradient_norms_ : ndarray of shape (n_holdout,)
         Last-layer gradient norms of the held-out rows, in the order of
         ``holdout_indices_``.
     finetune_indices_ : ndarray of int
-        Rows of ``fit``'s X in the fine-tuning set: the top-k first (by
+        Rows of that data in the fine-tuning set: the top-k first (by
         decreasing norm), then the drawn ones.
     learning_rate_ : float
         The fine-tuning step used.
@@ -281,12 +278,14 @@ class GradTuneClassifier(BaseHeadClassifier):
         Fine-tuning epochs run.
     loss_curve_ : list of float
         Fine-tuning loss per epoch.
+    history_, validation_scores_, best_iteration_ :
+        Of the fine-tuning, as in :class:`ERMClassifier`.
     n_features_in_ : int
 
     Examples
     --------
     >>> from skgroup.datasets import make_spurious_features
-    >>> from skgroup.estimators import ERMClassifier, GradTuneClassifier
+    >>> from skgroup import ERMClassifier, GradTuneClassifier
     >>> X, y, g = make_spurious_features(2000, random_state=0)
     >>> erm = ERMClassifier(class_weight="balanced").fit(X[:1000], y[:1000])
     >>> clf = GradTuneClassifier(estimator=erm, prefit=True, random_state=0)
@@ -295,22 +294,18 @@ class GradTuneClassifier(BaseHeadClassifier):
     """
 
     _parameter_constraints = {
+        **{k: v for k, v in BaseHeadClassifier._parameter_constraints.items()
+           if k not in ("hidden_layer_sizes", "tol")},
         "estimator": [HasMethods(["fit", "predict"]), None],
         "prefit": ["boolean"],
         "holdout_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_top": [Interval(Integral, 0, None, closed="left")],
         "n_finetune": [Interval(Integral, 1, None, closed="left")],
         "reset": ["boolean"],
-        "l2_reg": [Interval(Real, 0, None, closed="left")],
         "solver": [StrOptions({"sgd", "adamw"})],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "lr_scale": [Interval(Real, 0, None, closed="neither")],
-        "device": [str],
-        "dtype": [StrOptions({"float32", "float64"})],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -328,6 +323,13 @@ class GradTuneClassifier(BaseHeadClassifier):
         batch_size=None,
         learning_rate="auto",
         lr_scale=0.005,
+        lr_schedule="constant",
+        early_stopping="auto",
+        validation_fraction=0.1,
+        monitor="auto",
+        n_iter_no_change=None,
+        restore_best=True,
+        callbacks=None,
         device="cpu",
         dtype="float32",
         random_state=None,
@@ -345,122 +347,151 @@ class GradTuneClassifier(BaseHeadClassifier):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.lr_scale = lr_scale
+        self.lr_schedule = lr_schedule
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.monitor = monitor
+        self.n_iter_no_change = n_iter_no_change
+        self.restore_best = restore_best
+        self.callbacks = callbacks
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
 
     # -- phase 1 ----------------------------------------------------------
-    def _heldout_and_erm(self, X, y):
-        """(estimator_, X, y_encoded, holdout_indices): the held-out rows are X[holdout_indices]."""
-        if self.prefit:
-            if self.estimator is None:
-                raise ValueError(
-                    "prefit=True needs a fitted estimator: pass "
-                    "GradTuneClassifier(estimator=ERMClassifier(...).fit(X_train, y_train), prefit=True)."
-                )
-            head = _check_head(self.estimator)
-            X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], reset=True)
-            if X.shape[1] != head.n_features_in_:
-                raise ValueError(
-                    f"X has {X.shape[1]} features but the prefit estimator was fitted on "
-                    f"{head.n_features_in_}."
-                )
-            check_classification_targets(y)
-            y_enc = _encode(head, y)
-            self.classes_ = head.classes_
-            return head, X, y_enc, np.arange(X.shape[0])
-
-        if self.estimator is None:
-            estimator = ERMClassifier(class_weight="balanced")
-        else:
-            estimator = clone(self.estimator)
+    def _fit_base(self, X, y):
+        """Clone ``estimator`` (default: class-balanced ERM) and fit it on (X, y)."""
+        estimator = ERMClassifier(class_weight="balanced") if self.estimator is None else clone(self.estimator)
         if not isinstance(_unwrap(estimator), BaseHeadClassifier):
             raise TypeError(
                 "estimator must be a skgroup head classifier (e.g. ERMClassifier), whose last "
                 f"layer is a linear softmax layer; got {type(estimator).__name__}."
             )
-        X, y_enc = self._validate_fit_data(X, y)
-        counts = np.bincount(y_enc)
+        params = estimator.get_params()
+        if "random_state" in params and params["random_state"] is None:
+            estimator.set_params(random_state=self._seed(1))
+        return _check_head(estimator.fit(X, y))
+
+    def _holdout(self, y, strata, seed, what):
+        """Sorted (kept, held-out) rows: a stratified ``holdout_fraction`` of ``y``'s rows."""
+        n = y.shape[0]
+        n_hold = int(round(self.holdout_fraction * n))
+        n_classes = np.unique(y).shape[0]
+        classes, counts = np.unique(y, return_counts=True)
         if counts.min() < 2:
             raise ValueError(
-                f"The class {self.classes_[counts.argmin()]!r} has {counts.min()} sample: the "
-                "stratified hold-out split needs at least 2 per class. Add samples, or fit "
-                "the ERM model yourself and use prefit=True."
+                f"The class {classes[counts.argmin()]!r} of {what} has {counts.min()} sample: the "
+                "stratified hold-out split needs at least 2 per class. Add samples, or fit the ERM "
+                "model yourself and use prefit=True."
             )
-        n = y_enc.shape[0]
-        n_hold = int(round(self.holdout_fraction * n))
-        if n_hold < len(counts) or n - n_hold < len(counts):
+        if n_hold < n_classes or n - n_hold < n_classes:
             raise ValueError(
-                f"holdout_fraction={self.holdout_fraction} of {n} rows leaves too few rows "
-                f"on one side for {len(counts)} classes; choose a fraction nearer 0.5."
+                f"holdout_fraction={self.holdout_fraction} of {n} rows of {what} leaves too few "
+                f"rows on one side for {n_classes} classes; choose a fraction nearer 0.5."
             )
-        train_idx, hold_idx = train_test_split(
-            np.arange(n), test_size=n_hold, stratify=y_enc, random_state=self._seed(0) % (2**32)
-        )
-        hold_idx = np.sort(hold_idx)
-        if "random_state" in estimator.get_params() and estimator.get_params()["random_state"] is None:
-            estimator.set_params(random_state=self._seed(1))
-        train_idx = np.sort(train_idx)
-        estimator = _check_head(estimator.fit(X[train_idx], self.classes_[y_enc[train_idx]]))
-        if not np.array_equal(estimator.classes_, self.classes_):
-            raise ValueError(
-                f"The ERM estimator's classes_ {estimator.classes_.tolist()} differ from y's "
-                f"classes {self.classes_.tolist()}."
-            )
-        return estimator, X, y_enc, hold_idx
+        _, inv = np.unique(strata, return_inverse=True)
+        if np.bincount(inv).min() < 2:
+            strata = y
+        keep, hold = train_test_split(np.arange(n), test_size=n_hold, stratify=strata, random_state=seed)
+        return np.sort(keep), np.sort(hold)
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y):
+    def fit(self, X, y, *, group_labels=None, X_val=None, y_val=None, group_labels_val=None):
         """Fit (or take) the ERM head, score the held-out rows, fine-tune.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            The held-out rows with ``prefit=True``; otherwise all rows (a
-            ``holdout_fraction`` of them is held out).
+            The held-out rows with ``prefit=True``; otherwise the training
+            rows (a ``holdout_fraction`` of them is held out unless
+            ``X_val`` is given).
         y : array-like of shape (n_samples,)
+        group_labels : array-like, default=None
+            Not used in training; only to stratify splits and to score the
+            validation rows (``monitor='worst_group_accuracy'``).
+        X_val, y_val, group_labels_val : validation rows, default=None
+            Without ``prefit``: the source of the held-out rows (see above).
+            With ``prefit``: early stopping only.
         """
         if self.n_top > self.n_finetune:
             raise ValueError(
                 f"n_top (k={self.n_top}) cannot exceed n_finetune (M'={self.n_finetune}): the "
                 "fine-tuning set holds the top-k rows plus M' - k drawn ones."
             )
-        estimator, X, y_enc, hold_idx = self._heldout_and_erm(X, y)
-        self.estimator_ = estimator
-        self.holdout_indices_ = hold_idx
+        if (X_val is None) != (y_val is None):
+            raise ValueError("Pass both X_val and y_val (validation features and labels), or neither.")
+        val = dict(X_val=X_val, y_val=y_val, group_labels_val=group_labels_val)
+        if self.prefit and self.estimator is None:
+            raise ValueError(
+                "prefit=True needs a fitted estimator: pass "
+                "GradTuneClassifier(estimator=ERMClassifier(...).fit(X_train, y_train), prefit=True)."
+            )
+        base = _check_head(self.estimator) if self.prefit else None
+        if base is not None:
+            # the held-out columns must be the prefit head's: same count, and same names if it has them
+            validate_data(base, X, dtype=[np.float32, np.float64], reset=False)
+        X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], reset=True)
+        check_classification_targets(y)
+        if self.prefit:
+            self.holdout_source_ = "X"
+            self.holdout_indices_ = np.arange(X.shape[0])
+            return self._finetune(base, X, y, group_labels, val)
 
-        # phase 2: gradient norms of the held-out rows
-        norms, sq_norms = _scan(estimator, X, y_enc, hold_idx)
+        if X_val is not None:
+            # the paper's protocol: ERM on every training row, held-out rows from validation
+            base = self._fit_base(X, y)
+            X_val = validate_data(self, X_val, dtype=X.dtype, reset=False)
+            yv = np.asarray(y_val)
+            strata = yv if group_labels_val is None else _strata(group_labels_val, yv)
+            rest, hold = self._holdout(yv, strata, self._seed(0), "the validation rows (y_val)")
+            self.holdout_source_ = "X_val"
+            self.holdout_indices_ = hold
+            gv = None if group_labels_val is None else _rows(group_labels_val, hold)
+            val = {}
+            if self.early_stopping is not False:
+                val = dict(X_val=X_val[rest], y_val=yv[rest],
+                           group_labels_val=None if group_labels_val is None else _rows(group_labels_val, rest))
+            return self._finetune(base, X_val[hold], yv[hold], gv, val)
+
+        strata = y if group_labels is None else _strata(group_labels, y)
+        keep, hold = self._holdout(y, strata, self._seed(0), "y")
+        base = self._fit_base(X[keep], y[keep])
+        self.holdout_source_ = "X"
+        self.holdout_indices_ = hold
+        g_hold = None if group_labels is None else _rows(group_labels, hold)
+        return self._finetune(base, X[hold], y[hold], g_hold, val)
+
+    def _finetune(self, base, X, y, group_labels, val):
+        self.estimator_ = base
+        return self._fit(X, y, group_labels=group_labels, classes=base.classes_, validated=True,
+                         plan_kwargs={"base": base}, **val)
+
+    # -- phases 2 and 3 ----------------------------------------------------
+    def _plan(self, ctx, base):
+        # a validation fraction held out of the held-out rows leaves ctx.rows of them
+        self.holdout_indices_ = self.holdout_indices_[ctx.rows]
+        X = ctx.executor.X
+        norms, sq_norms = _scan(base, X, ctx.y)
         self.gradient_norms_ = norms
-
-        # phase 3: the fine-tuning set
         n = norms.shape[0]
         n_finetune, n_top = self.n_finetune, self.n_top
         if n_finetune > n:
-            warnings.warn(
+            warn(
                 f"n_finetune (M'={n_finetune}) and n_top (k={n_top}) exceed the {n} held-out "
                 f"rows: capped to M'={n}, k={min(n_top, n)}; every held-out row is fine-tuned on.",
                 UserWarning,
-                stacklevel=2,
             )
             n_finetune, n_top = n, min(n_top, n)
-        rng = np.random.default_rng(self._seed(2))
-        chosen = select_finetune_set(norms, n_top, n_finetune, rng)
-        self.finetune_indices_ = hold_idx[chosen]
-        y_ft = y_enc[self.finetune_indices_]
-        H_ft = np.ascontiguousarray(
-            _last_layer_inputs(estimator, X[self.finetune_indices_]), dtype=np.dtype(self.dtype)
-        )
-        missing = np.setdiff1d(np.arange(len(self.classes_)), y_ft)
+        chosen = select_finetune_set(norms, n_top, n_finetune, np.random.default_rng(ctx.seed(2)))
+        self.finetune_indices_ = self.holdout_indices_[chosen]
+        missing = np.setdiff1d(np.arange(ctx.n_classes), ctx.y[chosen])
         if missing.size:
-            warnings.warn(
+            warn(
                 f"The fine-tuning set holds no sample of class(es) {self.classes_[missing].tolist()}; "
                 "the class-balanced draws then ignore them. Raise n_finetune or hold out more rows.",
                 UserWarning,
-                stacklevel=2,
             )
-
         if self.learning_rate != "auto":
             lr = float(self.learning_rate)
         elif self.solver == "sgd":
@@ -469,33 +500,32 @@ class GradTuneClassifier(BaseHeadClassifier):
             lr = 1e-3
         self.learning_rate_ = lr
 
-        dtype = torch_dtype(self.dtype)
-        init = None
-        if not self.reset:
-            init = make_head(H_ft.shape[1], len(self.classes_), (), dtype, torch.Generator())
+        init = base._module().to(torch_dtype(self.dtype))
+        if self.reset:
+            last = linear_layers(init)[-1]
             with torch.no_grad():
-                init[0].weight.copy_(torch.from_numpy(estimator.coefs_[-1].T.copy()))
-                init[0].bias.copy_(torch.from_numpy(estimator.intercepts_[-1].copy()))
-        options = self._options(
-            solver=self.solver,
-            hidden_layer_sizes=(),
-            learning_rate=lr,
-            max_iter=self.max_iter,
-            batch_size=self.batch_size or chosen.shape[0],
-        )
-        self._train(
-            H_ft, y_ft, MeanLoss(), sampler=BalancedSampler(y_ft), options=options,
-            seed=self._seed(3), init=init,
-        )
-        if len(estimator.coefs_) > 1:  # frozen hidden layers in front of the new last layer
-            self.coefs_ = [W.copy() for W in estimator.coefs_[:-1]] + self.coefs_
-            self.intercepts_ = [b.copy() for b in estimator.intercepts_[:-1]] + self.intercepts_
-            for name in ("coef_", "intercept_"):
-                if hasattr(self, name):
-                    delattr(self, name)
-        return self
+                last.weight.zero_()
+                last.bias.zero_()
+        mask = np.zeros(ctx.n_samples, dtype=bool)
+        mask[chosen] = True
+        options = ctx.options.replace(learning_rate=lr, batch_size=self.batch_size or chosen.shape[0])
+        yield Stage("finetune", MeanLoss(), options, sampler=BalancedSampler(ctx.y, subset=mask), init=init,
+                    trainable="head", seed=ctx.seed(3))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+def _rows(a, rows):
+    """Rows of an array-like (numpy, pandas, list) as numpy-indexable data."""
+    if hasattr(a, "iloc"):
+        return a.iloc[rows]
+    return np.asarray(a)[rows]
+
+
+def _strata(group_labels, y):
+    """Group ids to stratify by (1-D ids; classes for a membership matrix)."""
+    g = np.asarray(group_labels)
+    return g if g.ndim == 1 else y

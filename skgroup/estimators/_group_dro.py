@@ -1,6 +1,6 @@
 """Group DRO (Sagawa et al., ICLR 2020): minimise the worst group's average loss."""
 
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 from sklearn.base import _fit_context
@@ -9,40 +9,16 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from .._groups import check_group_labels
 from .._objectives import GroupDROLoss
 from .._samplers import BalancedSampler
-from ._base import HEAD_PARAMS_DOC, BaseHeadClassifier
+from ..engine import GroupDROHistory, Stage
+from ..utils import fill_doc
+from ._base import BaseHeadClassifier
 
 __all__ = ["GroupDROClassifier"]
 
 
-def _minibatch_only_doc(doc):
-    """HEAD_PARAMS_DOC for an estimator whose objective needs a minibatch solver."""
-    edits = [
-        (
-            "{'lbfgs', 'adamw', 'sgd'}, default='adamw'\n        'lbfgs': full-batch L-BFGS, "
-            "``max_iter`` iterations. 'adamw' / 'sgd'",
-            "{'adamw', 'sgd'}, default='adamw'\n        q changes at every step, so only the "
-            "minibatch solvers apply: 'adamw' / 'sgd'",
-        ),
-        (
-            "L-BFGS iterations, or epochs for the minibatch solvers.",
-            "Epochs; an epoch draws ``n_samples`` rows.",
-        ),
-        ("Step size of the minibatch solvers (ignored by L-BFGS).", "Step size of the solver."),
-        (
-            "L-BFGS stops when the largest gradient entry falls below ``tol``.",
-            "Unused (L-BFGS only); kept for a uniform interface.",
-        ),
-    ]
-    for old, new in edits:
-        if old not in doc:  # pragma: no cover - guards against HEAD_PARAMS_DOC drifting
-            raise RuntimeError(f"HEAD_PARAMS_DOC changed; update _minibatch_only_doc ({old[:40]!r}).")
-        doc = doc.replace(old, new)
-    return doc
-
-
+@fill_doc
 class GroupDROClassifier(BaseHeadClassifier):
-    __doc__ = (
-        """Softmax head trained by online group DRO.
+    """Softmax head trained by online group DRO.
 
     Sagawa, Koh, Hashimoto & Liang, "Distributionally Robust Neural Networks
     for Group Shifts: On the Importance of Regularization for Worst-Case
@@ -63,21 +39,15 @@ class GroupDROClassifier(BaseHeadClassifier):
     that) it uses each class as a group, i.e. it minimises the worst class's
     loss.
 
-    Defaults and where they come from: ``eta=0.01`` and ``C=0`` are the
-    paper's; group-balanced sampling is on, as in every reference run
-    (``--reweight_groups``). The paper stresses strong L2: ``l2_reg=0.1`` is
-    its CelebA weight decay (coupled here, as SGD's ``weight_decay`` is);
-    it matters most for high-dimensional embeddings a head can memorise.
-    The optimiser differs from the paper's (SGD, batch 128, tens of
-    epochs): AdamW, learning rate 3e-3, 5 epochs at ``batch_size='auto'``
-    (1024 on CelebA), chosen on CelebA validation worst-group accuracy,
-    because a minibatch loop is overhead-bound at batch 128 (METHOD-NOTES).
-    With these defaults CelebA attributes reach 0.70 test accuracy and 0.675
-    worst-group accuracy (METHOD-NOTES: 0.71 / 0.67) in less time than
-    ``ERMClassifier``'s L-BFGS fit. With 8x fewer steps per epoch than at
-    batch 128, q moves less per epoch at the same ``eta``; the result was
-    insensitive to ``eta`` in 0.01-0.1 and to ``l2_reg`` in 1e-3-0.1 (test
-    worst-group accuracy 0.65-0.68).
+    Defaults and why: ``eta=0.01`` and ``C=0`` are the paper's; group-balanced
+    sampling is on, as in every reference run (``--reweight_groups``); strong
+    L2 (``l2_reg=0.1``, the paper's CelebA weight decay, coupled as SGD's
+    ``weight_decay`` is), which the paper shows matters for worst-group
+    generalisation. The optimiser is AdamW at batch ``'auto'`` for a few
+    epochs rather than the paper's SGD at batch 128 for tens of epochs (a
+    minibatch loop on cached features is overhead-bound at small batches);
+    the paper selects the epoch on validation worst-group accuracy, which
+    ``early_stopping`` does. Measurements: ``docs/methods/group_dro.rst``.
 
     Differences from the reference code (``loss.py``): groups absent from a
     batch keep their q (up to renormalisation), where the reference also
@@ -98,29 +68,41 @@ class GroupDROClassifier(BaseHeadClassifier):
         of overlapping groups set ``balance_groups=False`` (uniform
         sampling; q still weights each group's mean loss).
     record_history : bool, default=False
-        Keep ``history_``: q and the mean loss of each group per epoch.
-"""
-        + _minibatch_only_doc(
-            (
-                HEAD_PARAMS_DOC.format(
-                    l2_reg=0.1, solver="adamw", max_iter=5, batch_size="auto", learning_rate=3e-3
-                )
-            )
-        )
-        + """
+        Add q and each group's mean training loss per epoch to ``history_``.
+    {hidden_layer_sizes}
+    {l2_reg}
+    {solver_minibatch}
+    max_iter : int, default=5
+        Epochs; an epoch draws ``n_samples`` rows.
+    {batch_size}
+    {learning_rate}
+    {lr_schedule}
+    {early_stopping}
+    {validation_fraction}
+    {monitor}
+    {n_iter_no_change}
+    {restore_best}
+    {callbacks}
+    {device}
+    {dtype}
+    {random_state}
+    {verbose}
+
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
     q_ : ndarray of shape (n_groups,)
-        Group weights at the end of training, in the order of ``group_names_``.
+        Group weights at the end of training (of the kept epoch with
+        validation), in the order of ``group_names_``.
     group_names_ : tuple
         The groups: sorted ids of 1-D ``group_labels``, the columns of a
         membership matrix, or the classes when fitted without group labels.
-    history_ : dict, only with ``record_history=True``
-        ``'q'``: ndarray (n_epochs, n_groups), q after each epoch;
-        ``'group_loss'``: ndarray (n_epochs, n_groups), each group's mean
-        training loss over the epoch's batches (NaN if a group was never
-        drawn).
+    history_ : dict of ndarray
+        Per-epoch records (``train_loss``, ``val_*`` scores); with
+        ``record_history=True`` also ``'q'`` (n_epochs, n_groups), q after
+        each epoch, and ``'group_loss'`` (n_epochs, n_groups), each group's
+        mean training loss over the epoch's batches (NaN if a group was
+        never drawn).
     coef_ : ndarray of shape (n_classes, n_features)
         Weights of a linear head.
     intercept_ : ndarray of shape (n_classes,)
@@ -129,24 +111,25 @@ class GroupDROClassifier(BaseHeadClassifier):
         Epochs run.
     loss_curve_ : list of float
         Mean q-weighted objective per epoch.
+    validation_scores_, best_iteration_ :
+        As in :class:`ERMClassifier`.
     n_features_in_ : int
 
     Examples
     --------
-    >>> from skgroup.estimators._group_dro import GroupDROClassifier
+    >>> from skgroup import GroupDROClassifier
     >>> from skgroup.datasets import make_spurious_features
     >>> X, y, g = make_spurious_features(1000, random_state=0)
     >>> clf = GroupDROClassifier(batch_size=128, random_state=0).fit(X, y, group_labels=g)
     >>> clf.q_.shape
     (4,)
     """
-    )
 
     # group labels reach fit through metadata routing unless a user opts out
     __metadata_request__fit = {"group_labels": True}
 
     _parameter_constraints = {
-        **BaseHeadClassifier._parameter_constraints,
+        **{k: v for k, v in BaseHeadClassifier._parameter_constraints.items() if k != "tol"},
         "solver": [StrOptions({"adamw", "sgd"})],
         "eta": [Interval(Real, 0, None, closed="left")],
         "generalization_adjustment": [Interval(Real, 0, None, closed="left")],
@@ -167,7 +150,13 @@ class GroupDROClassifier(BaseHeadClassifier):
         max_iter=5,
         batch_size="auto",
         learning_rate=3e-3,
-        tol=1e-5,
+        lr_schedule="constant",
+        early_stopping="auto",
+        validation_fraction=0.1,
+        monitor="auto",
+        n_iter_no_change=10,
+        restore_best=True,
+        callbacks=None,
         device="cpu",
         dtype="float32",
         random_state=None,
@@ -183,14 +172,20 @@ class GroupDROClassifier(BaseHeadClassifier):
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
-        self.tol = tol
+        self.lr_schedule = lr_schedule
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.monitor = monitor
+        self.n_iter_no_change = n_iter_no_change
+        self.restore_best = restore_best
+        self.callbacks = callbacks
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, group_labels=None):
+    def fit(self, X, y, group_labels=None, *, X_val=None, y_val=None, group_labels_val=None):
         """Fit the head.
 
         Parameters
@@ -202,14 +197,18 @@ class GroupDROClassifier(BaseHeadClassifier):
             (overlapping groups need ``balance_groups=False``; a row in no
             group then counts in no group's loss). ``None`` uses the classes
             as groups.
+        X_val, y_val, group_labels_val : validation rows, default=None
+            For early stopping and checkpoint selection.
         """
-        X, y_enc = self._validate_fit_data(X, y)
-        if group_labels is None:
-            membership = check_group_labels(y_enc, X.shape[0])
-            names = tuple(self.classes_)
+        return self._fit(X, y, group_labels=group_labels, X_val=X_val, y_val=y_val,
+                         group_labels_val=group_labels_val)
+
+    def _plan(self, ctx):
+        if ctx.groups is None:
+            membership = check_group_labels(ctx.y, ctx.n_samples)
+            names = tuple(self.classes_[list(membership.names)])
         else:
-            membership = check_group_labels(group_labels, X.shape[0])
-            names = membership.names
+            membership, names = ctx.groups, ctx.groups.names
         counts = membership.counts
         if np.any(counts == 0):
             empty = [n for n, c in zip(names, counts) if c == 0]
@@ -228,21 +227,9 @@ class GroupDROClassifier(BaseHeadClassifier):
                     "balance_groups=False, or 1-D group ids."
                 )
             sampler = BalancedSampler(membership.ids())
-        objective = GroupDROLoss(
-            membership.matrix,
-            eta=self.eta,
-            adjustment=self.generalization_adjustment,
-            record_history=self.record_history,
-        )
-        options = self._options()
-        self._train(X, y_enc, objective, sampler=sampler, options=options)
+        objective = GroupDROLoss(membership.matrix, eta=self.eta, adjustment=self.generalization_adjustment)
+        callbacks = [GroupDROHistory()] if self.record_history else []
+        result = yield Stage("group_dro", objective, ctx.options, sampler=sampler, seed=ctx.seed(0),
+                             callbacks=callbacks)
         self.q_ = objective.q.cpu().numpy().copy()
         self.group_names_ = tuple(names)
-        if self.record_history:
-            self.history_ = {
-                "q": np.asarray(objective.history["q"]),
-                "group_loss": np.asarray(objective.history["group_loss"]),
-            }
-        elif hasattr(self, "history_"):
-            del self.history_
-        return self

@@ -10,7 +10,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._objectives import MeanLoss, WeightedLoss
 from .._samplers import RepeatSampler
-from ._base import HEAD_PARAMS_DOC, BaseHeadClassifier
+from ..engine import Stage
+from ..utils import fill_doc
+from ..utils._warnings import warn
+from ._base import BaseHeadClassifier
 from ._erm import ERMClassifier
 
 __all__ = ["JTTClassifier", "EmptyErrorSetWarning"]
@@ -20,9 +23,9 @@ class EmptyErrorSetWarning(UserWarning):
     """JTT's identification model fits every training row: nothing to upweight."""
 
 
+@fill_doc
 class JTTClassifier(BaseHeadClassifier):
-    __doc__ = (
-        """Just Train Twice: ERM, then ERM again with the first model's errors upweighted.
+    """Just Train Twice: ERM, then ERM again with the first model's errors upweighted.
 
     Liu, Haghgoo, Chen, Raghunathan, Koh, Sagawa, Liang & Finn, "Just Train
     Twice: Improving Group Robustness without Training Group Information",
@@ -47,31 +50,22 @@ class JTTClassifier(BaseHeadClassifier):
     modes minimise the same objective (equal in expectation), and it also
     runs under full-batch L-BFGS.
 
-    Group labels are not used in ``fit``; they serve only model selection
-    (``worst_group_scorer`` on a validation split), as in the paper.
-    JTT is fragile (METHOD-NOTES): the search grid must cover the
-    identification model's strength (``id_epochs``, ``id_l2_reg``) and
-    ``lambda_up``.
+    Group labels are not used in training; the paper uses them on
+    validation only, to select T, lambda_up and the final model's epoch
+    (``early_stopping`` with ``monitor='worst_group_accuracy'``). The
+    identification and final models share every setting except the number
+    of epochs (the paper's practice); ``id_l2_reg``, ``id_solver`` and
+    ``id_learning_rate`` override stage 1 when given.
 
-    The identification and final models share every setting except the
-    number of epochs (the paper's practice); ``id_l2_reg``, ``id_solver``
-    and ``id_learning_rate`` override stage 1 when given.
-
-    Defaults and where they come from: ``id_epochs=2`` and ``lambda_up=10``
-    are the values METHOD-NOTES found best on CelebA attributes (WGA by
-    lambda: 2 -> 0.04, 5 -> 0.34, 10 -> 0.62, 100 -> 0.43); the paper's
-    choices vary by dataset (T = 1 epoch, lambda_up = 50 on CelebA images
-    with a fine-tuned ResNet-50). The optimiser differs from the paper's
-    (SGD, small batches): AdamW with learning rate 1e-2 at
-    ``batch_size='auto'`` (1024 on CelebA), 2 epochs for the final model,
-    because a minibatch loop is overhead-bound at batch 128 (METHOD-NOTES).
-    With these defaults CelebA attributes reach 0.73 test accuracy and
-    0.63-0.64 worst-group accuracy over 4 seeds (METHOD-NOTES, tuned: 0.72 /
-    0.62) in less time than ``ERMClassifier``'s L-BFGS fit. Epochs count
-    passes over the data: on small data put ``learning_rate`` (1e-3 works at
-    batches of 32-50) and ``id_epochs`` in the search. With
-    ``solver='lbfgs'`` (``upweight_mode='reweight'``) ``max_iter`` counts
-    L-BFGS iterations: raise it to about 200.
+    Defaults and why: T = ``id_epochs=2`` and ``lambda_up=10`` are the
+    values that did best on CelebA attributes with these heads (the paper's
+    choices vary by dataset, e.g. T = 1 epoch and lambda_up = 50 for
+    CelebA images with a ResNet-50); AdamW at learning rate 1e-2 and batch
+    ``'auto'`` for 2 final epochs, rather than the paper's SGD at small
+    batches, because a minibatch loop on cached features is overhead-bound.
+    JTT is sensitive to these settings: search ``id_epochs`` (or
+    ``id_l2_reg``) together with ``lambda_up``, on small data also
+    ``learning_rate``. Measurements: ``docs/methods/jtt.rst``.
 
     Parameters
     ----------
@@ -95,20 +89,38 @@ class JTTClassifier(BaseHeadClassifier):
     id_learning_rate : float or None, default=None
         Learning rate of the identification model; None uses
         ``learning_rate``.
-"""
-        + (
-            HEAD_PARAMS_DOC.format(
-                l2_reg=1e-4, solver="adamw", max_iter=2, batch_size="auto", learning_rate=1e-2
-            )
-        )
-        + """
+    id_early_stopping : bool, default=False
+        Let the identification model stop early (and keep its best epoch)
+        on the validation data too; T stays its maximum. Off by default:
+        the paper's T is few epochs on purpose, and an identification model
+        selected for validation accuracy may fit the minority groups.
+    {hidden_layer_sizes}
+    {l2_reg}
+    {solver}
+    {max_iter}
+    {batch_size}
+    {learning_rate}
+    {lr_schedule}
+    {tol}
+    {early_stopping}
+    {validation_fraction}
+    {monitor}
+    {n_iter_no_change}
+    {restore_best}
+    {callbacks}
+    {device}
+    {dtype}
+    {random_state}
+    {verbose}
+
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
     identification_model_ : ERMClassifier
         The stage-1 model.
     error_set_ : ndarray of shape (n_samples,), bool
-        Training rows the identification model misclassifies.
+        Training rows the identification model misclassifies (of the rows
+        trained on, when a validation fraction was held out).
     lambda_up_ : float
         The upweighting factor used (``lambda_up``, or its 'auto' value);
         1.0 when the error set is empty (the final model is then ERM).
@@ -119,18 +131,19 @@ class JTTClassifier(BaseHeadClassifier):
     n_iter_ : int
         Epochs (or L-BFGS iterations) of the final model.
     loss_curve_ : list of float
+    history_, validation_scores_, best_iteration_ :
+        Of the final model, as in :class:`ERMClassifier`.
     n_features_in_ : int
 
     Examples
     --------
-    >>> from skgroup.estimators._jtt import JTTClassifier
+    >>> from skgroup import JTTClassifier
     >>> from skgroup.datasets import make_spurious_features
     >>> X, y, g = make_spurious_features(1000, random_state=0)
     >>> clf = JTTClassifier(batch_size=64, random_state=0).fit(X, y)
     >>> clf.error_set_.shape
     (1000,)
     """
-    )
 
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,
@@ -140,6 +153,7 @@ class JTTClassifier(BaseHeadClassifier):
         "id_l2_reg": [Interval(Real, 0, None, closed="left"), None],
         "id_solver": [StrOptions({"lbfgs", "adamw", "sgd"}), None],
         "id_learning_rate": [Interval(Real, 0, None, closed="neither"), None],
+        "id_early_stopping": ["boolean"],
     }
 
     def __init__(
@@ -151,13 +165,21 @@ class JTTClassifier(BaseHeadClassifier):
         id_l2_reg=None,
         id_solver=None,
         id_learning_rate=None,
+        id_early_stopping=False,
         hidden_layer_sizes=(),
         l2_reg=1e-4,
         solver="adamw",
         max_iter=2,
         batch_size="auto",
         learning_rate=1e-2,
+        lr_schedule="constant",
         tol=1e-5,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        monitor="auto",
+        n_iter_no_change=10,
+        restore_best=True,
+        callbacks=None,
         device="cpu",
         dtype="float32",
         random_state=None,
@@ -169,34 +191,42 @@ class JTTClassifier(BaseHeadClassifier):
         self.id_l2_reg = id_l2_reg
         self.id_solver = id_solver
         self.id_learning_rate = id_learning_rate
+        self.id_early_stopping = id_early_stopping
         self.hidden_layer_sizes = hidden_layer_sizes
         self.l2_reg = l2_reg
         self.solver = solver
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
         self.tol = tol
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.monitor = monitor
+        self.n_iter_no_change = n_iter_no_change
+        self.restore_best = restore_best
+        self.callbacks = callbacks
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
 
-    def _identification_model(self, seed, batch_size):
+    def _identification_params(self):
+        """Settings of the stage-1 model (an ERMClassifier's parameters)."""
         solver = self.id_solver
         if solver is None:
             solver = self.solver if self.solver != "lbfgs" else "adamw"
-        return ERMClassifier(
+        return dict(
             hidden_layer_sizes=self.hidden_layer_sizes,
             l2_reg=self.l2_reg if self.id_l2_reg is None else self.id_l2_reg,
             solver=solver,
             max_iter=self.id_epochs,
-            batch_size=batch_size,
+            batch_size=self.batch_size,
             learning_rate=self.learning_rate if self.id_learning_rate is None else self.id_learning_rate,
+            lr_schedule=self.lr_schedule,
             tol=self.tol,
             device=self.device,
             dtype=self.dtype,
-            random_state=seed,
-            verbose=self.verbose,
         )
 
     def _check_lambda(self):
@@ -217,34 +247,41 @@ class JTTClassifier(BaseHeadClassifier):
             )
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, *, group_labels=None, X_val=None, y_val=None, group_labels_val=None):
         """Fit the identification model, then the final model.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
+        group_labels : array-like, default=None
+            Not used in training; only to stratify the internal validation
+            split and to score it (``monitor='worst_group_accuracy'``).
+        X_val, y_val, group_labels_val : validation rows, default=None
+            For early stopping and checkpoint selection of the final model.
         """
         self._check_lambda()
-        X, y_enc = self._validate_fit_data(X, y)
-        seed_id, seed_final = self._seed(0), self._seed(1)
-        options = self._options()
+        return self._fit(X, y, group_labels=group_labels, X_val=X_val, y_val=y_val,
+                         group_labels_val=group_labels_val)
 
-        identification = self._identification_model(seed_id, options.batch_size)
+    def _plan(self, ctx):
+        id_params = self._identification_params()
+        id_options = ctx.options.replace(
+            **{k: id_params[k] for k in ("solver", "max_iter", "l2_reg", "learning_rate")}
+        )
         with warnings.catch_warnings():
             # stopping stage 1 early is the point: an L-BFGS cut at T iterations is intended
             warnings.filterwarnings("ignore", category=ConvergenceWarning)
-            identification.fit(X, self.classes_[y_enc])
-        error_set = identification.predict(X) != self.classes_[y_enc]
+            ident = yield Stage("identification", MeanLoss(), id_options, seed=ctx.seed(0),
+                                validate=self.id_early_stopping)
+        error_set = ident.predict() != ctx.y
         n, n_err = error_set.shape[0], int(error_set.sum())
-
         if n_err == 0:
-            warnings.warn(
+            warn(
                 f"JTT's identification model (id_epochs={self.id_epochs}) classifies every "
                 "training row correctly, so the error set is empty and the final model is "
                 "plain ERM. Lower id_epochs or raise id_l2_reg so that it underfits.",
                 EmptyErrorSetWarning,
-                stacklevel=3,
             )
             lam = 1.0
         elif self.lambda_up == "auto":
@@ -254,18 +291,15 @@ class JTTClassifier(BaseHeadClassifier):
         else:
             lam = float(self.lambda_up)
 
-        if self.upweight_mode == "upsample":
-            repeats = np.where(error_set, int(lam), 1)
-            sampler = RepeatSampler(repeats)
-            self._train(X, y_enc, MeanLoss(), sampler=sampler, options=options, seed=seed_final)
-        else:
-            weights = np.where(error_set, lam, 1.0)
-            # mean 1: the upsampled epoch's mean loss, so l2_reg means the same in both modes
-            weights *= n / weights.sum()
-            objective = MeanLoss() if n_err == 0 else WeightedLoss(weights)
-            self._train(X, y_enc, objective, options=options, seed=seed_final)
-
-        self.identification_model_ = identification
+        self.identification_model_ = ctx.executor.as_estimator(
+            ident, ERMClassifier(**id_params, random_state=ctx.seed(0)), self.classes_
+        )
         self.error_set_ = error_set
         self.lambda_up_ = lam
-        return self
+        if self.upweight_mode == "upsample":
+            sampler = RepeatSampler(np.where(error_set, int(lam), 1))
+            yield Stage("final", MeanLoss(), ctx.options, sampler=sampler, seed=ctx.seed(1))
+        else:
+            weights = np.where(error_set, lam, 1.0)
+            objective = MeanLoss() if n_err == 0 else WeightedLoss(weights)
+            yield Stage("final", objective, ctx.options, seed=ctx.seed(1))

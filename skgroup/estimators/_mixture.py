@@ -9,8 +9,10 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._objectives import MeanLoss, WeightedLoss
-from .._samplers import BalancedSampler, RepeatSampler, UniformSampler, balanced_weights
-from ._base import HEAD_PARAMS_DOC, BaseHeadClassifier
+from .._samplers import BalancedSampler, RepeatSampler, balanced_weights
+from ..engine import Stage
+from ..utils import fill_doc
+from ._base import BaseHeadClassifier
 
 __all__ = ["MixtureBalancedClassifier", "class_balanced_subset"]
 
@@ -44,13 +46,14 @@ def auto_epochs(n_rows, batch_size):
     return max(_AUTO_MIN_EPOCHS, math.ceil(_AUTO_MIN_STEPS / steps_per_epoch))
 
 
+@fill_doc
 class MixtureBalancedClassifier(BaseHeadClassifier):
-    __doc__ = (
-        """Softmax head trained with class balancing (LaBonte et al., 2024).
+    """Softmax head trained with class balancing (LaBonte et al., 2024).
 
     T. LaBonte, J. C. Hill, X. Zhang, V. Muthukumar, A. Kumar, "The Group
     Robustness is in the Details: Revisiting Finetuning under Spurious
-    Correlations", NeurIPS 2024. Group labels are not used (only classes).
+    Correlations", NeurIPS 2024. Group labels are not used in training
+    (only classes).
 
     With classes c = 1..K of sizes n_c, n_min = min_c n_c, n_max = max_c n_c:
 
@@ -79,21 +82,17 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
     (linear) head both reach the same minimiser; they differ in the noise of
     the path, which is what the paper studies for deep networks.
 
-    Defaults and where they come from: ``balancing='mixture'`` with
-    ``mixture_ratio=2`` (the paper's proposal and the first ratio its code
-    runs on CelebA and Waterbirds; METHOD-NOTES found ratios 2-4 and the other
-    balancings within 0.01 worst-group accuracy of each other on CelebA).
-    Training runs to completion, without early stopping, as in the paper:
+    Defaults and why: ``balancing='mixture'`` with ``mixture_ratio=2`` (the
+    paper's proposal and the first ratio its code runs on CelebA and
+    Waterbirds). Training runs to completion, as in the paper:
     ``solver='auto'`` is full-batch L-BFGS (to the gradient tolerance
     ``tol``) for 'none', 'subsetting' and 'upweighting', and AdamW over
     class-balanced minibatches for 'upsampling' and 'mixture', annealed to
-    zero by a cosine schedule as the paper's CelebA runs are (AdamW,
-    cosine, 20 epochs), with ``batch_size=1024``, ``learning_rate=0.03``
-    and ``max(10, ceil(1500 / steps per epoch))`` epochs. On CelebA
-    attributes that is 10 epochs for upsampling and 21 for mixture, which
-    end within 1e-4 of the minimum of the expected objective, in about
-    ERM's L-BFGS fit time (a batch of 128 is overhead-bound, METHOD-NOTES).
-    ``l2_reg=1e-4`` as :class:`ERMClassifier`.
+    zero by a cosine schedule as the paper's CelebA runs are (AdamW, cosine),
+    with ``batch_size=1024``, ``learning_rate=0.03`` and ``max(10, ceil(1500
+    / steps per epoch))`` epochs: enough steps for the annealed run to reach
+    the minimum of the expected objective. ``l2_reg=1e-4`` as
+    :class:`ERMClassifier`. Measurements: ``docs/methods/mixture.rst``.
 
     Differences from the reference implementation
     (github.com/tmlabonte/revisiting-finetuning): the paper fine-tunes whole
@@ -102,8 +101,7 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
     non-integer products), so the ratio never exceeds ``mixture_ratio``.
     ``solver='lbfgs'`` with 'upsampling' or 'mixture' replaces the draws by
     their expectation (class-balanced loss weights on the kept rows): the
-    same objective in expectation, no sampling noise. The cosine schedule anneals the
-    learning rate at every step (the shared loop's ``lr_schedule``).
+    same objective in expectation, no sampling noise.
 
     Parameters
     ----------
@@ -112,25 +110,30 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
     mixture_ratio : float >= 1, default=2.0
         Largest class-imbalance ratio (to the smallest class) kept by
         'mixture' before upsampling. Ignored by the other balancings.
-"""
-        + HEAD_PARAMS_DOC.format(
-            l2_reg=1e-4, solver="auto", max_iter=None, batch_size=1024, learning_rate=0.03
-        ).replace(
-            "    solver : {'lbfgs', 'adamw', 'sgd'}, default='auto'\n",
-            "    solver : {'auto', 'lbfgs', 'adamw', 'sgd'}, default='auto'\n"
-            "        'auto': 'adamw' for 'upsampling' and 'mixture', else 'lbfgs'.\n",
-        ).replace(
-            "    max_iter : int, default=None\n",
-            "    max_iter : int or None, default=None\n"
-            "        None: 200 L-BFGS iterations, or max(10, ceil(1500 / steps per\n"
-            "        epoch)) epochs for the minibatch solvers. Otherwise:\n",
-        ).replace(
-            "        Step size of the minibatch solvers (ignored by L-BFGS).\n",
-            "        Initial step size of the minibatch solvers (ignored by L-BFGS).\n"
-            "    lr_schedule : {'cosine', 'constant'}, default='cosine'\n"
-            "        Minibatch solvers: anneal the step to zero (cosine) or keep it.\n",
-        )
-        + """
+    {hidden_layer_sizes}
+    {l2_reg}
+    solver : {'auto', 'lbfgs', 'adamw', 'sgd'}, default='auto'
+        'auto': 'adamw' for 'upsampling' and 'mixture', else 'lbfgs'.
+        'lbfgs': full-batch L-BFGS; 'adamw' / 'sgd' (momentum 0.9): minibatches.
+    max_iter : int or None, default=None
+        None: 200 L-BFGS iterations, or max(10, ceil(1500 / steps per
+        epoch)) epochs for the minibatch solvers. Otherwise: L-BFGS
+        iterations, or epochs for the minibatch solvers.
+    {batch_size}
+    {learning_rate}
+    {lr_schedule}
+    {tol}
+    {early_stopping}
+    {validation_fraction}
+    {monitor}
+    {n_iter_no_change}
+    {restore_best}
+    {callbacks}
+    {device}
+    {dtype}
+    {random_state}
+    {verbose}
+
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
@@ -146,21 +149,20 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
         otherwise.
     solver_ : str
         The solver used ('auto' resolved).
-    coef_, intercept_, coefs_, intercepts_, n_iter_, loss_curve_, n_features_in_
+    coef_, intercept_, coefs_, intercepts_, n_iter_, loss_curve_, history_, validation_scores_, best_iteration_, n_features_in_
         As in :class:`ERMClassifier`.
 
     Examples
     --------
     >>> import numpy as np
     >>> from skgroup.datasets import make_spurious_features
-    >>> from skgroup.estimators import MixtureBalancedClassifier
+    >>> from skgroup import MixtureBalancedClassifier
     >>> X, y, g = make_spurious_features(600, random_state=0)
     >>> rows = np.r_[np.flatnonzero(y == 0), np.flatnonzero(y == 1)[:50]]
     >>> clf = MixtureBalancedClassifier(mixture_ratio=2, random_state=0).fit(X[rows], y[rows])
     >>> clf.class_counts_.tolist(), clf.class_counts_subset_.tolist()
     ([290, 50], [100, 50])
     """
-    )
 
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,
@@ -168,7 +170,6 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
         "mixture_ratio": [Interval(Real, 1, None, closed="left")],
         "solver": [StrOptions({"auto", "lbfgs", "adamw", "sgd"})],
         "max_iter": [Interval(Integral, 1, None, closed="left"), None],
-        "lr_schedule": [StrOptions({"cosine", "constant"})],
     }
 
     def __init__(
@@ -184,6 +185,12 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
         learning_rate=0.03,
         lr_schedule="cosine",
         tol=1e-5,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        monitor="auto",
+        n_iter_no_change=10,
+        restore_best=True,
+        callbacks=None,
         device="cpu",
         dtype="float32",
         random_state=None,
@@ -199,24 +206,39 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
         self.learning_rate = learning_rate
         self.lr_schedule = lr_schedule
         self.tol = tol
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.monitor = monitor
+        self.n_iter_no_change = n_iter_no_change
+        self.restore_best = restore_best
+        self.callbacks = callbacks
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, *, group_labels=None, X_val=None, y_val=None, group_labels_val=None):
         """Balance the classes of (X, y) as ``balancing`` says and fit the head.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
+        group_labels : array-like, default=None
+            Not used in training; only to stratify the internal validation
+            split and to score it (``monitor='worst_group_accuracy'``).
+        X_val, y_val, group_labels_val : validation rows, default=None
+            For early stopping and checkpoint selection.
         """
-        X, y = self._validate_fit_data(X, y)
-        n_classes = len(self.classes_)
+        return self._fit(X, y, group_labels=group_labels, X_val=X_val, y_val=y_val,
+                         group_labels_val=group_labels_val)
+
+    def _plan(self, ctx):
+        y = ctx.y
+        n_classes = ctx.n_classes
         counts = np.bincount(y, minlength=n_classes)
-        rng = np.random.default_rng(self._seed(1))
+        rng = np.random.default_rng(ctx.seed(1))
 
         keep = np.arange(y.shape[0])
         if self.balancing == "subsetting":
@@ -224,10 +246,9 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
         elif self.balancing == "mixture":
             cap = max(int(math.floor(self.mixture_ratio * counts.min() + 1e-9)), 1)
             keep = class_balanced_subset(y, cap, rng)
-        subset_counts = np.bincount(y[keep], minlength=n_classes)
         self.subset_indices_ = keep
         self.class_counts_ = counts
-        self.class_counts_subset_ = subset_counts
+        self.class_counts_subset_ = np.bincount(y[keep], minlength=n_classes)
         self.class_weight_ = (
             counts.max() / counts if self.balancing == "upweighting" else np.ones(n_classes)
         )
@@ -237,32 +258,29 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
             solver = "adamw" if self.balancing in _MINIBATCH_BALANCING else "lbfgs"
         self.solver_ = solver
         all_rows = keep.shape[0] == y.shape[0]
+        mask = None if all_rows else np.isin(np.arange(y.shape[0]), keep)
 
         if solver == "lbfgs":
-            # full batch: the kept rows, with the sampling's expectation as weights
-            Xs, ys = (X, y) if all_rows else (X[keep], y[keep])
+            # full batch on the kept rows, with the sampling's expectation as weights
+            rows = None if all_rows else keep
             if self.balancing in _MINIBATCH_BALANCING:
-                objective = WeightedLoss(balanced_weights(ys))
+                objective = WeightedLoss(balanced_weights(y, mask), rows=rows)
             elif self.balancing == "upweighting":
-                objective = WeightedLoss(self.class_weight_[ys])
+                objective = WeightedLoss(self.class_weight_[y])
             else:
                 objective = MeanLoss()
-            options = self._options(solver="lbfgs", max_iter=self.max_iter or _LBFGS_MAX_ITER)
-            self._train(Xs, ys, objective, options=options, seed=self._seed(2))
-            return self
+            options = ctx.options.replace(solver="lbfgs", max_iter=self.max_iter or _LBFGS_MAX_ITER)
+            yield Stage("balanced", objective, options, rows=rows, seed=ctx.seed(2))
+            return
 
         # minibatch solvers index X through the sampler: subsets are never copied
-        mask = None if all_rows else np.isin(np.arange(y.shape[0]), keep)
-        objective = MeanLoss()
+        objective, sampler = MeanLoss(), None
         if self.balancing in _MINIBATCH_BALANCING:
             sampler = BalancedSampler(y, subset=mask)
         elif self.balancing == "subsetting" and not all_rows:
             sampler = RepeatSampler(mask.astype(np.int64))
-        else:
-            sampler = UniformSampler(y.shape[0])
-            if self.balancing == "upweighting":
-                objective = WeightedLoss(self.class_weight_[y])
+        elif self.balancing == "upweighting":
+            objective = WeightedLoss(self.class_weight_[y])
         max_iter = self.max_iter or auto_epochs(keep.shape[0], self.batch_size)
-        options = self._options(solver=solver, max_iter=max_iter)
-        self._train(X, y, objective, sampler=sampler, options=options, seed=self._seed(2))
-        return self
+        options = ctx.options.replace(solver=solver, max_iter=max_iter)
+        yield Stage("balanced", objective, options, sampler=sampler, seed=ctx.seed(2))

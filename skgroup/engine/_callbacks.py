@@ -1,0 +1,293 @@
+"""Callbacks: what happens around training without being training.
+
+Hooks follow the order of a fit: ``on_train_begin``, then per epoch
+``on_epoch_begin``, ``on_batch_end`` after every optimizer step, and
+``on_epoch_end``, which returns True to stop; ``on_train_end`` last. Under
+L-BFGS an "epoch" is one iteration. Callbacks run in list order, so a
+:class:`ValidationScoring` placed before :class:`EarlyStopping` fills the
+record that the early stopping reads.
+
+Per-epoch records live in ``trainer.history`` (a list of dicts, one per
+epoch: ``epoch``, ``step``, ``train_loss``, ``lr`` and whatever callbacks
+add, e.g. ``val_worst_group_accuracy``), which the trainer saves with its
+state, so a resumed run has its whole history.
+"""
+
+import copy
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ._state import load_checkpoint, save_checkpoint
+
+__all__ = [
+    "Callback",
+    "ValidationScoring",
+    "EarlyStopping",
+    "Checkpoint",
+    "ProgressBar",
+    "GroupDROHistory",
+    "EpochCallback",
+    "validation_metrics",
+    "MONITORS",
+]
+
+#: Validation metrics, and whether larger is better.
+MONITORS = {
+    "worst_group_accuracy": True,
+    "worst_class_accuracy": True,
+    "bias_unsupervised": True,
+    "accuracy": True,
+    "loss": False,
+}
+
+
+class Callback:
+    """Base class; every hook is optional."""
+
+    def on_train_begin(self, trainer):
+        pass
+
+    def on_epoch_begin(self, trainer):
+        pass
+
+    def on_batch_end(self, trainer, loss):
+        pass
+
+    def on_epoch_end(self, trainer):
+        return False
+
+    def on_train_end(self, trainer):
+        pass
+
+
+def validation_metrics(logits, y, membership=None, y_pred_biased=None):
+    """Every validation metric computable from logits (n, K) and encoded labels y.
+
+    ``membership``: boolean (n, n_groups) matrix, for the worst-group
+    accuracy (empty groups are left out); ``y_pred_biased``: encoded
+    predictions of a biased ERM model, for LaBonte et al.'s bias-unsupervised
+    score (empty (class, biased prediction) cells are left out).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y)
+    pred = logits.argmax(axis=1)
+    correct = (pred == y).astype(np.float64)
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    out = {
+        "accuracy": float(correct.mean()),
+        "loss": float(np.mean(log_norm - z[np.arange(y.shape[0]), y])),
+    }
+    counts = np.bincount(y, minlength=logits.shape[1])
+    hits = np.bincount(y, weights=correct, minlength=logits.shape[1])
+    present = counts > 0
+    out["worst_class_accuracy"] = float(np.min(hits[present] / counts[present]))
+    if membership is not None:
+        g_counts = membership.sum(axis=0)
+        g_hits = correct @ membership
+        keep = g_counts > 0
+        out["worst_group_accuracy"] = float(np.min(g_hits[keep] / g_counts[keep]))
+    if y_pred_biased is not None:
+        k = logits.shape[1]
+        cell = y * k + np.asarray(y_pred_biased)
+        c_counts = np.bincount(cell, minlength=k * k)
+        c_hits = np.bincount(cell, weights=correct, minlength=k * k)
+        keep = c_counts > 0
+        out["bias_unsupervised"] = float(np.mean(c_hits[keep] / c_counts[keep]))
+    return out
+
+
+class ValidationScoring(Callback):
+    """Score the model on validation data at the end of every epoch.
+
+    Writes ``val_<metric>`` for every metric the data allows (see
+    :func:`validation_metrics`) into the epoch's record.
+
+    Parameters
+    ----------
+    source : batch source of the validation inputs (``ArrayBatches`` /
+        ``LoaderBatches``) whose labels are the encoded validation labels.
+    membership : bool array (n_val, n_groups), optional
+    y_pred_biased : int array (n_val,), optional
+    batch_size : int, default=4096
+    """
+
+    def __init__(self, source, *, membership=None, y_pred_biased=None, batch_size=4096):
+        self.source = source
+        self.membership = None if membership is None else np.asarray(membership, dtype=np.float64)
+        self.y_pred_biased = None if y_pred_biased is None else np.asarray(y_pred_biased)
+        self.batch_size = int(batch_size)
+        self.y = source.y.cpu().numpy()
+
+    def on_epoch_end(self, trainer):
+        logits = trainer.predict_logits(self.source, batch_size=self.batch_size)
+        scores = validation_metrics(logits, self.y, self.membership, self.y_pred_biased)
+        trainer.record.update({f"val_{k}": v for k, v in scores.items()})
+        return False
+
+
+class EarlyStopping(Callback):
+    """Stop when ``val_<monitor>`` has not improved for ``patience`` epochs; keep the best.
+
+    The best epoch's weights (and its record) are kept in the trainer's
+    state, so a resumed run remembers them. With ``restore_best`` the
+    module ends with the best epoch's weights: the papers' checkpoint
+    selection (Sagawa et al. 2020; Liu et al. 2021). Ties keep the earlier
+    epoch. ``patience=None`` never stops early but still selects the best.
+    """
+
+    def __init__(self, monitor="worst_group_accuracy", *, patience=10, restore_best=True, min_delta=0.0):
+        if monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {sorted(MONITORS)}; got {monitor!r}.")
+        self.monitor = monitor
+        self.patience = patience
+        self.restore_best = restore_best
+        self.min_delta = float(min_delta)
+
+    @property
+    def key(self):
+        return f"val_{self.monitor}"
+
+    def on_epoch_end(self, trainer):
+        record = trainer.record
+        if self.key not in record:
+            raise RuntimeError(
+                f"EarlyStopping monitors {self.key!r} but the epoch's record has only "
+                f"{sorted(record)}: put a ValidationScoring callback (with the data that "
+                f"{self.monitor} needs) before it."
+            )
+        score = record[self.key]
+        if not math.isfinite(score):
+            return False
+        sign = 1.0 if MONITORS[self.monitor] else -1.0
+        best = trainer.best
+        if best is None or sign * (score - best["score"]) > self.min_delta:
+            trainer.best = {
+                "epoch": record["epoch"],
+                "score": score,
+                "module": {k: v.detach().clone() for k, v in trainer.raw_module.state_dict().items()},
+                "extra": trainer.capture_extra(),
+            }
+            return False
+        return self.patience is not None and record["epoch"] - trainer.best["epoch"] >= self.patience
+
+    def on_train_end(self, trainer):
+        if self.restore_best and trainer.best is not None:
+            trainer.raw_module.load_state_dict(trainer.best["module"])
+            trainer.restore_extra(trainer.best.get("extra"))
+
+
+class Checkpoint(Callback):
+    """Save the training state every ``every`` epochs; resume from it on the next run.
+
+    ``path`` is a file; a run that finds it (written by the same stage with
+    the same shapes) continues from it: same weights, optimizer and
+    objective state, random generators, history and best epoch, so on CPU a
+    killed and resumed run ends bit for bit where an uninterrupted run does.
+    Only rank 0 writes under ``torchrun``.
+    """
+
+    def __init__(self, path, *, every=1, resume=True):
+        self.path = Path(path)
+        self.every = int(every)
+        self.resume = bool(resume)
+
+    def on_train_begin(self, trainer):
+        if self.resume and self.path.exists():
+            trainer.load_state_dict(load_checkpoint(self.path))
+
+    def on_epoch_end(self, trainer):
+        if trainer.rank == 0 and trainer.state.epoch % self.every == 0:
+            self.save(trainer)
+        return False
+
+    def on_train_end(self, trainer):
+        if trainer.rank == 0:
+            self.save(trainer)
+
+    def save(self, trainer):
+        save_checkpoint(trainer.state_dict(), self.path)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over epochs (or L-BFGS iterations) with the loss and validation score."""
+
+    def __init__(self, desc="epochs", monitor=None):
+        self.desc = desc
+        self.monitor = monitor
+        self._bar = None
+
+    def on_train_begin(self, trainer):
+        if trainer.rank != 0:
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # pragma: no cover - tqdm is a dependency
+            return
+        self._bar = tqdm(total=trainer.max_epochs, initial=trainer.state.epoch, desc=self.desc,
+                         leave=False, file=sys.stderr)
+
+    def on_epoch_end(self, trainer):
+        if self._bar is not None:
+            post = {"loss": f"{trainer.record.get('train_loss', float('nan')):.5f}"}
+            key = f"val_{self.monitor}" if self.monitor else None
+            if key and key in trainer.record:
+                post[self.monitor] = f"{trainer.record[key]:.4f}"
+            self._bar.update(1)
+            self._bar.set_postfix(post)
+        return False
+
+    def on_train_end(self, trainer):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class GroupDROHistory(Callback):
+    """Record Group DRO's q and each group's mean training loss over the epoch's batches.
+
+    Adds ``q`` (list, after the epoch) and ``group_loss`` (NaN for a group
+    never drawn) to each record. Reads the objective's per-batch statistics,
+    accumulated on the device (no synchronisation per step).
+    """
+
+    def on_epoch_begin(self, trainer):
+        self._sum = None
+        self._count = None
+
+    def on_batch_end(self, trainer, loss):
+        obj = trainer.objective
+        if obj.last_group_loss is None:
+            return
+        s = obj.last_group_loss * obj.last_count
+        if self._sum is None:
+            self._sum, self._count = s.clone(), obj.last_count.clone()
+        else:
+            self._sum += s
+            self._count += obj.last_count
+
+    def on_epoch_end(self, trainer):
+        trainer.record["q"] = trainer.objective.q.cpu().numpy().tolist()
+        if self._sum is not None:
+            mean = (self._sum / self._count.clamp_min(1)).cpu().numpy()
+            mean[(self._count == 0).cpu().numpy()] = np.nan
+            trainer.record["group_loss"] = mean.tolist()
+        return False
+
+
+class EpochCallback(Callback):
+    """Call ``fn(epoch, module)`` after every epoch (0-based); a True return stops."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_epoch_end(self, trainer):
+        return bool(self.fn(trainer.state.epoch - 1, trainer.raw_module))
+
+
+def copy_callbacks(callbacks):
+    """Fresh copies of user callbacks, so an estimator's parameters stay untouched by a fit."""
+    return [copy.deepcopy(cb) for cb in (callbacks or ())]

@@ -1,0 +1,470 @@
+"""The training loop every skgroup method runs on, for heads and whole backbones.
+
+:class:`Trainer` trains a ``torch.nn.Module`` that maps a batch's inputs to
+logits, on batches from a source (:mod:`~skgroup.engine._batches`), with an
+objective over ``(logits, labels, row indices)`` (:mod:`skgroup._objectives`)
+and a sampler that orders each epoch (:mod:`skgroup._samplers`). Two
+solvers:
+
+* minibatch ``'adamw'`` / ``'sgd'``: ``max_iter`` epochs of the sampler's
+  order, a learning-rate schedule per step (:class:`~skgroup.engine.Schedule`),
+  gradient accumulation and clipping, autocast on CUDA (bf16, or fp16 with a
+  gradient scaler), data-parallel sharding when ``torch.distributed`` is
+  initialised;
+* full-batch ``'lbfgs'``: quasi-Newton iterations on every row at once, for
+  smooth objectives (ERM, weighted losses, CVaR from a smooth start); each
+  iteration counts as an epoch for the callbacks.
+
+Losses are accumulated on the device and read once an epoch (no
+synchronisation per step). The global torch RNG is never advanced: the loop
+runs under ``torch.random.fork_rng`` seeded from ``seed`` (dropout in a
+backbone is then reproducible too), and the sampler's draws come from a
+numpy ``Generator``. The whole state (weights, optimizer, objective, both
+generators, history, best epoch) is a ``state_dict`` that
+:class:`~skgroup.engine.Checkpoint` saves and a resumed run loads.
+"""
+
+import contextlib
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from .._lbfgs import minimize_lbfgs
+from .._samplers import Sampler, UniformSampler
+from ..utils._warnings import warn
+from ._batches import check_device
+from ._optim import Schedule, l2_penalty, make_optimizer, penalised_parameters
+
+__all__ = ["TrainOptions", "Trainer", "resolve_batch_size"]
+
+
+@dataclass
+class TrainOptions:
+    """How to train; the estimators map their parameters onto these.
+
+    ``max_iter`` counts epochs for the minibatch solvers and iterations for
+    L-BFGS. ``dtype`` is the parameters' and inputs' precision; ``amp``
+    ('bf16' or 'fp16') runs the forward pass under CUDA autocast.
+    """
+
+    solver: str = "lbfgs"
+    max_iter: int = 100
+    batch_size: object = "auto"
+    learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    l2_reg: float = 0.0
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    tol: float = 1e-5
+    grad_clip: float = None
+    accumulate: int = 1
+    dtype: str = "float32"
+    amp: str = None
+    device: str = "cpu"
+    eval_batch_size: int = 4096
+
+    def replace(self, **changes):
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise TypeError(f"unknown training options {sorted(unknown)}")
+        values.update(changes)
+        return TrainOptions(**values)
+
+
+def resolve_batch_size(batch_size, n_samples):
+    """``batch_size='auto'`` is ``min(1024, max(32, n_samples // 100))``.
+
+    Epoch-based schedules need enough steps an epoch: about 100 where the data
+    allows (32 rows or more a batch), and no batch above 1024. A minibatch
+    loop on frozen features is overhead-bound at small batches (see
+    ``docs/design.rst``), so CelebA's 162,770 training rows get batch 1024.
+    """
+    if batch_size == "auto":
+        return int(min(1024, max(32, n_samples // 100)))
+    return int(batch_size)
+
+
+def torch_dtype(name):
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+# A step on frozen features is a few small matmuls: below this many
+# multiply-adds a step (minibatch, or full batch for L-BFGS), intra-op threads
+# cost more than they give, and on a busy 2-core machine torch's second thread
+# made Group DRO epochs 30x and ERM's L-BFGS 3x slower.
+_ONE_THREAD_WORK = 1 << 24
+
+
+@contextlib.contextmanager
+def _threads_for_step(work, device):
+    if device.type != "cpu" or work >= _ONE_THREAD_WORK or torch.get_num_threads() == 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _dist():
+    d = torch.distributed
+    if d.is_available() and d.is_initialized():
+        return d.get_rank(), d.get_world_size()
+    return 0, 1
+
+
+def _module_width(module):
+    """Multiply-adds per input row of a forward pass, roughly (for the thread policy)."""
+    return sum(p.numel() for p in module.parameters() if p.ndim >= 2)
+
+
+class Trainer:
+    """Train ``module`` on ``source`` with ``objective``; see the module docstring.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Maps a batch's inputs to logits. Trained in place. Under DDP pass the
+        wrapped module as ``module`` and the bare one as ``raw_module``.
+    source : batch source (``ArrayBatches`` or ``LoaderBatches``)
+    objective : skgroup._objectives.Objective
+    options : TrainOptions
+    sampler : sampler, default=None
+        The epochs' order (minibatch solvers); None: every row of ``rows``
+        once, shuffled.
+    rows : array of int, default=None
+        The training rows L-BFGS (or the default sampler) uses; None: all.
+    callbacks : list of Callback
+    seed : int
+    param_groups : list, default=None
+        torch parameter groups (e.g. a backbone with its own ``lr``);
+        default: every trainable parameter at ``options.learning_rate``.
+    name : str
+        The stage's name, stored in checkpoints (a checkpoint of another
+        stage is refused).
+    """
+
+    def __init__(self, module, source, objective, options, *, sampler=None, rows=None, callbacks=(),
+                 seed=0, param_groups=None, raw_module=None, name="train"):
+        self.module = module
+        self.raw_module = raw_module if raw_module is not None else module
+        self.source = source
+        self.objective = objective
+        self.options = options
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.sampler = sampler
+        self.callbacks = list(callbacks)
+        self.seed = int(seed)
+        self.param_groups = param_groups
+        self.name = name
+        self.device = torch.device(options.device)
+        self.rank, self.world_size = _dist()
+        self.history = []
+        self.best = None
+        self.optimizer = None
+        self.rng = np.random.default_rng(self.seed)
+        self.step = 0
+        self.converged = True
+        self.stopped_early = False
+        self._torch_rng = None
+
+    # -- what callbacks read -------------------------------------------------
+    @property
+    def record(self):
+        """The current epoch's record (a dict)."""
+        return self.history[-1]
+
+    @property
+    def state(self):
+        return self
+
+    @property
+    def epoch(self):
+        """Epochs (or L-BFGS iterations) completed."""
+        return len(self.history)
+
+    @property
+    def max_epochs(self):
+        return int(self.options.max_iter)
+
+    def capture_extra(self):
+        return {k: v.clone() if isinstance(v, torch.Tensor) else v
+                for k, v in self.objective.state_dict().items()}
+
+    def restore_extra(self, extra):
+        if extra:
+            self.objective.load_state_dict(extra)
+
+    @torch.no_grad()
+    def predict_logits(self, source, batch_size=None, rows=None):
+        """Logits of ``source``'s rows (all, or ``rows``) in order, as a float numpy array."""
+        module = self.raw_module
+        was_training = module.training
+        module.eval()
+        out = []
+        try:
+            with self._autocast():
+                for _, xb, _ in source.ordered(batch_size or self.options.eval_batch_size, rows):
+                    out.append(module(xb).float().cpu())
+        finally:
+            module.train(was_training)
+        return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+    # -- state ---------------------------------------------------------------
+    def _fingerprint(self):
+        shapes = {k: list(v.shape) for k, v in self.raw_module.state_dict().items()}
+        return {"name": self.name, "n_rows": len(self.source), "seed": self.seed,
+                "solver": self.options.solver, "shapes": shapes}
+
+    def state_dict(self):
+        state = {
+            "fingerprint": self._fingerprint(),
+            "step": self.step,
+            "module": self.raw_module.state_dict(),
+            "objective": self.objective.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "history": self.history,
+            "best": self.best,
+            "stopped_early": self.stopped_early,
+            "converged": self.converged,
+        }
+        if self.optimizer is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        if self._torch_rng is not None:
+            state["torch_rng"] = torch.get_rng_state()
+            if self.device.type == "cuda":
+                state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state):
+        theirs, ours = state.get("fingerprint"), self._fingerprint()
+        if theirs != ours:
+            diff = sorted(k for k in ours if theirs is None or theirs.get(k) != ours.get(k))
+            raise ValueError(
+                f"The checkpoint was written by another run (it differs in {diff}): delete it "
+                "or give this run its own checkpoint path."
+            )
+        self.step = int(state["step"])
+        self.raw_module.load_state_dict(state["module"])
+        self.objective.load_state_dict(state["objective"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        self.history = [dict(r) for r in state["history"]]
+        self.best = state["best"]
+        self.stopped_early = bool(state["stopped_early"])
+        self.converged = bool(state["converged"])
+        if self.optimizer is not None and "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "torch_rng" in state and self._torch_rng is not None:
+            torch.set_rng_state(state["torch_rng"])
+            if "cuda_rng" in state and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+
+    # -- the loops -------------------------------------------------------------
+    def fit(self):
+        """Train; returns self (``history``, ``best``, ``converged``, ``stopped_early``)."""
+        check_device(self.device)
+        if self.options.amp not in (None, "bf16", "fp16"):
+            raise ValueError(f"amp must be None, 'bf16' or 'fp16'; got {self.options.amp!r}.")
+        self.objective.to(self.device, torch_dtype(self.options.dtype))
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            self._torch_rng = True
+            try:
+                if self.options.solver == "lbfgs":
+                    self._fit_lbfgs()
+                else:
+                    self._fit_minibatch()
+            finally:
+                self._torch_rng = None
+        return self
+
+    def _autocast(self):
+        if self.options.amp is None or self.device.type != "cuda":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.options.amp == "bf16" else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def _begin(self):
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+
+    def _end_epoch(self):
+        stop = False
+        for cb in self.callbacks:
+            stop = bool(cb.on_epoch_end(self)) or stop
+        return stop
+
+    def _end(self):
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+
+    def _diverged(self, where):
+        opts = self.options
+        hint = "lower learning_rate or scale the features (StandardScaler)"
+        if opts.solver != "lbfgs" and opts.l2_reg * opts.learning_rate >= 1:
+            hint = (f"learning_rate * l2_reg = {opts.learning_rate * opts.l2_reg:g} >= 1 makes "
+                    "the penalty's own step overshoot: lower l2_reg (or learning_rate)")
+        elif opts.solver == "lbfgs":
+            hint = "scale the features (StandardScaler) or raise l2_reg"
+        return FloatingPointError(f"The training loss became NaN/inf {where}; {hint}.")
+
+    def _fit_minibatch(self):
+        opts = self.options
+        if self.rows is not None and self.sampler is not None:
+            raise ValueError("give the training rows through the sampler, not both rows and a sampler.")
+        sampler = self.sampler or UniformSampler(len(self.source), rows=self.rows)
+        n_rows = len(self.source) if self.rows is None else self.rows.shape[0]
+        bs = resolve_batch_size(opts.batch_size, n_rows)
+        params = self.param_groups or [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(opts.solver, params, learning_rate=opts.learning_rate,
+                                        weight_decay=opts.weight_decay, momentum=opts.momentum)
+        Schedule.remember_initial(self.optimizer)
+        penalised = penalised_parameters(self.raw_module) if opts.l2_reg else []
+        scaler = torch.amp.GradScaler("cuda") if opts.amp == "fp16" and self.device.type == "cuda" else None
+        accumulate = max(int(opts.accumulate), 1)
+        schedule = None
+        with _threads_for_step(bs * _module_width(self.raw_module), self.device):
+            self._begin()
+            self.module.train()
+            stop = self.stopped_early or self.epoch >= self.max_epochs
+            while not stop:
+                order = Sampler.shard(sampler.epoch(self.rng), self.rank, self.world_size)
+                if schedule is None:  # samplers give epochs of a fixed length
+                    per_epoch = math.ceil(math.ceil(order.shape[0] / bs) / accumulate)
+                    schedule = Schedule(opts.lr_schedule, self.max_epochs * per_epoch, opts.warmup_steps)
+                self.history.append({"epoch": self.epoch + 1})
+                for cb in self.callbacks:
+                    cb.on_epoch_begin(self)
+                total = torch.zeros((), dtype=torch.float64, device=self.device)
+                n_batches = 0
+                n_total = math.ceil(order.shape[0] / bs)
+                for idx, xb, yb in self.source.batches(order, bs):
+                    if n_batches % accumulate == 0:
+                        schedule.apply(self.optimizer, self.step)
+                    with self._autocast():
+                        logits = self.module(xb)
+                    loss = self.objective(logits, yb, idx)
+                    if penalised:
+                        loss = loss + 0.5 * opts.l2_reg * l2_penalty(penalised)
+                    scaled = loss / accumulate if accumulate > 1 else loss
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                    n_batches += 1
+                    if n_batches % accumulate == 0 or n_batches == n_total:
+                        self._optimizer_step(scaler)
+                    total += loss.detach()
+                    for cb in self.callbacks:
+                        cb.on_batch_end(self, loss.detach())
+                train_loss = float(total) / max(n_batches, 1)
+                if not math.isfinite(train_loss):
+                    raise self._diverged(f"in epoch {self.epoch}")
+                self.record.update(train_loss=train_loss, step=self.step,
+                                   lr=self.optimizer.param_groups[0]["lr"])
+                stop = self._end_epoch()
+                self.stopped_early = stop and self.epoch < self.max_epochs
+                stop = stop or self.epoch >= self.max_epochs
+            self._end()
+
+    def _optimizer_step(self, scaler):
+        clip = self.options.grad_clip
+        if scaler is not None:
+            if clip:
+                scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.raw_module.parameters(), clip)
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self.raw_module.parameters(), clip)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def _fit_lbfgs(self):
+        opts = self.options
+        if self.objective.online:
+            raise ValueError(
+                f"{type(self.objective).__name__} updates its state at every step and needs a "
+                "minibatch solver: use solver='adamw' or 'sgd'."
+            )
+        if self.sampler is not None:
+            raise ValueError(
+                "solver='lbfgs' sees every row once per iteration and cannot follow a "
+                "sampler: express the sampling as sample weights, or use solver='adamw'."
+            )
+        rows = np.arange(len(self.source)) if self.rows is None else self.rows
+        params = [p for p in self.raw_module.parameters() if p.requires_grad]
+        penalised = penalised_parameters(self.raw_module) if opts.l2_reg else []
+        with _threads_for_step(rows.shape[0] * _module_width(self.raw_module), self.device):
+            self._begin()
+            if self.stopped_early or self.epoch >= self.max_epochs:
+                self._end()
+                return
+            idx = torch.as_tensor(rows)
+            X = self.source.rows(idx)
+            y = self.source.labels(idx)
+            idx = idx.to(self.device)
+            module = self.module
+            module.train()
+
+            def fun_grad(x):
+                _set_flat(params, x)
+                for p in params:
+                    p.grad = None
+                # the objective in float64: L-BFGS's line search needs values more exact
+                # than a float32 sum of n losses gives
+                loss = self.objective(module(X).double(), y, idx)
+                if penalised:
+                    loss = loss + 0.5 * opts.l2_reg * l2_penalty(penalised).double()
+                loss.backward()
+                return float(loss.detach()), _flat_grad(params)
+
+            def callback(n_iter, x, f):
+                _set_flat(params, x)
+                self.history.append({"epoch": self.epoch + 1, "train_loss": float(f), "step": n_iter})
+                for cb in self.callbacks:
+                    cb.on_epoch_begin(self)
+                return self._end_epoch()
+
+            result = minimize_lbfgs(fun_grad, _get_flat(params), max_iter=self.max_epochs - self.epoch,
+                                    tol=opts.tol, callback=callback)
+            _set_flat(params, result.x)
+            self.step = result.n_iter
+            self.stopped_early = result.stopped
+            self.converged = result.converged
+            if not np.isfinite(result.f):
+                raise self._diverged("under L-BFGS")
+            if not result.converged and not result.stopped:
+                warn(
+                    f"L-BFGS reached max_iter={self.max_epochs} before the gradient fell under "
+                    f"tol={opts.tol}; raise max_iter (or scale the features) to converge.",
+                    ConvergenceWarning,
+                )
+            self._end()
+
+
+def _get_flat(params):
+    return torch.cat([p.detach().reshape(-1).double() for p in params]).numpy()
+
+
+def _set_flat(params, x):
+    x = torch.from_numpy(np.asarray(x))
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            n = p.numel()
+            p.copy_(x[offset : offset + n].view_as(p).to(p.dtype))
+            offset += n
+
+
+def _flat_grad(params):
+    return torch.cat([
+        (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).double() for p in params
+    ]).numpy()
