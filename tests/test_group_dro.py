@@ -1,11 +1,9 @@
 import math
-import pickle
 
 import numpy as np
 import pytest
 import sklearn
 import torch
-from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
 from skgroup._objectives import GroupDROLoss
@@ -197,21 +195,13 @@ def test_worst_group_accuracy_clearly_above_erm(bench):
 # -- generic ---------------------------------------------------------------
 
 
-def test_multiclass_proba_determinism_pickle_clone():
+# determinism, pickling, cloning and multiclass output: tests/test_common.py (skgroup's suite)
+def test_q_is_reproducible_with_six_groups():
     rng = np.random.RandomState(0)
     X = rng.randn(300, 5).astype(np.float32)
     y = np.argmax(X[:, :3] + 0.3 * rng.randn(300, 3), axis=1)
     g = (X[:, 4] > 0).astype(int) * 3 + y
     a = GroupDROClassifier(random_state=3).fit(X, y, group_labels=g)
     b = GroupDROClassifier(random_state=3).fit(X, y, group_labels=g)
-    np.testing.assert_array_equal(a.coef_, b.coef_)
     np.testing.assert_array_equal(a.q_, b.q_)
-    assert a.coef_.shape == (3, 5) and a.q_.shape == (6,)
-    P = a.predict_proba(X)
-    np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-6)
-    assert a.decision_function(X).shape == (300, 3)
-    assert a.score(X, y) > 0.7
-    c = pickle.loads(pickle.dumps(a))
-    np.testing.assert_array_equal(c.predict_proba(X), P)
-    d = clone(a)
-    assert d.get_params() == a.get_params() and not hasattr(d, "coef_")
+    assert a.q_.shape == (6,)

@@ -177,21 +177,14 @@ def test_tuned_jtt_beats_erm_on_worst_group():
 # -- generic ---------------------------------------------------------------
 
 
-def test_multiclass_proba_determinism_pickle_clone():
+# determinism, pickling, cloning and multiclass output: tests/test_common.py (skgroup's suite)
+def test_error_set_reproducible_and_identification_model_pickles():
     rng = np.random.RandomState(0)
     X = rng.randn(300, 5).astype(np.float32)
     y = np.argmax(X[:, :3] + 0.5 * rng.randn(300, 3), axis=1)
     a = JTTClassifier(lambda_up=3, random_state=3).fit(X, y)
     b = JTTClassifier(lambda_up=3, random_state=3).fit(X, y)
-    np.testing.assert_array_equal(a.coef_, b.coef_)
     np.testing.assert_array_equal(a.error_set_, b.error_set_)
-    assert a.coef_.shape == (3, 5)
-    P = a.predict_proba(X)
-    np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-6)
-    assert a.decision_function(X).shape == (300, 3)
-    assert a.score(X, y) > 0.6
     c = pickle.loads(pickle.dumps(a))
-    np.testing.assert_array_equal(c.predict_proba(X), P)
     np.testing.assert_array_equal(c.identification_model_.predict(X), a.identification_model_.predict(X))
-    d = clone(a)
-    assert d.get_params() == a.get_params() and not hasattr(d, "error_set_")
+    assert not hasattr(clone(a), "error_set_")

@@ -293,6 +293,9 @@ class GradTuneClassifier(BaseHeadClassifier):
     (500,)
     """
 
+    # X_val is also the source of the held-out rows (see above), not only validation
+    _x_val_is_heldout = True
+
     _parameter_constraints = {
         **{k: v for k, v in BaseHeadClassifier._parameter_constraints.items()
            if k not in ("hidden_layer_sizes", "tol")},

@@ -229,7 +229,6 @@ class GroupDROClassifier(BaseHeadClassifier):
             sampler = BalancedSampler(membership.ids())
         objective = GroupDROLoss(membership.matrix, eta=self.eta, adjustment=self.generalization_adjustment)
         callbacks = [GroupDROHistory()] if self.record_history else []
-        result = yield Stage("group_dro", objective, ctx.options, sampler=sampler, seed=ctx.seed(0),
-                             callbacks=callbacks)
+        yield Stage("group_dro", objective, ctx.options, sampler=sampler, seed=ctx.seed(0), callbacks=callbacks)
         self.q_ = objective.q.cpu().numpy().copy()
         self.group_names_ = tuple(names)

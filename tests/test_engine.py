@@ -1,0 +1,334 @@
+"""The training engine: schedules, callbacks, state, resume after SIGKILL, batch sources."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from skgroup import ERMClassifier, GroupDROClassifier
+from skgroup._objectives import GroupDROLoss, MeanLoss
+from skgroup._samplers import Sampler, UniformSampler
+from skgroup.datasets import make_spurious_features
+from skgroup.engine import (
+    ArrayBatches,
+    Callback,
+    Checkpoint,
+    EarlyStopping,
+    EpochCallback,
+    LoaderBatches,
+    Schedule,
+    Trainer,
+    TrainOptions,
+    load_checkpoint,
+    make_head,
+    save_checkpoint,
+    train_head,
+    validation_metrics,
+)
+
+
+def _data(n=300, seed=0):
+    X, y, g = make_spurious_features(n, random_state=seed)
+    return X.astype(np.float32), y, g
+
+
+def _trainer(X, y, callbacks=(), max_iter=6, seed=0, **opts):
+    module = make_head(X.shape[1], 2, (), torch.float32, torch.Generator().manual_seed(0))
+    options = TrainOptions(solver="adamw", max_iter=max_iter, batch_size=32, learning_rate=1e-2, **opts)
+    return Trainer(module, ArrayBatches(X, y), MeanLoss(), options, callbacks=list(callbacks), seed=seed)
+
+
+# -- schedules ----------------------------------------------------------------
+def test_schedule_factors_by_hand():
+    cos = Schedule("cosine", total_steps=4)
+    assert [cos.factor(s) for s in range(4)] == pytest.approx([1.0, 0.5 + 0.5 * math.cos(math.pi / 4), 0.5,
+                                                              0.5 + 0.5 * math.cos(3 * math.pi / 4)])
+    lin = Schedule("linear", total_steps=6, warmup_steps=2)
+    # warm-up 1/3, 2/3, then linear decay over the 4 remaining steps
+    assert [lin.factor(s) for s in range(6)] == pytest.approx([1 / 3, 2 / 3, 1.0, 0.75, 0.5, 0.25])
+    assert Schedule("constant", 10, warmup_steps=1).factor(0) == 0.5
+    with pytest.raises(ValueError, match="lr_schedule"):
+        Schedule("step")
+
+
+def test_shard_pads_and_splits_like_distributed_sampler():
+    order = np.array([4, 0, 3, 1, 2])
+    a, b = Sampler.shard(order, 0, 2), Sampler.shard(order, 1, 2)
+    assert a.tolist() == [4, 3, 2] and b.tolist() == [0, 1, 4]  # padded by wrapping to 6
+    assert Sampler.shard(order, 0, 1).tolist() == order.tolist()
+
+
+# -- validation metrics and early stopping ----------------------------------
+def test_validation_metrics_by_hand():
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]])
+    y = np.array([0, 1, 1, 0])  # predictions 0, 1, 0, 1: rows 0 and 1 right
+    groups = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=bool)
+    m = validation_metrics(logits, y, groups, y_pred_biased=np.array([0, 1, 0, 0]))
+    assert m["accuracy"] == 0.5
+    assert m["worst_group_accuracy"] == 0.0  # group 1 gets both wrong
+    assert m["worst_class_accuracy"] == 0.5
+    # cells (y, b): (0,0): rows 0, 3 -> 1/2; (1,1): row 1 -> 1; (1,0): row 2 -> 0
+    assert m["bias_unsupervised"] == pytest.approx((0.5 + 1 + 0) / 3)
+    z = logits - logits.max(1, keepdims=True)
+    nll = np.log(np.exp(z).sum(1)) - z[np.arange(4), y]
+    assert m["loss"] == pytest.approx(nll.mean())
+
+
+class _Scripted(Callback):
+    """Writes a given validation score per epoch (a hand-built curve) and keeps each epoch's weights."""
+
+    def __init__(self, scores):
+        self.scores = scores
+        self.weights = []
+
+    def on_epoch_end(self, trainer):
+        trainer.record["val_worst_group_accuracy"] = self.scores[trainer.epoch - 1]
+        self.weights.append(trainer.raw_module[0].weight.detach().clone())
+        return False
+
+
+def test_early_stopping_keeps_the_peak_and_stops_after_patience():
+    X, y, _ = _data()
+    scripted = _Scripted([0.2, 0.5, 0.7, 0.6, 0.65, 0.3, 0.9, 0.95])
+    trainer = _trainer(X, y, [scripted, EarlyStopping("worst_group_accuracy", patience=3)], max_iter=8).fit()
+    # the peak 0.7 at epoch 3; epochs 4-6 do not beat it, so training stops after epoch 6
+    assert trainer.epoch == 6 and trainer.stopped_early
+    assert trainer.best["epoch"] == 3
+    assert torch.equal(trainer.raw_module[0].weight, scripted.weights[2])
+
+
+def test_early_stopping_without_patience_selects_but_runs_to_the_end():
+    X, y, _ = _data()
+    scripted = _Scripted([0.5, 0.9, 0.4, 0.9])
+    trainer = _trainer(X, y, [scripted, EarlyStopping(patience=None)], max_iter=4).fit()
+    assert trainer.epoch == 4 and not trainer.stopped_early
+    assert trainer.best["epoch"] == 2  # a tie keeps the earlier epoch
+    assert torch.equal(trainer.raw_module[0].weight, scripted.weights[1])
+
+
+def test_early_stopping_names_the_missing_record():
+    X, y, _ = _data()
+    with pytest.raises(RuntimeError, match="ValidationScoring"):
+        _trainer(X, y, [EarlyStopping("worst_group_accuracy")]).fit()
+
+
+def test_estimator_selects_the_best_epoch_on_validation():
+    X, y, g = _data(600)
+    Xv, yv, gv = _data(300, seed=1)
+    est = ERMClassifier(solver="sgd", learning_rate=0.5, max_iter=12, n_iter_no_change=None, random_state=0)
+    est.fit(X, y, X_val=Xv, y_val=yv, group_labels_val=gv)
+    wga = est.validation_scores_["worst_group_accuracy"]
+    assert est.best_iteration_ == int(np.argmax(wga)) + 1
+    assert est.n_iter_ == 12 and len(est.loss_curve_) == 12
+
+
+def test_lbfgs_calls_callbacks_per_iteration_and_can_stop():
+    X, y, _ = _data()
+    calls = []
+    result = train_head(X, y, 2, MeanLoss(), TrainOptions(solver="lbfgs", max_iter=50),
+                        callbacks=[EpochCallback(lambda e, m: calls.append(e) or e == 2)])
+    assert calls == [0, 1, 2] and result.stopped_early and result.n_iter == 3
+
+
+# -- state and resume ----------------------------------------------------------
+def test_state_round_trip_continues_exactly(tmp_path):
+    X, y, g = _data()
+    membership = np.eye(4, dtype=bool)[g]
+
+    def run(epochs, state=None):
+        module = make_head(X.shape[1], 2, (), torch.float32, torch.Generator().manual_seed(0))
+        options = TrainOptions(solver="adamw", max_iter=epochs, batch_size=32, learning_rate=1e-2,
+                               lr_schedule="cosine")
+        trainer = Trainer(module, ArrayBatches(X, y), GroupDROLoss(membership, eta=0.1), options,
+                          sampler=UniformSampler(len(y)), seed=5)
+        if state is not None:
+            # what Checkpoint does on_train_begin (an optimizer exists once the loop starts)
+            trainer.callbacks.append(_LoadAtBegin(state))
+        return trainer.fit()
+
+    full = run(6)
+    save_checkpoint(_state_after(X, y, membership, epochs=3), tmp_path / "s.pt")
+    resumed = run(6, state=load_checkpoint(tmp_path / "s.pt"))
+    for a, b in zip(full.raw_module.parameters(), resumed.raw_module.parameters()):
+        assert torch.equal(a, b)
+    assert torch.equal(full.objective.q, resumed.objective.q)
+    assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
+
+
+class _LoadAtBegin(Callback):
+    def __init__(self, state):
+        self.state = state
+
+    def on_train_begin(self, trainer):
+        trainer.load_state_dict(self.state)
+
+
+class _StopAfter(Callback):
+    def __init__(self, n):
+        self.n = n
+
+    def on_epoch_end(self, trainer):
+        return trainer.epoch >= self.n
+
+
+def _state_after(X, y, membership, epochs):
+    """The state of the 6-epoch run of the test above, after ``epochs`` epochs."""
+    module = make_head(X.shape[1], 2, (), torch.float32, torch.Generator().manual_seed(0))
+    options = TrainOptions(solver="adamw", max_iter=6, batch_size=32, learning_rate=1e-2, lr_schedule="cosine")
+    trainer = Trainer(module, ArrayBatches(X, y), GroupDROLoss(membership, eta=0.1), options,
+                      sampler=UniformSampler(len(y)), seed=5, callbacks=[_StopAfter(epochs)])
+    trainer.fit()
+    trainer.stopped_early = False  # a kill, not an early stop: the resumed run goes on
+    return trainer.state_dict()
+
+
+def test_checkpoint_refuses_another_runs_state(tmp_path):
+    X, y, _ = _data()
+    path = tmp_path / "ck"
+    _trainer(X, y, [Checkpoint(path / "a.pt")], max_iter=2).fit()
+    with pytest.raises(ValueError, match="another run"):
+        _trainer(X, y, [Checkpoint(path / "a.pt")], max_iter=2, seed=9).fit()
+    (path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt"):
+        _trainer(X, y, [Checkpoint(path / "junk.pt")]).fit()
+
+
+_KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np, torch
+    torch.set_num_threads(1)
+    from skgroup import GroupDROClassifier, JTTClassifier
+    from skgroup.datasets import make_spurious_features
+    from skgroup.engine import Checkpoint, Callback
+
+    class KillAt(Callback):
+        def __init__(self, stage, epoch):
+            self.stage, self.epoch = stage, epoch
+        def on_epoch_end(self, trainer):
+            if trainer.name == self.stage and trainer.epoch == self.epoch:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return False
+
+    method, ckdir, out, kill = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    X, y, g = make_spurious_features(800, random_state=0)
+    callbacks = [Checkpoint(ckdir)] if ckdir != "-" else []
+    if kill != "-":
+        stage, epoch = kill.split(":")
+        callbacks.append(KillAt(stage, int(epoch)))
+    if method == "group_dro":
+        est = GroupDROClassifier(max_iter=6, batch_size=64, lr_schedule="cosine", random_state=1,
+                                 callbacks=callbacks).fit(X, y, group_labels=g)
+    else:
+        est = JTTClassifier(id_epochs=3, max_iter=4, batch_size=64, random_state=1,
+                            callbacks=callbacks).fit(X, y)
+    np.save(out, np.concatenate([w.ravel() for w in est.coefs_ + est.intercepts_]))
+""")
+
+
+@pytest.mark.parametrize("method, kill", [("group_dro", "group_dro:3"), ("jtt", "identification:2"),
+                                          ("jtt", "final:2")])
+def test_sigkill_then_resume_is_bit_identical(tmp_path, method, kill):
+    script = tmp_path / "run.py"
+    script.write_text(_KILL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+
+    def run(ckdir, out, kill):
+        return subprocess.run([sys.executable, str(script), method, ckdir, str(out), kill], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    ref = run("-", tmp_path / "ref.npy", "-")
+    assert ref.returncode == 0, ref.stderr
+    killed = run(str(tmp_path / "ck"), tmp_path / "killed.npy", kill)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (tmp_path / "killed.npy").exists()
+    resumed = run(str(tmp_path / "ck"), tmp_path / "resumed.npy", "-")
+    assert resumed.returncode == 0, resumed.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "ref.npy"), np.load(tmp_path / "resumed.npy"))
+
+
+# -- batch sources, accumulation ---------------------------------------------
+class _Rows(torch.utils.data.Dataset):
+    def __init__(self, X):
+        self.X = torch.from_numpy(X)
+
+    def __len__(self):
+        return self.X.shape[0]
+
+    def __getitem__(self, i):
+        return self.X[i]
+
+
+def test_loader_source_trains_like_the_array_source():
+    X, y, _ = _data()
+    options = TrainOptions(solver="sgd", max_iter=3, batch_size=40, learning_rate=0.05)
+
+    def fit(source):
+        module = make_head(X.shape[1], 2, (4,), torch.float32, torch.Generator().manual_seed(0))
+        return Trainer(module, source, MeanLoss(), options, seed=2).fit().raw_module
+
+    a = fit(ArrayBatches(X, y))
+    b = fit(LoaderBatches(_Rows(X), y))
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_gradient_accumulation_equals_the_larger_batch():
+    X, y, _ = _data(256)
+    order = np.arange(256)
+
+    class Fixed(Sampler):
+        def epoch(self, rng):
+            return order
+
+    def fit(batch, accumulate):
+        module = make_head(X.shape[1], 2, (), torch.float64, torch.Generator())
+        options = TrainOptions(solver="sgd", momentum=0.0, max_iter=2, batch_size=batch, learning_rate=0.1,
+                               accumulate=accumulate, dtype="float64")
+        return Trainer(module, ArrayBatches(X, y, dtype=torch.float64), MeanLoss(), options,
+                       sampler=Fixed()).fit().raw_module
+
+    a, b = fit(64, 1), fit(32, 2)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+
+
+# -- the estimators' validation arguments -------------------------------------
+def test_validation_arguments_are_checked():
+    X, y, g = _data()
+    with pytest.raises(ValueError, match="both X_val and y_val"):
+        ERMClassifier().fit(X, y, X_val=X)
+    with pytest.raises(ValueError, match="group_labels_val was given without"):
+        ERMClassifier().fit(X, y, group_labels_val=g)
+    with pytest.raises(ValueError, match="not fitted on"):
+        ERMClassifier().fit(X, y, X_val=X, y_val=y + 7)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        ERMClassifier(early_stopping=True).fit(X[:6], [0, 0, 0, 0, 0, 1])
+
+
+def test_internal_split_is_stratified_by_group():
+    X, y, g = _data(1000)
+    seen = {}
+
+    class Spy(Callback):
+        def on_train_begin(self, trainer):
+            seen["n_train"] = len(trainer.source)
+
+    est = GroupDROClassifier(early_stopping=True, validation_fraction=0.2, max_iter=2, random_state=0,
+                             callbacks=[Spy()]).fit(X, y, group_labels=g)
+    assert seen["n_train"] == 800
+    assert "worst_group_accuracy" in est.validation_scores_
+    assert est.best_iteration_ in (1, 2)
+
+
+def test_monitor_bias_unsupervised_needs_no_group_labels():
+    X, y, _ = _data(600)
+    Xv, yv, _ = _data(300, seed=1)
+    est = ERMClassifier(solver="adamw", max_iter=3, monitor="bias_unsupervised", random_state=0)
+    est.fit(X, y, X_val=Xv, y_val=yv)
+    assert est.validation_scores_["bias_unsupervised"].shape == (3,)
