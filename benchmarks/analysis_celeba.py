@@ -6,12 +6,12 @@ Prints, and saves as CSV and plots under ``--out``:
    precision, recall, empirical rate and enrichment of the identification
    model's error set on the training split. The identification model is a
    ``JTTClassifier``'s when that estimator exists, else an ERM head trained
-   T = 2 epochs with AdamW at batch 128 (the METHOD-NOTES setting).
+   T = 2 epochs with AdamW at batch 128.
 2. The spectral imbalance of the training features (LaBonte et al. 2023,
    Sec. 5): top eigenvalues per (class, group) and rho(y) per class.
 3. Last-layer gradient norms per group on the validation split (GradTune).
 4. The group composition of CVaR DRO's worst-alpha set after every epoch
-   (JTT, Fig. 4), at alpha = 0.05 (the best alpha of METHOD-NOTES).
+   (JTT, Fig. 4), at alpha = 0.05 (CVaRClassifier's default).
 5. With ``--ablation``: static JTT against an error set recomputed every K
    epochs (JTT, Table 6), scored on the validation split.
 6. Per-group test accuracy bars of the models trained here.
@@ -35,6 +35,7 @@ from skgroup import ERMClassifier
 from skgroup import analysis as A
 from skgroup.datasets import load_celeba_attributes
 from skgroup.metrics import worst_group_accuracy
+from _data import use_project_data  # benchmarks/ is on sys.path when a script runs
 
 
 def _frame(table):
@@ -85,6 +86,7 @@ def identification_model(X, y, args):
 
 
 def main(argv=None):
+    use_project_data()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results/analysis")
     p.add_argument("--data-home", default=None)

@@ -40,6 +40,7 @@ from feature_extraction import (  # noqa: E402
 )
 from feature_extraction.cache import ShardStore  # noqa: E402
 from feature_extraction.extract import _PRECISIONS, _Collate, _Items, _plan_batches, _resolve_precision  # noqa: E402
+from _data import use_project_data  # benchmarks/ is on sys.path when a script runs
 
 
 def _images(n, side, seed=0):
@@ -153,6 +154,7 @@ def run(model, n, repeats, device, batch_size, num_workers, precision):
 
 
 def main(argv=None):
+    use_project_data()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["lite0", "minilm", "resnet50", "both"], default="both")
     p.add_argument("--n", type=int, default=1024, help="items per run")

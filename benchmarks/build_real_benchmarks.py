@@ -24,6 +24,7 @@ from feature_extraction import keep_freed_memory  # noqa: E402
 from feature_extraction.real import build_fashion_spurious, build_mnli_minilm  # noqa: E402
 from skgroup import ERMClassifier, worst_group_accuracy  # noqa: E402
 from skgroup.datasets import load_embeddings, split_embeddings  # noqa: E402
+from _data import use_project_data  # benchmarks/ is on sys.path when a script runs
 
 BUILDERS = {"mnli": build_mnli_minilm, "fashion": build_fashion_spurious}
 
@@ -58,6 +59,7 @@ def report(name, builder, cache_root, data_home, rebuild=False):
 
 
 def main(argv=None):
+    use_project_data()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache-root")
     p.add_argument("--data-home")

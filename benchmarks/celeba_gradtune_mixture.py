@@ -35,6 +35,7 @@ import warnings
 
 import numpy as np
 from _timing import median_time  # benchmarks/ is on sys.path when a script runs
+from _data import use_project_data  # benchmarks/ is on sys.path when a script runs
 
 
 def _scores(est, split):
@@ -61,6 +62,7 @@ GRADTUNE_GRID = {"lr_scale": [0.002, 0.003, 0.005, 0.007, 0.01, 0.015]}
 
 
 def main(argv=None):
+    use_project_data()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-home", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -32,9 +32,10 @@ from skgroup.estimators._group_dro import GroupDROClassifier
 from skgroup.estimators._jtt import JTTClassifier
 from skgroup.metrics import worst_group_accuracy
 from skgroup.model_selection import select_on_validation
+from _data import use_project_data  # benchmarks/ is on sys.path when a script runs
 
-# Small grids faithful to the papers and METHOD-NOTES: Group DRO is "barely sensitive to
-# eta / L2", so both are searched coarsely; JTT needs the identification model's strength
+# Small grids faithful to the papers: Group DRO is barely sensitive to eta and L2 once
+# the epoch is selected, so both are searched coarsely; JTT needs the identification model's strength
 # (T and its L2) and lambda_up searched together; CVaR needs small alpha and strong L2.
 GRIDS = {
     "Group DRO": (
@@ -68,6 +69,7 @@ def fit_seconds(make, data, kwargs):
 
 
 def main(argv=None):
+    use_project_data()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-home", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])

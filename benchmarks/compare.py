@@ -47,11 +47,12 @@ from skgroup.metrics import (
     worst_group_scorer,
 )
 from skgroup.model_selection import ValidationSplit
+from _data import use_project_data  # benchmarks/ is on sys.path when a script runs
 
 RULES = {"wga": worst_group_scorer, "wca": worst_class_scorer, "bias": bias_unsupervised_scorer}
 
-# Grids from the papers and ../shared/METHOD-NOTES.md (JTT: the identification model's
-# strength and lambda_up must both be searched); QUICK_GRIDS for the CI smoke run.
+# Grids from the papers (JTT: the identification model's strength and lambda_up must
+# both be searched); QUICK_GRIDS for the CI smoke run.
 GRIDS = {
     "ERMClassifier": {"l2_reg": [1e-5, 1e-4, 1e-3, 1e-2]},
     "GroupDROClassifier": {"eta": [0.01, 0.1], "l2_reg": [1e-3, 1e-2, 1e-1, 1.0]},
@@ -200,6 +201,7 @@ def write_outputs(table, out, title):
 
 
 def main(argv=None):
+    use_project_data()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--benchmark", default="synthetic", help="synthetic, celeba, mnli, fashion, or a cache path")
     p.add_argument("--seeds", type=int, default=3)

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -6,6 +7,12 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(1)
+
+# The project's real data lives beside the repository (../shared/data); the
+# library never looks there itself, so the suite points SKGROUP_DATA at it.
+_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if "SKGROUP_DATA" not in os.environ and _SHARED.is_dir():
+    os.environ["SKGROUP_DATA"] = str(_SHARED)
 
 
 @pytest.fixture(autouse=True)
@@ -23,5 +30,5 @@ def data_home():
 
     home = get_data_home(required=False)
     if home is None:
-        pytest.skip("real data folder (../shared/data or $SKGROUP_DATA) is absent")
+        pytest.skip("the real data folder is absent (../shared/data beside the repository, or $SKGROUP_DATA)")
     return home

@@ -162,7 +162,7 @@ def test_group_labels_go_to_the_scorer_only():
 
 
 def test_tuned_jtt_beats_erm_on_worst_group():
-    """JTT tuned on validation WGA, as users will (METHOD-NOTES: it needs the search)."""
+    """JTT tuned on validation WGA, as users will (its settings need the search)."""
     b = make_spurious_benchmark(5000, 1000, 2000, random_state=0)
     erm = ERMClassifier(random_state=0).fit(b.train.X, b.train.y)
     grid = {"id_epochs": [1, 2], "lambda_up": [5, 10, "auto"], "learning_rate": [1e-3, 1e-2]}

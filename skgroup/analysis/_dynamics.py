@@ -287,8 +287,8 @@ def jtt_error_set_ablation(
     model's set); ``None`` (or 0) is JTT's static error set. All variants
     share the stage-2 seed, so they coincide until the first update.
 
-    Defaults: T = 2 identification epochs and lambda_up = 10 are the values
-    the METHOD-NOTES found best on CelebA attributes (AdamW, batch 128). The
+    Defaults: T = 2 identification epochs and lambda_up = 10, JTTClassifier's
+    defaults (see ``docs/methods/jtt.rst``). The
     stage-2 training defaults are :class:`~skgroup.JTTClassifier`'s
     (AdamW, ``learning_rate=1e-2``, ``max_iter=2`` epochs,
     ``batch_size='auto'``, ``l2_reg=1e-4``, linear head), so the static

@@ -1,8 +1,10 @@
-"""Loaders for the real data kept beside the project (never copied into it).
+"""Loaders for real group-robustness data that users download themselves.
 
-The data folder is an argument, else the ``SKGROUP_DATA`` environment
-variable, else ``../shared/data`` relative to the working directory or to
-the repository. See ``../shared/data/README.md`` for the files and licences.
+The data folder is the ``data_home`` argument, else the ``SKGROUP_DATA``
+environment variable, else ``~/skgroup_data``. It holds ``celeba/``
+(``list_attr_celeba.txt`` or its zip, ``list_eval_partition.txt[.gz]``) and
+``mnli/`` (``mnli_dev_matched.tsv[.gz]``); see ``docs/quickstart.rst`` for
+where to get them and their licences.
 """
 
 import csv
@@ -26,22 +28,22 @@ MNLI_LABELS = ("contradiction", "entailment", "neutral")
 
 
 def get_data_home(data_home=None, *, required=True):
-    """Resolve the real-data folder: argument, ``$SKGROUP_DATA``, or ``../shared/data``."""
-    candidates = []
+    """Resolve the real-data folder: ``data_home``, else ``$SKGROUP_DATA``, else ``~/skgroup_data``.
+
+    With ``required=False`` a missing folder gives None instead of an error.
+    """
     if data_home is not None:
-        candidates.append(Path(data_home))
+        candidate, how = Path(data_home), "data_home"
     elif os.environ.get("SKGROUP_DATA"):
-        candidates.append(Path(os.environ["SKGROUP_DATA"]))
+        candidate, how = Path(os.environ["SKGROUP_DATA"]), "$SKGROUP_DATA"
     else:
-        repo = Path(__file__).resolve().parents[2]
-        candidates += [Path.cwd() / ".." / "shared" / "data", repo / ".." / "shared" / "data"]
-    for c in candidates:
-        if c.is_dir():
-            return c.resolve()
+        candidate, how = Path("~/skgroup_data").expanduser(), "the default ~/skgroup_data"
+    if candidate.is_dir():
+        return candidate.resolve()
     if required:
         raise FileNotFoundError(
-            f"No data folder found (looked at {[str(c) for c in candidates]}): pass "
-            "data_home=... or set SKGROUP_DATA to the folder holding celeba/ and mnli/."
+            f"No data folder at {candidate} ({how}): pass data_home=..., or set SKGROUP_DATA, to "
+            "the folder holding celeba/ and mnli/ (see docs/quickstart.rst for the files)."
         )
     return None
 
