@@ -83,7 +83,11 @@ def worst_group_accuracy(y_true, y_pred, *, group_labels, expected_groups=None):
     y_true, y_pred : array-like of shape (n_samples,)
     group_labels : array-like of shape (n_samples,) or (n_samples, n_groups)
         One group id per sample, or a boolean membership matrix for
-        overlapping groups (as CivilComments-WILDS evaluates).
+        overlapping groups (as CivilComments-WILDS evaluates): numpy bool or
+        a DataFrame of bool columns. A 2-D integer array is refused (it may
+        be 0/1 membership or (label, attribute) pairs; see
+        :func:`make_group_labels`). Rows in no group are not scored, with an
+        :class:`UngroupedRowsWarning`.
     expected_groups : iterable, default=None
         Group ids that should be present; each absent one raises a
         :class:`MissingGroupWarning` (an absent group would otherwise make the
