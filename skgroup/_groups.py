@@ -97,7 +97,15 @@ def check_group_labels(group_labels, n_samples, *, name="group_labels"):
                 )
         if arr.dtype == object and any(v is None for v in arr):
             raise ValueError(f"{name} contains None as a group id.")
-        uniq, inv = np.unique(arr, return_inverse=True)
+        try:
+            uniq, inv = np.unique(arr, return_inverse=True)
+        except TypeError:  # e.g. str and int ids in an object array: unorderable
+            types = sorted({type(v).__name__ for v in arr})
+            raise ValueError(
+                f"{name} mixes group ids of types {', '.join(types)}, which cannot be compared or "
+                f"sorted: give every id one type, e.g. all strings (np.asarray({name}).astype(str)) "
+                "or all ints."
+            ) from None
         matrix = np.zeros((n_samples, len(uniq)), dtype=bool)
         matrix[np.arange(n_samples), inv.ravel()] = True
         return GroupMembership(matrix, tuple(u.item() if hasattr(u, "item") else u for u in uniq), True)

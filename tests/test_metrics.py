@@ -187,3 +187,45 @@ def test_group_proportions_and_bad_weights():
         group_accuracies(Y, P, group_labels=G, group_weights=[1, 2])
     with pytest.raises(ValueError, match="confidence_level"):
         group_accuracies(Y, P, group_labels=G, confidence_level=95)
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        lambda t, p: worst_group_accuracy(t, p, group_labels=[0, 1]),
+        lambda t, p: worst_class_accuracy(t, p),
+        lambda t, p: bias_unsupervised_score(t, p, y_pred_biased=[0, 1]),
+        lambda t, p: group_accuracies(t, p, group_labels=[0, 1]),
+        lambda t, p: per_group_accuracy(t, p, group_labels=[0, 1]),
+    ],
+)
+def test_mixed_label_types_are_refused_as_sklearn_does(metric):
+    # string labels against integer predictions would score 0.0 silently
+    with pytest.raises(ValueError, match="Mix of label input types"):
+        metric(np.array(["a", "b"]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="Mix of label input types"):
+        metric(np.array([0, 1]), np.array(["a", "b"]))
+    metric(np.array(["a", "b"]), np.array(["b", "b"]))  # same types are fine
+
+
+def test_non_finite_or_negative_group_weights_are_refused():
+    for bad in ([np.nan, 1, 1], [np.inf, 1, 1], [-1, 1, 1], {0: np.nan, 1: 1}, {0: -0.5, 1: 1, 2: 1}):
+        with pytest.raises(ValueError, match="group_weights"):
+            group_accuracies(Y, P, group_labels=G, group_weights=bad)
+    rep = group_accuracies(Y, P, group_labels=G, group_weights=[0, 1, 1])  # a zero weight is fine
+    assert rep.weighted_accuracy == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_n_bootstrap_must_be_a_positive_int():
+    for bad in (0, -5, 2.5):
+        with pytest.raises(ValueError, match=r"n_bootstrap.*confidence_level=None"):
+            group_accuracies(Y, P, group_labels=G, confidence_level=0.9, n_bootstrap=bad)
+    rep = group_accuracies(Y, P, group_labels=G, confidence_level=0.9, n_bootstrap=np.int64(50), random_state=0)
+    assert rep.ci_low is not None
+
+
+def test_group_ids_of_mixed_types_are_refused_naming_group_labels():
+    with pytest.raises(ValueError, match=r"group_labels mixes.*str.*int"):
+        worst_group_accuracy([0, 1], [0, 1], group_labels=np.array(["a", 1], dtype=object))
+    with pytest.raises(ValueError, match=r"group_labels mixes"):
+        group_proportions(np.array(["a", 1, 2.0], dtype=object))
