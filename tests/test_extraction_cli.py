@@ -49,3 +49,24 @@ def test_cli_errors(tmp_path, capsys):
     assert "text_columns='premise'" in err and "sentence1" in err
     assert main(["resnet50", str(tmp_path), str(tmp_path / "c"), "--weights", str(tmp_path / "nope.pth")]) == 2
     assert "weights file not found" in capsys.readouterr().err
+
+
+def test_cli_missing_labels_and_encoding(tmp_path, capsys):
+    bert = make_tiny_bert(tmp_path / "bert")
+    data = tmp_path / "data.csv"
+    texts = random_sentences(6, seed=3)
+    labels = ["0", "1", "", "1", "0", "1"]
+    data.write_bytes(("sentence,label,note\n" + "".join(f"{t},{lab},caf\u00e9\n" for t, lab in zip(texts, labels)))
+                     .encode("latin-1"))
+    base = [str(bert), str(data), str(tmp_path / "c"), "--text-columns", "sentence", "--no-progress", "-q"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "data.csv is not valid utf-8" in err and "--encoding latin-1" in err and "Traceback" not in err
+    assert main(base + ["--encoding", "latin-1"]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 6 rows, at line(s) 4" in err and "--missing-labels skip" in err
+    with pytest.warns(UserWarning, match="left out 1 of 6"):
+        assert main(base + ["--encoding", "latin-1", "--missing-labels", "skip"]) == 0
+    emb = load_embeddings(tmp_path / "c")
+    np.testing.assert_array_equal(emb.labels, [0, 1, 1, 0, 1])
+    assert emb.label_names is None
