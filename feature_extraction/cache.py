@@ -115,7 +115,13 @@ def check_existing_cache(output, spec, versions, *, overwrite=False, strict_vers
     if same and version_diff and strict_versions:
         same = False
     if same:
-        check_embeddings(output, manifest, verify=verify)
+        try:
+            check_embeddings(output, manifest, verify=verify)
+        except CorruptCacheError as e:
+            if any((Path(output) / SHARD_DIR).glob("shard-*.npz")):
+                raise CorruptCacheError(f"{e} Shards of an earlier run are in {Path(output) / SHARD_DIR}: with "
+                                        "overwrite=True those of this extraction are reused.") from e
+            raise
         if version_diff:
             warnings.warn(
                 f"Reusing the cache at {output}, written with other library versions ({', '.join(version_diff)}); "

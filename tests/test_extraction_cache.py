@@ -287,6 +287,9 @@ def test_stale_shards_beside_a_complete_cache_are_removed(tmp_path, bert, monkey
     with pytest.raises(CorruptCacheError, match=r"features.npy does not match its checksum.*still in"):
         extract_features(bert, _dataset(), out, progress=False, shard_size=10)
     assert len(list((out / ".shards").glob("shard-*.npz"))) == 4
+    (out / "features.npy").write_bytes((out / "features.npy").read_bytes()[:-3])
+    with pytest.raises(CorruptCacheError, match=r"features.npy is \d+ bytes.*Shards of an earlier run"):
+        extract_features(bert, _dataset(), out, progress=False, shard_size=10)
     emb = load_embeddings(extract_features(bert, _dataset(), out, progress=False, shard_size=10, overwrite=True),
                           verify=True)
     assert emb.manifest["extraction"]["run"]["shards_reused"] == 4

@@ -165,9 +165,9 @@ def _integer_codes(values, name):
         if as_list.dtype.kind in "biuf" and as_list.shape == arr.shape:
             arr = as_list
     if arr.dtype.kind == "b":
-        return arr.astype(np.int64)
+        return arr.astype(np.int64, copy=False)
     if arr.dtype.kind in "iu":
-        return arr.astype(np.int64)
+        return arr.astype(np.int64, copy=False)
     if arr.dtype.kind == "f":
         finite = np.isfinite(arr)
         if not finite.all():
@@ -265,7 +265,7 @@ def save_embeddings(
     if spurious_attribute is not None and spurious_attribute not in attribute_names:
         raise ValueError(f"spurious_attribute {spurious_attribute!r} is not in attribute_names {attribute_names}.")
     split = encode_split(split, n)
-    ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str)
+    ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str, copy=False)
     if ids.shape != (n,):
         raise ValueError(f"ids must have shape ({n},); got {ids.shape}.")
 
@@ -275,8 +275,8 @@ def save_embeddings(
         manifest_path.unlink()
     arrays = {
         "features": features,
-        "labels": labels.astype(np.int64),
-        "attributes": attributes.astype(np.int64),
+        "labels": labels.astype(np.int64, copy=False),
+        "attributes": attributes.astype(np.int64, copy=False),
         "split": split,
         "ids": ids,
     }
