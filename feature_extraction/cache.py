@@ -8,8 +8,17 @@ at most some temporary files (deleted on the next start); a shard that
 fails its checksum or does not load is redone. ``spec.json`` records which
 extraction the shards belong to, so shards of another extraction are never
 mixed in. When every shard is present they are merged in order into the
-final cache with :func:`skgroup.datasets.save_embeddings` (manifest
-last), and the shards are removed.
+final cache, streaming: shard by shard into ``features.npy`` under a
+temporary name (memory holds one shard, never all the features), then the
+other files with :func:`skgroup.datasets.save_embeddings`, manifest last;
+the shards are removed after.
+
+A complete cache is reused only after :func:`skgroup.datasets.check_embeddings`
+(every file's presence, shape, dtype and size; checksums of the small files,
+and of ``features.npy`` with ``verify=True``): a damaged cache is an error
+that says how to rebuild it, never reused and never deleted unasked. Shards
+left beside a complete cache by a run killed before it removed them are
+deleted on the next run once the cache is verified in full.
 """
 
 import hashlib
@@ -22,7 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from skgroup.datasets import read_manifest, save_embeddings
+from skgroup.datasets import CorruptCacheError, check_embeddings, read_manifest, save_embeddings
+from skgroup.datasets._embeddings import _ARRAYS, FeaturesWriter
+
+from .data import DecodeError
 
 __all__ = [
     "ExtractionMismatchError",
@@ -30,6 +42,8 @@ __all__ = [
     "spec_sha256",
     "spec_diff",
     "check_existing_cache",
+    "remove_stale_shards",
+    "remove_leftover_temporaries",
     "ShardStore",
 ]
 
@@ -72,18 +86,24 @@ def _version_diff(old, new):
     return sorted(k for k in set(old) & set(new) if old[k] != new[k])
 
 
-def check_existing_cache(output, spec, versions, *, overwrite=False, strict_versions=False):
+def check_existing_cache(output, spec, versions, *, overwrite=False, strict_versions=False, verify=False):
     """Decide what to do with ``output``: 'reuse' it, 'build' it (absent or overwritten), or raise.
 
-    A complete cache of the same spec is reused. Different library versions
-    are a warning (the features may differ in the last bits) unless
-    ``strict_versions``, which counts them as a different extraction.
+    A complete cache of the same spec is reused once its files pass
+    :func:`skgroup.datasets.check_embeddings` (``verify=True``: the
+    checksum of ``features.npy`` too); a damaged one raises
+    :class:`~skgroup.datasets.CorruptCacheError` naming the file (rebuilt only
+    with ``overwrite``). Different library versions are a warning (the
+    features may differ in the last bits) unless ``strict_versions``, which
+    counts them as a different extraction.
     """
     if overwrite:
         return "build"
     try:
         manifest = read_manifest(output)
-    except (ValueError, json.JSONDecodeError) as e:
+    except CorruptCacheError:
+        raise  # names the manifest and the fix
+    except ValueError as e:
         raise ExtractionMismatchError(f"{output} holds a manifest.json that is not an skgroup cache ({e}); "
                                       "choose another output folder or pass overwrite=True.") from e
     if manifest is None:
@@ -95,6 +115,13 @@ def check_existing_cache(output, spec, versions, *, overwrite=False, strict_vers
     if same and version_diff and strict_versions:
         same = False
     if same:
+        try:
+            check_embeddings(output, manifest, verify=verify)
+        except CorruptCacheError as e:
+            if any((Path(output) / SHARD_DIR).glob("shard-*.npz")):
+                raise CorruptCacheError(f"{e} Shards of an earlier run are in {Path(output) / SHARD_DIR}: with "
+                                        "overwrite=True those of this extraction are reused.") from e
+            raise
         if version_diff:
             warnings.warn(
                 f"Reusing the cache at {output}, written with other library versions ({', '.join(version_diff)}); "
@@ -111,6 +138,57 @@ def check_existing_cache(output, spec, versions, *, overwrite=False, strict_vers
         f"{output} already holds features of a different extraction (differs in: {', '.join(differs)}). "
         "Choose another output folder, or pass overwrite=True (CLI --overwrite) to replace it."
     )
+
+
+def remove_stale_shards(output, manifest, *, keep_shards=False):
+    """Remove ``<output>/.shards`` left beside a complete cache by a run killed before it removed them.
+
+    Only when the run that built the cache recorded ``keep_shards=False``,
+    the current run does not ask to keep them, the shards belong to the
+    cache's extraction, and the cache passes a full verification (every
+    checksum, ``features.npy`` included: the shards may be the only other
+    copy of the features). A cache that fails it raises
+    :class:`~skgroup.datasets.CorruptCacheError` and the shards are kept.
+    Returns True if the folder was removed.
+    """
+    output = Path(output)
+    root = output / SHARD_DIR
+    if not root.is_dir():
+        return False
+    extraction = manifest.get("extraction") or {}
+    if keep_shards or (extraction.get("run") or {}).get("keep_shards") is not False:
+        log.info("%s is kept beside the complete cache (%s); delete it if you no longer need it", root,
+                 "keep_shards=True" if keep_shards else "the run that wrote the cache kept its shards or did "
+                                                         "not record whether it did")
+        return False
+    try:
+        info = json.loads((root / "spec.json").read_text())
+    except (OSError, ValueError):
+        info = None
+    if not isinstance(info, dict) or info.get("spec_sha256") != extraction.get("spec_sha256"):
+        log.info("%s holds unfinished work of another extraction; it is left in place", root)
+        return False
+    try:
+        check_embeddings(output, manifest, verify=True)
+    except CorruptCacheError as e:
+        raise CorruptCacheError(f"{e} The shards of this extraction are still in {root}: overwrite=True (CLI "
+                                "--overwrite) rebuilds the cache from them without recomputing.") from e
+    shutil.rmtree(root)
+    _fsync_dir(output)
+    log.info("removed %s: shards left by a run interrupted after it wrote the cache at %s, which is complete and "
+             "verified", root, output)
+    return True
+
+
+def remove_leftover_temporaries(output):
+    """Delete the temporary files a killed merge left in ``output`` (call with the output lock held)."""
+    patterns = [f".{name}.npy.tmp-*" for name in _ARRAYS] + [".manifest.json.tmp-*"]
+    removed = [p for pattern in patterns for p in Path(output).glob(pattern)]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    if removed:
+        log.info("removed %d temporary file(s) of an interrupted merge in %s", len(removed), output)
+    return len(removed)
 
 
 def _fsync_dir(path):
@@ -141,7 +219,8 @@ def _shard_checksum(meta, rows, failed, features):
     h.update(json.dumps(meta, sort_keys=True).encode())
     for a in (rows, failed, features):
         h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
+        if a.size:  # the bytes, without a copy
+            h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
     return h.hexdigest()
 
 
@@ -282,36 +361,79 @@ class ShardStore:
 
     # merge ----------------------------------------------------------------
 
+    def _peek(self, k):
+        """(failed, n_features or None) of shard ``k``, without loading its features."""
+        path = self.path(k)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                failed = z["failed"].astype(np.int64)
+                with z.zip.open("features.npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0
+                    shape = read(f)[0]
+        except Exception as e:
+            raise CorruptShardError(f"shard {path} is unreadable ({type(e).__name__}: {e})") from e
+        return failed, (int(shape[1]) if len(shape) == 2 and shape[0] else None)
+
+    def _append_shard(self, writer, k, position, n_features):
+        """Write the features of shard ``k``, in sample order, at the end of ``writer``."""
+        rows, features, _ = self.read(k)
+        if not rows.size:
+            return
+        if features.ndim != 2 or features.shape[1] != n_features:
+            raise RuntimeError(f"shards disagree on the number of features: shard {k} has {features.shape[1:]}, "
+                               f"the others {n_features}")
+        order = np.argsort(rows, kind="stable")
+        if position[rows[order[0]]] != writer.rows:
+            raise RuntimeError(f"shard {k} does not continue the cache at row {writer.rows}")
+        writer.write(features[order])
+
     def merge(self, output, dataset, *, dtype, extraction, overwrite=False, keep_shards=False):
-        """Merge all shards, in sample order, into the final cache; returns the ids left out (undecodable)."""
-        parts = [self.read(k) for k in range(self.n_shards)]
-        failed = np.sort(np.concatenate([p[2] for p in parts])) if parts else np.zeros(0, np.int64)
-        dims = {p[1].shape[1] for p in parts if p[1].shape[0]}
-        if len(dims) != 1:
-            raise RuntimeError(f"shards disagree on the number of features: {sorted(dims)}" if dims else
-                               "no sample could be decoded; nothing to cache")
-        n_features = dims.pop()
+        """Merge all shards, in sample order, into the final cache; returns the ids left out (undecodable).
+
+        Streaming: one shard at a time is read (and its checksum checked) and
+        appended to ``features.npy`` under a temporary name, so memory holds
+        one shard, not the features; the file is renamed into place and the
+        manifest written last by :func:`~skgroup.datasets.save_embeddings`. A
+        run killed during the merge leaves the shards and no manifest (its
+        temporary file is removed by the next run, which merges again).
+        """
+        output = Path(output)
+        failed, n_features = [], None
+        for k in range(self.n_shards):
+            failed_k, dim = self._peek(k)
+            failed.append(failed_k)
+            n_features = n_features if n_features is not None else dim
+        failed = np.sort(np.concatenate(failed)) if failed else np.zeros(0, np.int64)
+        n_kept = self.n_samples - failed.size
+        if n_kept == 0 or n_features is None:
+            shown = "; ".join(dataset.describe(int(i)) for i in failed[:3])
+            raise DecodeError(
+                f"none of the {self.n_samples} samples could be decoded, so there is nothing to cache (on_error='skip' "
+                f"left them all out), e.g. {shown}{' ...' if failed.size > 3 else ''}. Check that the files exist "
+                "and are images, and the image column and folder (CLI --image-column, --metadata)."
+            )
         keep = np.ones(self.n_samples, dtype=bool)
         keep[failed] = False
         position = np.cumsum(keep) - 1  # row of each kept sample in the cache
-        merged_file = self.root / "merged.npy"
-        merged = np.lib.format.open_memmap(merged_file, mode="w+", dtype=np.dtype(dtype),
-                                           shape=(int(keep.sum()), n_features))
-        for rows, features, _ in parts:
-            if rows.size:
-                merged[position[rows]] = features
-        merged.flush()
         skipped = dataset.ids[failed].tolist()
         extraction = {**extraction, "run": {**extraction.get("run", {}), "skipped_ids": skipped}}
-        save_embeddings(
-            output, merged, dataset.labels[keep], attributes=dataset.attributes[keep],
-            attribute_names=dataset.attribute_names, split=dataset.split[keep], ids=dataset.ids[keep],
-            label_names=dataset.label_names, spurious_attribute=dataset.spurious_attribute,
-            extraction=extraction, overwrite=overwrite,
-        )
-        del merged
-        if keep_shards:
-            merged_file.unlink(missing_ok=True)
-        else:
+        writer = FeaturesWriter(output / "features.npy", (n_kept, n_features), np.dtype(dtype))
+        try:
+            for k in range(self.n_shards):
+                self._append_shard(writer, k, position, n_features)
+            writer.close()
+            save_embeddings(
+                output, writer, dataset.labels[keep], attributes=dataset.attributes[keep],
+                attribute_names=dataset.attribute_names, split=dataset.split[keep], ids=dataset.ids[keep],
+                label_names=dataset.label_names, spurious_attribute=dataset.spurious_attribute,
+                extraction=extraction, overwrite=overwrite,
+            )
+        except BaseException:
+            writer.abort()
+            raise
+        if not keep_shards:
             shutil.rmtree(self.root, ignore_errors=True)
+            _fsync_dir(output)
         return skipped

@@ -66,7 +66,11 @@ def build_parser():
     d.add_argument("--text-columns", type=_csv_list, help="one or two text columns, e.g. premise,hypothesis")
     d.add_argument("--label-column", help="label column (default: label for text; detected for images)")
     d.add_argument("--label-names", type=_csv_list, help="label names in code order")
-    d.add_argument("--drop-unknown-labels", action="store_true", help="drop rows whose label is not in --label-names")
+    d.add_argument("--drop-unknown-labels", action="store_true", help="drop rows whose label is not in --label-names "
+                   "(and rows without a label)")
+    d.add_argument("--missing-labels", choices=["raise", "skip"], help="rows with a blank or '-' label (MultiNLI's "
+                   "pairs without a gold label): stop with an error (default) or leave them out, with a count")
+    d.add_argument("--encoding", help="text encoding of the table / metadata files (default utf-8), e.g. latin-1")
     d.add_argument("--attribute-columns", type=_csv_list, help="attribute columns, comma-separated")
     d.add_argument("--spurious-attribute", help="attribute defining the groups by default")
     d.add_argument("--split-column")
@@ -89,7 +93,9 @@ def build_parser():
     r.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="undecodable images")
     r.add_argument("--overwrite", action="store_true", help="replace what the output folder holds")
     r.add_argument("--strict-versions", action="store_true", help="re-extract when library versions changed")
-    r.add_argument("--keep-shards", action="store_true")
+    r.add_argument("--keep-shards", action="store_true", help="keep .shards/ after merging")
+    r.add_argument("--verify", action="store_true", help="before reusing a cache, check the sha256 of features.npy "
+                   "too (reads it whole; shapes, sizes and the small files are always checked)")
     r.add_argument("--threads", type=int, help="torch CPU threads")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--cache-root", help="with 'real': where the benchmark caches go")
@@ -106,7 +112,8 @@ def _options(args):
     if args.no_processor:
         backbone["processor"] = None
     data = dict(label_names=args.label_names, spurious_attribute=args.spurious_attribute,
-                split_column=args.split_column, id_column=args.id_column)
+                split_column=args.split_column, id_column=args.id_column, missing_labels=args.missing_labels,
+                encoding=args.encoding)
     if args.text_columns:
         data.update(text_columns=args.text_columns, label_column=args.label_column or "label",
                     attribute_columns=args.attribute_columns or (), drop_unknown_labels=args.drop_unknown_labels)
@@ -154,7 +161,7 @@ def main(argv=None):
                 device=args.device, batch_size=args.batch_size, num_workers=workers,
                 channels_last=not args.no_channels_last and "auto", shard_size=args.shard_size,
                 on_error=args.on_error, overwrite=args.overwrite, strict_versions=args.strict_versions,
-                keep_shards=args.keep_shards, progress=not args.no_progress)
+                keep_shards=args.keep_shards, verify=args.verify, progress=not args.no_progress)
     except (FileNotFoundError, ModelNotFoundError, ExtractionMismatchError, MetadataError, DecodeError, ImportError,
             NotImplementedError, ValueError, OutputBusyError) as e:
         print(f"error: {e}", file=sys.stderr)

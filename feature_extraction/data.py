@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import json
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,6 +39,8 @@ _IMAGE_COLUMNS = ("img_filename", "image_filename", "filename", "file_name", "im
 _LABEL_COLUMNS = ("y", "label", "target", "class")
 _SPLIT_COLUMNS = ("split", "partition", "fold")
 _ID_COLUMNS = ("img_id", "id", "index", "uid")
+#: Label values that mean "no label" (MultiNLI marks pairs without a gold label with "-"); JSON null too.
+MISSING_LABELS = ("", "-")
 
 
 class DecodeError(ValueError):
@@ -171,8 +174,8 @@ class TextDataset(ExtractionDataset):
 
     @classmethod
     def from_file(cls, path, *, text_columns, label_column="label", attribute_columns=(), split_column=None,
-                  id_column=None, label_names=None, drop_unknown_labels=False, spurious_attribute=None, delimiter=None,
-                  quoting=None, encoding="utf-8", name=None):
+                  id_column=None, label_names=None, drop_unknown_labels=False, missing_labels="raise",
+                  spurious_attribute=None, delimiter=None, quoting=None, encoding="utf-8", name=None):
         """Read a CSV, TSV or JSONL file (optionally ``.gz``).
 
         Parameters
@@ -180,25 +183,35 @@ class TextDataset(ExtractionDataset):
         text_columns : str or list of 1 or 2 str
             One text column, or two for sentence pairs (premise, hypothesis).
         label_column : str
-            Integer labels, or names (mapped to ``label_names`` order, or
-            sorted names when ``label_names`` is None).
+            Integer labels (kept as they are: 0 stays 0), or names (mapped to
+            ``label_names`` order, or sorted names when ``label_names`` is
+            None). A column mixing integers and names is an error.
         attribute_columns : list of str or dict {column: name}
             Integer or boolean attribute columns.
         split_column, id_column : str, optional
             Split (train/val/test or 0/1/2) and a stable id (default: the row number).
         label_names : list of str, optional
             Order of the label names; rows with another label are an error,
-            or dropped with ``drop_unknown_labels=True``. A label column of
-            integer codes is kept as is (codes index ``label_names``).
+            or dropped with ``drop_unknown_labels=True`` (which drops missing
+            labels too). A label column of integer codes is kept as is
+            (codes index ``label_names``).
+        missing_labels : {'raise', 'skip'}, default='raise'
+            Rows whose label is missing (blank, ``-`` as MultiNLI marks pairs
+            without a gold label, or JSON null): 'raise' stops with an error
+            giving their count and first line numbers; 'skip' leaves them
+            out with a warning giving the count. They never become a class.
         delimiter, quoting
             CSV dialect. TSV files are read with quoting off by default
             (``csv.QUOTE_NONE``): sentences hold quote characters that
             would otherwise merge rows.
+        encoding : str, default='utf-8'
+            Text encoding of the file (e.g. 'latin-1'; CLI --encoding).
         """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"text file not found: {str(path)!r} (argument dataset).")
-        header, rows = _read_table(path, delimiter=delimiter, quoting=quoting, encoding=encoding)
+        _check_policy(missing_labels)
+        header, rows, lines = _read_table(path, delimiter=delimiter, quoting=quoting, encoding=encoding)
         text_columns = [text_columns] if isinstance(text_columns, str) else list(text_columns)
         if not 1 <= len(text_columns) <= 2:
             raise ValueError(f"text_columns must name 1 or 2 columns; got {text_columns}.")
@@ -208,7 +221,8 @@ class TextDataset(ExtractionDataset):
                   "split_column": [split_column] if split_column else [], "id_column": [id_column] if id_column else []}
         _check_columns(path, header, needed)
         raw_labels = [r[label_column] for r in rows]
-        labels, label_names, keep = _encode_labels(raw_labels, label_names, drop_unknown_labels, path, label_column)
+        labels, label_names, keep = _encode_labels(raw_labels, label_names, drop_unknown_labels, path, label_column,
+                                                   missing_labels=missing_labels, lines=lines)
         rows = [r for r, k in zip(rows, keep) if k]
         attributes = np.array([[_to_int(r[c], c, path) for c in attr_map] for r in rows], dtype=np.int64).reshape(
             len(rows), len(attr_map))
@@ -233,19 +247,33 @@ def _open_text(path, encoding):
 
 
 def _read_table(path, *, delimiter=None, quoting=None, encoding="utf-8"):
-    """(header, list of row dicts) of a CSV / TSV / JSONL file."""
+    """(header, list of row dicts, line number of each row) of a CSV / TSV / JSONL file."""
+    try:
+        return _read_table_decoded(path, delimiter=delimiter, quoting=quoting, encoding=encoding)
+    except UnicodeDecodeError as e:
+        raise MetadataError(
+            f"{path} is not valid {encoding} text ({e.reason} at byte {e.start} of a block: "
+            f"{e.object[max(0, e.start - 8) : e.end + 8]!r}). Pass its encoding: encoding='latin-1' (CLI "
+            "--encoding latin-1), or e.g. cp1252 for files saved by Excel on Windows."
+        ) from None
+    except LookupError as e:  # unknown codec name
+        raise ValueError(f"unknown encoding {encoding!r} for {path} ({e}): use e.g. 'utf-8' or 'latin-1'.") from None
+
+
+def _read_table_decoded(path, *, delimiter, quoting, encoding):
     kind = path.name.lower().removesuffix(".gz").rsplit(".", 1)[-1]
     with _open_text(path, encoding) as f:
         if kind in ("jsonl", "ndjson", "json"):
-            rows = []
+            rows, lines = [], []
             for k, line in enumerate(f):
                 if line.strip():
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as e:
                         raise MetadataError(f"{path}: line {k + 1} is not JSON ({e}); expected JSON lines.") from e
+                    lines.append(k + 1)
             header = sorted({key for r in rows for key in r})
-            return header, rows
+            return header, rows, lines
         if delimiter is None:
             delimiter = "\t" if kind == "tsv" else ","
         if quoting is None:
@@ -256,7 +284,7 @@ def _read_table(path, *, delimiter=None, quoting=None, encoding="utf-8"):
         except StopIteration:
             raise MetadataError(f"{path} is empty.") from None
         header = [h.strip() for h in header]
-        rows = []
+        rows, lines = [], []
         for k, r in enumerate(reader):
             if not r:
                 continue
@@ -264,7 +292,8 @@ def _read_table(path, *, delimiter=None, quoting=None, encoding="utf-8"):
                 raise MetadataError(f"{path}: row {k + 2} has {len(r)} fields, the header {len(header)}; "
                                     "check delimiter/quoting.")
             rows.append(dict(zip(header, r)))
-    return header, rows
+            lines.append(reader.line_num)
+    return header, rows, lines
 
 
 def _check_columns(path, header, needed):
@@ -294,34 +323,97 @@ def _to_int(value, column, path):
     return int(f)
 
 
-def _encode_labels(raw, label_names, drop_unknown, path, column):
-    raw = [str(v).strip() if not isinstance(v, (int, np.integer)) else v for v in raw]
+def _check_policy(missing_labels):
+    if missing_labels not in ("raise", "skip"):
+        raise ValueError(f"missing_labels must be 'raise' or 'skip'; got {missing_labels!r}.")
+
+
+def _is_missing(value):
+    return value is None or (isinstance(value, str) and value.strip() in MISSING_LABELS)
+
+
+def _shown(lines, limit=5):
+    return ", ".join(map(str, lines[:limit])) + (" ..." if len(lines) > limit else "")
+
+
+def _missing_label_rows(raw, policy, path, column, lines, *, also_skip=False):
+    """Mask of the rows that have a label; rows without one raise (policy 'raise') or are counted and skipped."""
+    missing = [_is_missing(v) for v in raw]
+    n_missing = sum(missing)
+    if n_missing:
+        where = [line for line, m in zip(lines, missing) if m]
+        if policy == "raise" and not also_skip:
+            raise MetadataError(
+                f"{path}: column {column!r} has no label (blank or '-') in {n_missing} of {len(raw)} rows, at "
+                f"line(s) {_shown(where)}. Fill them in, or pass missing_labels='skip' (CLI --missing-labels skip) "
+                "to leave those rows out."
+            )
+        warnings.warn(f"{path}: left out {n_missing} of {len(raw)} rows with no label (blank or '-') in column "
+                      f"{column!r}, at line(s) {_shown(where)}.", UserWarning, stacklevel=4)
+    return [not m for m in missing]
+
+
+def _is_int(value):
+    try:
+        _to_int(value, "", "")
+        return True
+    except MetadataError:
+        return False
+
+
+def _encode_labels(raw, label_names, drop_unknown, path, column, *, missing_labels="raise", lines=None):
+    """(int64 codes of the kept rows, label_names, keep mask over ``raw``).
+
+    Missing labels (blank, '-', None) never become a class: they raise or are skipped (``missing_labels``).
+    Without ``label_names`` integer labels keep their own codes and names are numbered in sorted order; a
+    column mixing the two is an error (an integer would silently get another code).
+    """
+    lines = list(lines) if lines is not None else list(range(2, len(raw) + 2))
+    raw = [v if v is None or isinstance(v, (int, np.integer)) else str(v).strip() for v in raw]
+    keep = _missing_label_rows(raw, missing_labels, path, column, lines, also_skip=drop_unknown)
+    present = [v for v, k in zip(raw, keep) if k]
     if label_names is None:
-        try:
-            return np.array([_to_int(v, column, path) for v in raw], dtype=np.int64), None, [True] * len(raw)
-        except MetadataError:
-            label_names = sorted({str(v) for v in raw})
+        is_int = [_is_int(v) for v in present]
+        if all(is_int):
+            return np.array([_to_int(v, column, path) for v in present], dtype=np.int64), None, keep
+        if any(is_int):
+            ints = sorted({str(v) for v, i in zip(present, is_int) if i})[:3]
+            names = sorted({str(v) for v, i in zip(present, is_int) if not i})[:3]
+            raise MetadataError(
+                f"{path}: column {column!r} mixes integer labels ({', '.join(ints)}) and names "
+                f"({', '.join(names)}), so neither can be numbered safely. Pass label_names in code order "
+                "(CLI --label-names), or make the column all integers or all names."
+            )
+        label_names = sorted({str(v) for v in present})
     index = {str(name): k for k, name in enumerate(label_names)}
     codes = None
-    if not all(str(v) in index for v in raw):  # integer codes into label_names (names that are numbers match first)
+    if not all(str(v) in index for v in present):  # integer codes into label_names (names that are numbers match first)
         try:
-            codes = [_to_int(v, column, path) for v in raw]
+            codes = [_to_int(v, column, path) for v in present]
         except MetadataError:
             codes = None
     if codes is not None:
-        keep = [0 <= c < len(label_names) for c in codes]
-        if not all(keep) and not drop_unknown:
-            bad = sorted({c for c, k in zip(codes, keep) if not k})
+        known = [0 <= c < len(label_names) for c in codes]
+        if not all(known) and not drop_unknown:
+            bad = sorted({c for c, k in zip(codes, known) if not k})
             raise MetadataError(f"{path}: column {column!r} holds label codes {bad[:5]} outside "
                                 f"0..{len(label_names) - 1} for label_names {list(label_names)}; "
                                 "pass drop_unknown_labels=True to leave those rows out.")
-        return np.array([c for c, k in zip(codes, keep) if k], dtype=np.int64), list(label_names), keep
-    keep = [str(v) in index for v in raw]
-    if not all(keep) and not drop_unknown:
-        bad = sorted({str(v) for v, k in zip(raw, keep) if not k})
-        raise MetadataError(f"{path}: column {column!r} holds labels {bad[:5]} not in label_names {label_names}; "
-                            "pass drop_unknown_labels=True to leave those rows out.")
-    labels = np.array([index[str(v)] for v, k in zip(raw, keep) if k], dtype=np.int64)
+        values = codes
+    else:
+        known = [str(v) in index for v in present]
+        if not all(known) and not drop_unknown:
+            bad = sorted({str(v) for v, k in zip(present, known) if not k})
+            raise MetadataError(f"{path}: column {column!r} holds labels {bad[:5]} not in label_names "
+                                f"{label_names}; pass drop_unknown_labels=True to leave those rows out.")
+        values = [index.get(str(v), -1) for v in present]
+    if not all(known):
+        n_unknown = len(known) - sum(known)
+        warnings.warn(f"{path}: left out {n_unknown} rows whose label in column {column!r} is not one of "
+                      f"label_names {list(label_names)} (drop_unknown_labels=True).", UserWarning, stacklevel=3)
+    it = iter(known)
+    keep = [k and next(it) for k in keep]
+    labels = np.array([v for v, k in zip(values, known) if k], dtype=np.int64)
     return labels, list(label_names), keep
 
 
@@ -444,7 +536,8 @@ _LAYOUTS = {
 
 def metadata_image_dataset(root, metadata=None, *, layout=None, image_column=None, label_column=None,
                            attribute_columns=None, split_column=None, id_column=None, split_file=None, image_dir=None,
-                           label_names=None, spurious_attribute=None, fingerprint="content", name=None):
+                           label_names=None, spurious_attribute=None, missing_labels="raise", encoding="utf-8",
+                           fingerprint="content", name=None):
     """Images listed in a metadata table, as Waterbirds and CelebA are released for group-robustness work.
 
     Parameters
@@ -467,6 +560,13 @@ def metadata_image_dataset(root, metadata=None, *, layout=None, image_column=Non
         A separate table (image column + a split column) for the split.
     image_dir : str, optional
         Folder of the images relative to ``root`` (default ``root``).
+    missing_labels : {'raise', 'skip'}, default='raise'
+        Rows with a blank or ``-`` label: an error giving their count and
+        line numbers, or left out with a warning giving the count.
+        Labels must be integers (kept as they are; a column of only -1 and
+        1 becomes 0 / 1).
+    encoding : str, default='utf-8'
+        Text encoding of the tables (e.g. 'latin-1'; CLI --encoding).
     """
     root = Path(root)
     if not root.is_dir():
@@ -478,7 +578,8 @@ def metadata_image_dataset(root, metadata=None, *, layout=None, image_column=Non
     table = root / metadata
     if not table.is_file():
         raise FileNotFoundError(f"metadata file not found: {table} (argument metadata).")
-    header, rows = _read_table(table)
+    _check_policy(missing_labels)
+    header, rows, lines = _read_table(table, encoding=encoding)
     image_column = _detect(header, _IMAGE_COLUMNS, image_column or preset.get("image_column"), "image_column")
     label_column = _detect(header, _LABEL_COLUMNS, label_column or preset.get("label_column"), "label_column")
     split_file = split_file or preset.get("split_file")
@@ -493,12 +594,14 @@ def metadata_image_dataset(root, metadata=None, *, layout=None, image_column=Non
                                    "split_column": [split_column] if split_column else [],
                                    "id_column": [id_column] if id_column else []})
     label_names = label_names or preset.get("label_names")
+    keep = _missing_label_rows([r[label_column] for r in rows], missing_labels, table, label_column, lines)
+    rows = [r for r, k in zip(rows, keep) if k]
     labels = np.array(_pm_one_column([_to_int(r[label_column], label_column, table) for r in rows]), dtype=np.int64)
     attr_cols = [[_to_int(r[c], c, table) for r in rows] for c in attr_map]
     attributes = np.array([_pm_one_column(col) for col in attr_cols], dtype=np.int64).T
     attributes = attributes.reshape(len(rows), len(attr_map))
     if split_file:
-        split = _split_from_file(root / split_file, [r[image_column] for r in rows])
+        split = _split_from_file(root / split_file, [r[image_column] for r in rows], encoding=encoding)
     else:
         split = [r[split_column] for r in rows] if split_column else None
     image_dir = image_dir or preset.get("image_dir") or ""
@@ -517,10 +620,10 @@ def _pm_one_column(col):
     return col
 
 
-def _split_from_file(path, images):
+def _split_from_file(path, images, *, encoding="utf-8"):
     if not path.is_file():
         raise FileNotFoundError(f"split file not found: {path} (argument split_file).")
-    header, rows = _read_table(path)
+    header, rows, _ = _read_table(path, encoding=encoding)
     image_col = _detect(header, _IMAGE_COLUMNS, None, "the split file's image column")
     split_col = _detect(header, _SPLIT_COLUMNS, None, "the split file's split column")
     table = {r[image_col]: r[split_col] for r in rows}

@@ -29,7 +29,14 @@ from skgroup.datasets import read_manifest
 
 from . import __version__, distributed
 from .backbones import Backbone, load_backbone
-from .cache import ShardStore, _fsync_dir, check_existing_cache, spec_sha256
+from .cache import (
+    ShardStore,
+    _fsync_dir,
+    check_existing_cache,
+    remove_leftover_temporaries,
+    remove_stale_shards,
+    spec_sha256,
+)
 from .data import DecodeError, ExtractionDataset, load_dataset
 
 __all__ = ["extract_features", "extraction_spec", "library_versions", "get_cache_root", "keep_freed_memory",
@@ -284,11 +291,14 @@ def extract_features(
     overwrite=False,
     strict_versions=False,
     keep_shards=False,
+    verify=False,
     progress=True,
 ):
     """Extract penultimate features of ``backbone`` on ``dataset`` into a cache folder ``output``.
 
-    Asking again for the same extraction returns the existing cache; an
+    Asking again for the same extraction returns the existing cache once its
+    files pass :func:`skgroup.datasets.check_embeddings` (a damaged cache is
+    an error naming the file, rebuilt only with ``overwrite``); an
     interrupted run resumes from its complete shards; a different
     extraction in ``output`` is an error unless ``overwrite``. Under
     ``torchrun`` (or an initialised ``torch.distributed``) every process
@@ -340,7 +350,13 @@ def extract_features(
         Treat a cache written with other library versions as a different
         extraction (default: reuse it with a warning).
     keep_shards : bool, default=False
-        Keep ``.shards/`` after merging.
+        Keep ``.shards/`` after merging. Without it, shards that a killed run
+        left beside a complete cache are removed when the cache is reused
+        (after a full checksum of the cache).
+    verify : bool, default=False
+        Before reusing a cache, also check the sha256 of ``features.npy``
+        (reads it whole). Every file's presence, shape, dtype and size, and
+        the checksums of the small files, are checked in any case.
     progress : bool, default=True
         Progress bar (items per second, time left) on rank 0.
 
@@ -377,7 +393,7 @@ def extract_features(
             return _run(backbone, dataset, output, info, t0, held, name=name, dtype=dtype, precision=precision,
                         device=device, batch_size=batch_size, num_workers=num_workers, channels_last=channels_last,
                         shard_size=shard_size, on_error=on_error, overwrite=overwrite,
-                        strict_versions=strict_versions, keep_shards=keep_shards, progress=progress)
+                        strict_versions=strict_versions, keep_shards=keep_shards, verify=verify, progress=progress)
     finally:
         distributed.teardown(info)
 
@@ -414,7 +430,7 @@ def _output_lock(output, enabled=True):
 
 
 def _run(backbone, dataset, output, info, t0, held, *, name, dtype, precision, device, batch_size, num_workers,
-         channels_last, shard_size, on_error, overwrite, strict_versions, keep_shards, progress):
+         channels_last, shard_size, on_error, overwrite, strict_versions, keep_shards, verify, progress):
     device = _resolve_device(device, info)
     precision = _resolve_precision(precision, device)
     spec = extraction_spec(backbone, dataset, dtype=dtype, precision=precision)
@@ -430,21 +446,24 @@ def _run(backbone, dataset, output, info, t0, held, *, name, dtype, precision, d
         try:
             held.enter_context(_output_lock(output))
             action = check_existing_cache(output, spec, versions, overwrite=overwrite,
-                                          strict_versions=strict_versions)
+                                          strict_versions=strict_versions, verify=verify)
             if action == "reuse":
+                manifest = read_manifest(output)
                 if on_error == "raise":
-                    skipped = ((read_manifest(output).get("extraction") or {}).get("run") or {}).get("skipped_ids")
+                    skipped = ((manifest.get("extraction") or {}).get("run") or {}).get("skipped_ids")
                     if skipped:
                         raise ImageDecodeError(
                             f"the cache at {output} was built with on_error='skip' and leaves out {len(skipped)} "
                             f"sample(s) that failed to decode: {skipped[:10]}{' ...' if len(skipped) > 10 else ''}. "
                             "Pass on_error='skip' (CLI --on-error skip) to accept it, or fix the samples and pass "
                             "overwrite=True.")
+                remove_stale_shards(output, manifest, keep_shards=keep_shards)
                 plan = {"action": "reuse"}
             else:
                 if overwrite:  # invalidate first: a killed overwrite run must not leave the old cache looking valid
                     (output / "manifest.json").unlink(missing_ok=True)
                     _fsync_dir(output)
+                remove_leftover_temporaries(output)
                 store = ShardStore(output, spec_hash, len(dataset), shard_size)
                 store.open(spec, versions=versions, overwrite=overwrite, strict_versions=strict_versions)
                 done, redone = store.scan()
@@ -514,6 +533,7 @@ def _run(backbone, dataset, output, info, t0, held, *, name, dtype, precision, d
                 "shards_computed": sum(len(s["shards"]) for s in all_stats),
                 "shards_per_rank": [s["shards"] for s in all_stats],
                 "shards_redone_corrupt": len(plan["redone"]),
+                "keep_shards": bool(keep_shards),
                 "items_computed": computed,
                 "compute_seconds": max(s["seconds"] for s in all_stats),
                 "seconds": seconds,

@@ -5,17 +5,30 @@ Group labels come in two shapes and every consumer in skgroup accepts both:
 * 1-D: one group id per sample (ints or strings), disjoint groups;
 * 2-D boolean membership matrix of shape (n_samples, n_groups), for
   overlapping groups (CivilComments-WILDS evaluates 16 overlapping identity
-  groups, and a comment can mention several).
+  groups, and a comment can mention several): a numpy bool array or a
+  pandas DataFrame of bool columns.
+
+A 2-D array of integers (or floats) is refused: it may be a 0/1 membership
+matrix or one (label, attribute) pair per row, and the two readings give
+different numbers (pairs read as membership put the rows (0, 0) in no group
+and score the others as if they were groups). A single column is one id per
+sample. Rows of a membership matrix that belong to no group are not scored
+and count in no group's loss: an :class:`UngroupedRowsWarning` says how many.
 
 Internally both are turned into a :class:`GroupMembership`, a boolean matrix
 plus the group names, so a metric or an objective needs one code path.
 """
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GroupMembership", "check_group_labels", "make_group_labels"]
+__all__ = ["GroupMembership", "UngroupedRowsWarning", "check_group_labels", "make_group_labels"]
+
+
+class UngroupedRowsWarning(UserWarning):
+    """Some rows of a membership matrix belong to no group: no group's accuracy or loss counts them."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +58,11 @@ def check_group_labels(group_labels, n_samples, *, name="group_labels"):
     """Validate ``group_labels`` for ``n_samples`` rows and return a membership.
 
     Raises a ValueError that names the argument and the expected shapes for a
-    wrong length, a wrong number of dimensions, NaN ids or a non-boolean
-    membership matrix.
+    wrong length, a wrong number of dimensions, NaN ids, ids of mixed types
+    or a 2-D array that is not boolean (a 2-D integer array could be a 0/1
+    membership matrix or (label, attribute) pairs; the error shows both
+    readings and both fixes). Rows of a membership matrix in no group raise
+    an :class:`UngroupedRowsWarning`.
     """
     if group_labels is None:
         raise ValueError(
@@ -56,7 +72,9 @@ def check_group_labels(group_labels, n_samples, *, name="group_labels"):
     names = None
     if hasattr(group_labels, "columns") and getattr(group_labels, "ndim", 1) == 2:
         names = tuple(str(c) for c in group_labels.columns)
-    arr = np.asarray(group_labels)
+        arr = _frame_to_array(group_labels, name)
+    else:
+        arr = np.asarray(group_labels)
     if arr.ndim == 2 and arr.shape[1] == 1 and arr.dtype != bool:
         arr = arr.ravel()
     if arr.ndim not in (1, 2):
@@ -79,23 +97,94 @@ def check_group_labels(group_labels, n_samples, *, name="group_labels"):
                 )
         if arr.dtype == object and any(v is None for v in arr):
             raise ValueError(f"{name} contains None as a group id.")
-        uniq, inv = np.unique(arr, return_inverse=True)
+        try:
+            uniq, inv = np.unique(arr, return_inverse=True)
+        except TypeError:  # e.g. str and int ids in an object array: unorderable
+            types = sorted({type(v).__name__ for v in arr})
+            raise ValueError(
+                f"{name} mixes group ids of types {', '.join(types)}, which cannot be compared or "
+                f"sorted: give every id one type, e.g. all strings (np.asarray({name}).astype(str)) "
+                "or all ints."
+            ) from None
         matrix = np.zeros((n_samples, len(uniq)), dtype=bool)
         matrix[np.arange(n_samples), inv.ravel()] = True
         return GroupMembership(matrix, tuple(u.item() if hasattr(u, "item") else u for u in uniq), True)
     if arr.dtype != bool:
-        if arr.dtype.kind in "iuf" and np.isin(arr, (0, 1)).all():
-            arr = arr.astype(bool)
-        else:
-            raise ValueError(
-                f"A 2-D {name} must be a boolean (or 0/1) membership matrix of shape "
-                f"(n_samples, n_groups); got dtype {arr.dtype}. For one id per sample "
-                "pass a 1-D array."
-            )
+        raise ValueError(_ambiguous_2d_message(arr, name))
     if names is None:
         names = tuple(range(arr.shape[1]))
+    in_none = int(np.count_nonzero(~arr.any(axis=1)))
+    if in_none:
+        warnings.warn(
+            f"{in_none} of the {n_samples} rows of {name} belong to no group (all-False rows of the "
+            "membership matrix): they are not scored in any group's accuracy and count in no group's "
+            "loss. Add a column for them (e.g. an 'other' group) if they should count, or leave those "
+            "rows out.",
+            UngroupedRowsWarning,
+            stacklevel=_caller_stacklevel(),
+        )
     disjoint = bool(np.all(arr.sum(axis=1) <= 1))
     return GroupMembership(np.ascontiguousarray(arr), names, disjoint)
+
+
+def _caller_stacklevel():
+    """stacklevel of the first frame outside skgroup, so a warning points at the user's call."""
+    import sys
+
+    level, frame = 2, sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("skgroup."):
+        level += 1
+        frame = frame.f_back
+    return level
+
+
+def _frame_to_array(frame, name):
+    """A DataFrame as an array: bool columns (numpy or pandas' nullable 'boolean' without NA) as bool."""
+    dtypes = [str(t) for t in frame.dtypes]
+    if dtypes and all(t in ("bool", "boolean") for t in dtypes):
+        if frame.isna().to_numpy().any():
+            raise ValueError(
+                f"{name} is a membership DataFrame with missing values: fill them (True / False) "
+                "so that every row's groups are known."
+            )
+        return frame.to_numpy(dtype=bool)
+    return np.asarray(frame)
+
+
+def _fmt_row(row):
+    return "(" + ", ".join(str(v.item() if hasattr(v, "item") else v) for v in row) + ")"
+
+
+def _ambiguous_2d_message(arr, name, limit=6):
+    """The error for a 2-D non-boolean ``group_labels``: both readings, both fixes."""
+    kind = {"i": "an integer", "u": "an integer", "f": "a float"}.get(arr.dtype.kind, f"a {arr.dtype}")
+    lines = [
+        f"A 2-D {name} must be a boolean membership matrix of shape (n_samples, n_groups); got "
+        f"{kind} array of shape {arr.shape}, which could mean two different things, so it is refused:"
+    ]
+    numeric = arr.dtype.kind in "iuf"
+    if numeric and np.isin(arr, (0, 1)).all():
+        member = arr.astype(bool)
+        per_row = member.sum(axis=1)
+        lines.append(
+            f"  as a membership matrix: groups with counts {member.sum(axis=0).tolist()}, "
+            f"{int(np.count_nonzero(per_row == 0))} row(s) in no group (not scored), "
+            f"{int(np.count_nonzero(per_row > 1))} row(s) in several groups;"
+        )
+    else:
+        lines.append("  as a membership matrix: impossible, it holds values other than 0 and 1;")
+    try:
+        rows, counts = np.unique(arr, axis=0, return_counts=True)
+        shown = ", ".join(f"{_fmt_row(r)} x {c}" for r, c in zip(rows[:limit], counts[:limit]))
+        more = f", ... ({len(rows)} in all)" if len(rows) > limit else ""
+        lines.append(f"  as (label, attribute) pairs: {len(rows)} groups, {shown}{more}.")
+    except TypeError:  # object arrays of unorderable values
+        lines.append("  as (label, attribute) pairs: one group per distinct row.")
+    lines.append(
+        f"Fix: for a membership matrix pass {name}.astype(bool) (or a DataFrame of bool columns); for "
+        "(label, attribute) pairs pass 1-D ids, group_labels, pairs = skgroup.make_group_labels(y, a)."
+    )
+    return "\n".join(lines)
 
 
 def make_group_labels(y, attributes, *, label_values=None, attribute_values=None):

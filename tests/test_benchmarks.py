@@ -29,3 +29,15 @@ def test_main_job_prints_its_table():
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| ERMClassifier" in proc.stdout and "worst-group acc" in proc.stdout
+
+
+def test_bench_merge_smoke(tmp_path):
+    out = tmp_path / "merge.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_merge.py"), "--n", "3000", "--dim", "16", "--shard-size",
+           "256", "--dir", str(tmp_path), "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["features_bytes"] == 3000 * 16 * 4 and result["peak_rss_mib"] > 0
+    assert "peak / data" in proc.stdout
+    assert not list(tmp_path.glob("bench-merge-*"))  # removed without --keep

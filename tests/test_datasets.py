@@ -122,6 +122,81 @@ def test_embeddings_bad_input(tmp_path):
                         attribute_names=["a"], spurious_attribute="b")
 
 
+
+def test_non_integral_float_labels_are_refused(tmp_path):
+    labels = np.arange(4) % 2
+    with pytest.raises(ValueError, match=r"labels hold non-integer values.*0.7"):
+        save_embeddings(tmp_path / "x", np.zeros((4, 2), np.float32), labels + 0.7)
+    with pytest.raises(ValueError, match=r"labels hold NaN"):
+        save_embeddings(tmp_path / "x", np.zeros((4, 2), np.float32), [0, 1, np.nan, 0])
+    with pytest.raises(ValueError, match=r"attributes hold non-integer values"):
+        save_embeddings(tmp_path / "x", np.zeros((4, 2), np.float32), labels, attributes=[0, 0.5, 1, 1])
+    with pytest.raises(ValueError, match=r"labels must be integer class codes.*label_names"):
+        save_embeddings(tmp_path / "x", np.zeros((4, 2), np.float32), ["a", "b", "a", "b"])
+    save_embeddings(tmp_path / "x", np.zeros((4, 2), np.float32), labels.astype(float))  # integral floats: fine
+    emb = load_embeddings(tmp_path / "x")
+    assert emb.labels.dtype == np.int64 and emb.labels.tolist() == [0, 1, 0, 1]
+
+
+def _flip_byte(file, where=-1):
+    data = bytearray(file.read_bytes())
+    data[where] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+def test_damaged_cache_files_name_the_file(tmp_path):
+    from skgroup.datasets import CorruptCacheError
+
+    # a flipped byte in a small file is always caught (their checksums are cheap); in features.npy with verify
+    make_cache(tmp_path / "c", dtype=np.float32)
+    _flip_byte(tmp_path / "c" / "labels.npy")
+    with pytest.raises(CorruptCacheError, match=r"labels.npy.*checksum"):
+        load_embeddings(tmp_path / "c")
+    make_cache(tmp_path / "c", dtype=np.float32, overwrite=True)
+    _flip_byte(tmp_path / "c" / "features.npy")
+    load_embeddings(tmp_path / "c")  # the cheap checks cannot see a changed value...
+    with pytest.raises(CorruptCacheError, match=r"features.npy.*checksum"):
+        load_embeddings(tmp_path / "c", verify=True)  # ...the checksum does
+    # truncated, missing, wrong shape or dtype: always, naming the file
+    for damage, match in [
+        (lambda c: (c / "features.npy").write_bytes((c / "features.npy").read_bytes()[:-10]), r"features.npy.*bytes"),
+        (lambda c: (c / "ids.npy").unlink(), r"ids.npy.*missing"),
+        (lambda c: np.save(c / "split.npy", np.zeros(50, np.int64)), r"split.npy.*int64.*int8"),
+        (lambda c: np.save(c / "features.npy", np.zeros((50, 5), np.float32)), r"features.npy.*\(50, 5\).*\(50, 6\)"),
+        (lambda c: np.save(c / "attributes.npy", np.zeros((50, 1), np.int64)), r"attributes.npy.*\(50, 1\).*\(50, 2\)"),
+        (lambda c: (c / "labels.npy").write_bytes(b"garbage"), r"labels.npy.*not a .npy file"),
+    ]:
+        make_cache(tmp_path / "c", dtype=np.float32, overwrite=True)
+        damage(tmp_path / "c")
+        with pytest.raises(CorruptCacheError, match=match) as e:
+            load_embeddings(tmp_path / "c")
+        assert "overwrite" in str(e.value)
+
+
+def test_damaged_manifest_names_the_manifest(tmp_path):
+    from skgroup.datasets import CorruptCacheError
+
+    make_cache(tmp_path / "c")
+    manifest = tmp_path / "c" / "manifest.json"
+    good = json.loads(manifest.read_text())
+    manifest.write_text("{ not json")
+    with pytest.raises(CorruptCacheError, match=r"manifest.json is not valid JSON"):
+        load_embeddings(tmp_path / "c")
+    with pytest.raises(CorruptCacheError, match=r"manifest.json"):
+        read_manifest(tmp_path / "c")
+    manifest.write_text(json.dumps({k: v for k, v in good.items() if k != "n_samples"}))
+    with pytest.raises(CorruptCacheError, match=r"manifest.json lacks.*n_samples"):
+        load_embeddings(tmp_path / "c")
+    manifest.write_text(json.dumps({**good, "n_samples": "fifty"}))
+    with pytest.raises(CorruptCacheError, match=r"manifest.json.*n_samples"):
+        load_embeddings(tmp_path / "c")
+    manifest.write_text(json.dumps([1, 2]))
+    with pytest.raises(ValueError, match=r"manifest.json is not a skgroup-embeddings manifest"):
+        load_embeddings(tmp_path / "c")
+    manifest.write_text(json.dumps({**good, "spurious_attribute": "nope"}))
+    with pytest.raises(CorruptCacheError, match=r"spurious_attribute"):
+        load_embeddings(tmp_path / "c")
+
 def test_estimator_trains_on_memory_mapped_cache(tmp_path):
     from skgroup import ERMClassifier
 

@@ -215,3 +215,135 @@ def test_cache_not_written_by_feature_extraction(tmp_path, bert):
     save_embeddings(out, np.zeros((N, 4), np.float32), np.arange(N) % 3)
     with pytest.raises(ExtractionMismatchError, match="not written by feature_extraction"):
         extract_features(bert, _dataset(), out, progress=False)
+
+
+def _flip_byte(file, where=-1):
+    data = bytearray(file.read_bytes())
+    data[where] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+def test_damaged_cache_is_never_reused_nor_deleted(tmp_path, bert):
+    from skgroup.datasets import CorruptCacheError
+
+    out = extract_features(bert, _dataset(), tmp_path / "c", progress=False)
+    good = {f.name: f.read_bytes() for f in out.glob("*.npy")}
+    ref = load_embeddings(out).features.copy()
+    _flip_byte(out / "labels.npy")  # a changed label: the small files' checksums are always checked
+    with pytest.raises(CorruptCacheError, match=r"labels.npy does not match its checksum.*overwrite=True"):
+        extract_features(bert, _dataset(), out, progress=False)
+    (out / "labels.npy").write_bytes(good["labels.npy"])
+    _flip_byte(out / "features.npy")  # a changed feature: the full checksum, on request
+    with pytest.raises(CorruptCacheError, match=r"features.npy does not match its checksum"):
+        extract_features(bert, _dataset(), out, progress=False, verify=True)
+    (out / "features.npy").write_bytes(good["features.npy"][:-7])  # truncated: always
+    with pytest.raises(CorruptCacheError, match=r"features.npy is \d+ bytes.*truncated"):
+        extract_features(bert, _dataset(), out, progress=False)
+    (out / "features.npy").write_bytes(good["features.npy"])
+    (out / "ids.npy").unlink()  # deleted: always
+    with pytest.raises(CorruptCacheError, match=r"ids.npy is missing"):
+        extract_features(bert, _dataset(), out, progress=False)
+    # nothing the user cached was deleted on the way; overwrite=True rebuilds it
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "attributes.npy", "features.npy", "labels.npy", "manifest.json", "split.npy"]
+    emb = load_embeddings(extract_features(bert, _dataset(), out, progress=False, overwrite=True), verify=True)
+    np.testing.assert_array_equal(emb.features, ref)
+
+
+def _killed_before_shards_removed(monkeypatch, bert, out, **kw):
+    """A finished run whose process died after the manifest, before .shards/ was removed."""
+    import types
+
+    import feature_extraction.cache as cache
+
+    monkeypatch.setattr(cache, "shutil", types.SimpleNamespace(rmtree=lambda *a, **k: None))
+    extract_features(bert, _dataset(), out, progress=False, shard_size=10, **kw)
+    monkeypatch.undo()
+    assert (out / "manifest.json").exists() and len(list((out / ".shards").glob("shard-*.npz"))) == 4
+
+
+def test_stale_shards_beside_a_complete_cache_are_removed(tmp_path, bert, monkeypatch, caplog):
+    import logging
+
+    from skgroup.datasets import CorruptCacheError
+
+    out = tmp_path / "c"
+    _killed_before_shards_removed(monkeypatch, bert, out)
+    before = {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in out.iterdir() if f.is_file()}
+    with caplog.at_level(logging.INFO, logger="feature_extraction"):
+        extract_features(bert, _dataset(), out, progress=False, shard_size=10)
+    assert not (out / ".shards").exists()
+    assert "removed" in caplog.text and ".shards" in caplog.text and "verified" in caplog.text
+    assert {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in out.iterdir() if f.is_file()} == before
+    load_embeddings(out, verify=True)
+    # shards kept on purpose stay
+    kept = extract_features(bert, _dataset(), tmp_path / "k", progress=False, shard_size=10, keep_shards=True)
+    extract_features(bert, _dataset(), kept, progress=False, shard_size=10)
+    assert len(list((kept / ".shards").glob("shard-*.npz"))) == 4
+    # a final cache that fails the full check is not reused and its shards stay; overwrite rebuilds from them
+    out = tmp_path / "d"
+    _killed_before_shards_removed(monkeypatch, bert, out)
+    _flip_byte(out / "features.npy")
+    with pytest.raises(CorruptCacheError, match=r"features.npy does not match its checksum.*still in"):
+        extract_features(bert, _dataset(), out, progress=False, shard_size=10)
+    assert len(list((out / ".shards").glob("shard-*.npz"))) == 4
+    (out / "features.npy").write_bytes((out / "features.npy").read_bytes()[:-3])
+    with pytest.raises(CorruptCacheError, match=r"features.npy is \d+ bytes.*Shards of an earlier run"):
+        extract_features(bert, _dataset(), out, progress=False, shard_size=10)
+    emb = load_embeddings(extract_features(bert, _dataset(), out, progress=False, shard_size=10, overwrite=True),
+                          verify=True)
+    assert emb.manifest["extraction"]["run"]["shards_reused"] == 4
+    assert not (out / ".shards").exists()
+
+
+def test_merge_streams_one_shard_at_a_time(tmp_path, bert, monkeypatch):
+    import weakref
+
+    from feature_extraction.cache import ShardStore
+
+    read = ShardStore.read
+    alive = []
+
+    def tracking_read(self, k):
+        rows, features, failed = read(self, k)
+        assert not [r for r in alive if r() is not None], "the merge held the features of an earlier shard"
+        alive.append(weakref.ref(features))
+        return rows, features, failed
+
+    def no_memmap(*args, **kwargs):
+        raise AssertionError("the merge must not map the whole features array into memory")
+
+    monkeypatch.setattr(ShardStore, "read", tracking_read)
+    monkeypatch.setattr(np.lib.format, "open_memmap", no_memmap)
+    out = extract_features(bert, _dataset(), tmp_path / "c", progress=False, shard_size=4)
+    monkeypatch.undo()
+    assert len(alive) == N // 4
+    ref = load_embeddings(extract_features(bert, _dataset(), tmp_path / "ref", progress=False, shard_size=40))
+    emb = load_embeddings(out, verify=True)
+    np.testing.assert_allclose(emb.features, ref.features, atol=1e-5)  # other batches: last-bit differences
+    np.testing.assert_array_equal(emb.ids, ref.ids)
+
+
+def test_merge_killed_midway_leaves_no_cache_and_resumes(tmp_path, bert, monkeypatch):
+    from skgroup.datasets._embeddings import FeaturesWriter
+
+    write = FeaturesWriter.write
+    calls = {"n": 0}
+
+    def dying_write(self, block):
+        calls["n"] += 1
+        if self.path.name == "features.npy" and calls["n"] > 2:
+            raise KeyboardInterrupt("killed")
+        return write(self, block)
+
+    monkeypatch.setattr(FeaturesWriter, "write", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(bert, _dataset(), tmp_path / "c", progress=False, shard_size=8)
+    monkeypatch.undo()
+    out = tmp_path / "c"
+    assert not (out / "manifest.json").exists() and not list(out.glob(".features.npy.tmp-*"))
+    assert len(list((out / ".shards").glob("shard-*.npz"))) == 5
+    (out / ".features.npy.tmp-999999").write_bytes(b"left by a process killed with SIGKILL")
+    emb = load_embeddings(extract_features(bert, _dataset(), out, progress=False, shard_size=8), verify=True)
+    assert emb.manifest["extraction"]["run"]["shards_reused"] == 5
+    assert not list(out.glob(".*.tmp-*")) and not (out / ".shards").exists()

@@ -216,5 +216,78 @@ def test_text_integer_labels_with_label_names(tmp_path):
     assert ds.label_names == ["negative", "positive"]
     with pytest.raises(MetadataError, match="outside 0..0"):
         TextDataset.from_file(path, text_columns="sentence", label_names=["negative"])
-    ds = TextDataset.from_file(path, text_columns="sentence", label_names=["negative"], drop_unknown_labels=True)
+    with pytest.warns(UserWarning, match="left out 2 rows whose label"):  # dropped, and counted
+        ds = TextDataset.from_file(path, text_columns="sentence", label_names=["negative"], drop_unknown_labels=True)
     assert len(ds) == 2 and ds.get(0) == texts[0]
+
+
+def _labelled_csv(path, labels, encoding="utf-8"):
+    texts = random_sentences(len(labels), seed=4)
+    with open(path, "w", newline="", encoding=encoding) as f:
+        w = csv.writer(f)
+        w.writerow(["sentence", "label"])
+        w.writerows([t, lab] for t, lab in zip(texts, labels))
+    return texts
+
+
+def test_blank_or_dash_labels_never_shift_the_integer_codes(tmp_path):
+    path = tmp_path / "data.csv"
+    texts = _labelled_csv(path, ["0", "1", "1", "0", "", "1", "-"])
+    with pytest.raises(MetadataError, match=r"(?s)'label' has no label .* in 2 of 7 rows, at line\(s\) 6, 8.*"
+                                            r"missing_labels='skip'.*--missing-labels skip"):
+        TextDataset.from_file(path, text_columns="sentence")
+    with pytest.warns(UserWarning, match=r"left out 2 of 7 rows with no label"):
+        ds = TextDataset.from_file(path, text_columns="sentence", missing_labels="skip")
+    np.testing.assert_array_equal(ds.labels, [0, 1, 1, 0, 1])  # their own codes, not [1, 2, 2, 1, 2]
+    assert ds.label_names is None and ds.get(4) == texts[5] and list(ds.ids) == ["0", "1", "2", "3", "5"]
+    # names: '-' (MultiNLI's no gold label) is not a class either
+    _labelled_csv(path, ["neutral", "-", "entailment", "contradiction"])
+    with pytest.raises(MetadataError, match="1 of 4 rows"):
+        TextDataset.from_file(path, text_columns="sentence")
+    with pytest.warns(UserWarning, match="left out 1 of 4"):
+        ds = TextDataset.from_file(path, text_columns="sentence", missing_labels="skip")
+    assert ds.label_names == ["contradiction", "entailment", "neutral"]
+    np.testing.assert_array_equal(ds.labels, [2, 1, 0])
+    with pytest.warns(UserWarning, match="left out 1 of 4"):  # drop_unknown_labels drops label-less rows too
+        ds = TextDataset.from_file(path, text_columns="sentence", drop_unknown_labels=True,
+                                   label_names=["contradiction", "entailment", "neutral"])
+    assert len(ds) == 3
+    # integers mixed with names cannot be numbered safely
+    _labelled_csv(path, ["1", "2", "cat", "2"])
+    with pytest.raises(MetadataError, match=r"mixes integer labels \(1, 2\) and names \(cat\).*label_names"):
+        TextDataset.from_file(path, text_columns="sentence")
+    with pytest.raises(ValueError, match="missing_labels must be"):
+        TextDataset.from_file(path, text_columns="sentence", missing_labels="drop")
+
+
+def test_image_metadata_with_blank_labels(tmp_path):
+    root = tmp_path / "wb"
+    names, y, *_ = _waterbirds(root, n=6)
+    text = (root / "metadata.csv").read_text().splitlines()
+    row = text[3].split(",")
+    row[2] = ""  # image 2 has no label
+    text[3] = ",".join(row)
+    (root / "metadata.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(MetadataError, match=r"1 of 6 rows, at line\(s\) 4.*missing_labels='skip'"):
+        metadata_image_dataset(root)
+    with pytest.warns(UserWarning, match="left out 1 of 6"):
+        ds = metadata_image_dataset(root, missing_labels="skip")
+    np.testing.assert_array_equal(ds.labels, np.delete(y, 2))
+    assert names[2] not in ds.ids and len(ds.files) == 5
+
+
+def test_encoding_of_tables(tmp_path):
+    path = tmp_path / "data.csv"
+    _labelled_csv(path, ["0", "1"])
+    path.write_bytes(path.read_bytes().replace(b"sentence", "sentence_caf\u00e9".encode("latin-1")))
+    with pytest.raises(MetadataError, match=r"data.csv is not valid utf-8 text.*--encoding latin-1"):
+        TextDataset.from_file(path, text_columns="sentence_caf\u00e9")
+    ds = TextDataset.from_file(path, text_columns="sentence_caf\u00e9", encoding="latin-1")
+    assert len(ds) == 2
+    root = tmp_path / "wb"
+    _waterbirds(root, n=4)
+    meta = root / "metadata.csv"
+    meta.write_bytes(meta.read_bytes().replace(b"place_filename", b"place_nam\xe9"))
+    with pytest.raises(MetadataError, match=r"metadata.csv is not valid utf-8"):
+        metadata_image_dataset(root)
+    assert len(metadata_image_dataset(root, encoding="latin-1")) == 4

@@ -10,7 +10,7 @@ from skgroup._objectives import GroupDROLoss
 from skgroup.datasets import make_spurious_benchmark
 from skgroup.estimators import ERMClassifier
 from skgroup.estimators._group_dro import GroupDROClassifier
-from skgroup.metrics import worst_group_accuracy, worst_group_scorer
+from skgroup.metrics import UngroupedRowsWarning, worst_group_accuracy, worst_group_scorer
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_membership_matrix_and_overlap():
         GroupDROClassifier().fit(X, y, group_labels=M)
     clf = GroupDROClassifier(balance_groups=False, random_state=0).fit(X, y, group_labels=M)
     assert clf.q_.shape == (3,) and clf.group_names_ == (0, 1, 2)
-    with pytest.raises(ValueError, match="no group"):
+    with pytest.raises(ValueError, match="no group"), pytest.warns(UngroupedRowsWarning, match="50 of the 200"):
         GroupDROClassifier().fit(X, y, group_labels=M[:, 1:])  # rows 50-99 in no group
     M[:, 2] = False
     with pytest.raises(ValueError, match="no training sample"):

@@ -3,6 +3,7 @@ import pytest
 
 from skgroup.metrics import (
     MissingGroupWarning,
+    UngroupedRowsWarning,
     bias_unsupervised_score,
     group_accuracies,
     group_proportions,
@@ -40,17 +41,57 @@ def test_overlapping_groups_membership_matrix():
     names, acc, _ = per_group_accuracy(Y, P, group_labels=M)
     np.testing.assert_allclose(acc, [2 / 3, 0.0, 0.75])
     assert worst_group_accuracy(Y, P, group_labels=M) == 0.0
-    # 0/1 ints are accepted as membership too
-    assert worst_group_accuracy(Y, P, group_labels=M.astype(int)) == 0.0
+    # a DataFrame of bool columns is a membership matrix too, its columns naming the groups
+    pd = pytest.importorskip("pandas")
+    names, acc, _ = per_group_accuracy(Y, P, group_labels=pd.DataFrame(M, columns=["x", "y", "z"]))
+    assert names == ["x", "y", "z"]
+    np.testing.assert_allclose(acc, [2 / 3, 0.0, 0.75])
+
+
+def test_integer_2d_group_labels_are_refused_not_read_as_membership():
+    # (label, attribute) pairs as rows: as a membership matrix, rows (0, 0) would fall in no group and the
+    # worst-group accuracy would read 1.0, while the (label, attribute) group (0, 0) is all wrong
+    y = np.array([0, 0, 1, 1])
+    a = np.array([0, 1, 0, 1])
+    p = np.array([1, 0, 1, 1])  # wrong only on the group (y=0, a=0)
+    pairs = np.array(list(zip(y, a)))
+    with pytest.raises(ValueError) as e:
+        worst_group_accuracy(y, p, group_labels=list(zip(y, a)))
+    msg = str(e.value)
+    assert "group_labels" in msg and "as a membership matrix" in msg and "(label, attribute) pairs" in msg
+    assert ".astype(bool)" in msg and "make_group_labels" in msg
+    g, _ = make_group_labels(y, a)  # the fix the message gives
+    assert worst_group_accuracy(y, p, group_labels=g) == 0.0
+    for bad in (pairs.astype(float), pairs.astype(np.uint8), np.array([[0, 2], [1, 3], [0, 0], [1, 1]])):
+        with pytest.raises(ValueError, match="make_group_labels"):
+            worst_group_accuracy(y, p, group_labels=bad)
+    # one column is still one id per sample
+    assert worst_group_accuracy(y, p, group_labels=a[:, None]) == 0.5
+
+
+def test_rows_in_no_group_of_a_membership_matrix_warn():
+    M = np.zeros((8, 2), dtype=bool)
+    M[:3, 0] = True
+    M[3:6, 1] = True  # rows 6 and 7 in no group
+    with pytest.warns(UngroupedRowsWarning, match=r"2 of the 8 rows .*no group.*not scored"):
+        worst_group_accuracy(Y, P, group_labels=M)
+    pd = pytest.importorskip("pandas")
+    with pytest.warns(UngroupedRowsWarning, match="2 of the 8 rows"):
+        group_accuracies(Y, P, group_labels=pd.DataFrame(M, columns=["a", "b"]))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        worst_group_accuracy(Y, P, group_labels=np.ones((8, 2), dtype=bool))  # every row grouped: no warning
 
 
 def test_empty_group_is_ignored_with_a_warning_never_a_silent_one():
     M = np.zeros((8, 2), dtype=bool)
     M[:4, 0] = True  # rows 0-3: 3/4
-    with pytest.warns(MissingGroupWarning, match=r"\[1\]"):
+    with pytest.warns(MissingGroupWarning, match=r"\[1\]"), pytest.warns(UngroupedRowsWarning):
         assert worst_group_accuracy(Y, P, group_labels=M) == 0.75
     with pytest.raises(ValueError, match="Every group"):
-        with pytest.warns(MissingGroupWarning):
+        with pytest.warns(MissingGroupWarning), pytest.warns(UngroupedRowsWarning, match="8 of the 8 rows"):
             worst_group_accuracy(Y, P, group_labels=np.zeros((8, 2), dtype=bool))
 
 
@@ -66,6 +107,7 @@ def test_expected_group_missing_warns():
         (np.zeros((8, 2, 2)), "1-D"),
         (np.array([0.0, 1, 2, np.nan, 0, 1, 2, 0]), "NaN"),
         (np.full((8, 2), 0.5), "boolean"),
+        (np.zeros((8, 2), dtype=object), "boolean"),
         (None, "group_labels is required"),
     ],
 )
@@ -145,3 +187,45 @@ def test_group_proportions_and_bad_weights():
         group_accuracies(Y, P, group_labels=G, group_weights=[1, 2])
     with pytest.raises(ValueError, match="confidence_level"):
         group_accuracies(Y, P, group_labels=G, confidence_level=95)
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        lambda t, p: worst_group_accuracy(t, p, group_labels=[0, 1]),
+        lambda t, p: worst_class_accuracy(t, p),
+        lambda t, p: bias_unsupervised_score(t, p, y_pred_biased=[0, 1]),
+        lambda t, p: group_accuracies(t, p, group_labels=[0, 1]),
+        lambda t, p: per_group_accuracy(t, p, group_labels=[0, 1]),
+    ],
+)
+def test_mixed_label_types_are_refused_as_sklearn_does(metric):
+    # string labels against integer predictions would score 0.0 silently
+    with pytest.raises(ValueError, match="Mix of label input types"):
+        metric(np.array(["a", "b"]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="Mix of label input types"):
+        metric(np.array([0, 1]), np.array(["a", "b"]))
+    metric(np.array(["a", "b"]), np.array(["b", "b"]))  # same types are fine
+
+
+def test_non_finite_or_negative_group_weights_are_refused():
+    for bad in ([np.nan, 1, 1], [np.inf, 1, 1], [-1, 1, 1], {0: np.nan, 1: 1}, {0: -0.5, 1: 1, 2: 1}):
+        with pytest.raises(ValueError, match="group_weights"):
+            group_accuracies(Y, P, group_labels=G, group_weights=bad)
+    rep = group_accuracies(Y, P, group_labels=G, group_weights=[0, 1, 1])  # a zero weight is fine
+    assert rep.weighted_accuracy == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_n_bootstrap_must_be_a_positive_int():
+    for bad in (0, -5, 2.5):
+        with pytest.raises(ValueError, match=r"n_bootstrap.*confidence_level=None"):
+            group_accuracies(Y, P, group_labels=G, confidence_level=0.9, n_bootstrap=bad)
+    rep = group_accuracies(Y, P, group_labels=G, confidence_level=0.9, n_bootstrap=np.int64(50), random_state=0)
+    assert rep.ci_low is not None
+
+
+def test_group_ids_of_mixed_types_are_refused_naming_group_labels():
+    with pytest.raises(ValueError, match=r"group_labels mixes.*str.*int"):
+        worst_group_accuracy([0, 1], [0, 1], group_labels=np.array(["a", 1], dtype=object))
+    with pytest.raises(ValueError, match=r"group_labels mixes"):
+        group_proportions(np.array(["a", 1, 2.0], dtype=object))

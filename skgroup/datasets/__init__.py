@@ -1,10 +1,19 @@
 """Datasets: the built-in synthetic benchmark, real-data loaders, cached embeddings."""
 
-from ._embeddings import load_embeddings, read_manifest, save_embeddings, split_embeddings
+from ._embeddings import (
+    CorruptCacheError,
+    check_embeddings,
+    load_embeddings,
+    read_manifest,
+    save_embeddings,
+    split_embeddings,
+)
 from ._real import NEGATION_WORDS, get_data_home, load_celeba_attributes, load_mnli
 from ._synthetic import make_spurious_benchmark, make_spurious_features
 
 __all__ = [
+    "CorruptCacheError",
+    "check_embeddings",
     "NEGATION_WORDS",
     "get_data_home",
     "load_celeba_attributes",

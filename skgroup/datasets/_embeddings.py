@@ -18,10 +18,20 @@ file) and ``extraction`` (free-form: what made the features, see
 
 Every file is written under a temporary name and renamed into place, and
 the manifest goes last, so a killed writer leaves either the old complete
-cache or no manifest, never a half-written cache that loads.
+cache or no manifest, never a half-written cache that loads. Files are
+written block by block (:class:`FeaturesWriter`), so no whole copy of the
+features is held in memory, and hashed as they are written.
+
+A damaged cache is never loaded: :func:`check_embeddings` (run by
+:func:`load_embeddings` and by the extraction stage before it reuses a
+cache) checks every file's presence, ``.npy`` header, shape, dtype and size
+against the manifest, and the checksums of the small files (labels,
+attributes, split, ids); ``verify=True`` checksums ``features.npy`` too.
+Errors are :class:`CorruptCacheError` naming the file.
 """
 
 import hashlib
+import io
 import json
 import os
 from datetime import datetime, timezone
@@ -32,13 +42,23 @@ from sklearn.utils import Bunch
 
 from .._groups import make_group_labels
 
-__all__ = ["save_embeddings", "load_embeddings", "split_embeddings", "SPLITS", "FORMAT"]
+__all__ = ["save_embeddings", "load_embeddings", "split_embeddings", "check_embeddings", "CorruptCacheError",
+           "FeaturesWriter", "SPLITS", "FORMAT"]
 
 FORMAT = "skgroup-embeddings"
 FORMAT_VERSION = 1
 SPLITS = {"train": 0, "val": 1, "test": 2}
 _ARRAYS = ("features", "labels", "attributes", "split", "ids")
 _CHUNK_ROWS = 65536
+# what a complete manifest holds, and the type of each entry
+_MANIFEST_KEYS = {"format_version": int, "n_samples": int, "n_features": int, "dtype": str, "attribute_names": list,
+                  "files": dict}
+_REBUILD = ("Rebuild the cache: run the extraction again with overwrite=True (CLI --overwrite), or "
+            "save_embeddings(..., overwrite=True); nothing is replaced without it.")
+
+
+class CorruptCacheError(ValueError):
+    """A features cache is damaged: its manifest, or a file missing, truncated, of the wrong shape, dtype or checksum."""
 
 
 def _sha256(path, block=1 << 22):
@@ -49,21 +69,118 @@ def _sha256(path, block=1 << 22):
     return h.hexdigest()
 
 
+class FeaturesWriter:
+    """Write a ``.npy`` file block of rows by block of rows, under a temporary name, hashing it as it goes.
+
+    The file is the one :func:`numpy.save` writes; no more than one block is
+    held in memory, and written pages are not mapped into the process (a
+    memory map's dirty pages would count in its resident memory). Use::
+
+        w = FeaturesWriter(folder / "features.npy", (n, d), np.float32)
+        for block in blocks:          # in row order
+            w.write(block)
+        w.close()                     # fsynced; then save_embeddings(folder, w, ...) renames it into place
+
+    :meth:`abort` removes the temporary file.
+    """
+
+    def __init__(self, path, shape, dtype):
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        if self.dtype.hasobject:
+            raise ValueError("FeaturesWriter writes plain dtypes only, not object arrays.")
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.rows = 0
+        self.sha256 = None
+        self._hash = hashlib.sha256()
+        self._file = open(self.tmp, "wb")
+        header = io.BytesIO()
+        d = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        try:
+            np.lib.format.write_array_header_1_0(header, d)
+        except ValueError:  # header too large for format 1.0
+            header = io.BytesIO()
+            np.lib.format.write_array_header_2_0(header, d)
+        self._put(header.getvalue())
+
+    def _put(self, data):
+        self._file.write(data)
+        self._hash.update(data)
+
+    def write(self, block):
+        """Append ``block`` (rows in order; shape (k,) + shape[1:])."""
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.shape[1:] or self.rows + block.shape[0] > self.shape[0]:
+            raise ValueError(f"{self.path}: a block of shape {block.shape} does not fit rows {self.rows}.. of "
+                             f"an array of shape {self.shape}.")
+        if block.size:
+            self._put(memoryview(block).cast("B"))
+        self.rows += block.shape[0]
+
+    def close(self):
+        """Flush and fsync; every row must have been written. Returns the file's sha256."""
+        if self.rows != self.shape[0]:
+            self.abort()
+            raise ValueError(f"{self.path}: {self.rows} of {self.shape[0]} rows were written.")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self.sha256 = self._hash.hexdigest()
+        return self.sha256
+
+    def commit(self):
+        """Rename the finished file into place."""
+        if self.sha256 is None:
+            raise RuntimeError("close() the writer before committing it.")
+        os.replace(self.tmp, self.path)
+
+    def abort(self):
+        if not self._file.closed:
+            self._file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
 def _atomic_save(path, array):
-    """np.save under a temporary name, then rename; chunked for large arrays."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if array.ndim == 2 and array.shape[0] > _CHUNK_ROWS:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=array.dtype, shape=array.shape)
+    """Write ``array`` as ``path`` (.npy) under a temporary name, in blocks of rows, then rename; returns its sha256."""
+    writer = FeaturesWriter(path, array.shape, array.dtype)
+    try:
+        if array.ndim == 0:
+            raise ValueError(f"{path.name}: cannot write a 0-d array.")
         for start in range(0, array.shape[0], _CHUNK_ROWS):
-            out[start : start + _CHUNK_ROWS] = array[start : start + _CHUNK_ROWS]
-        out.flush()
-        del out
-    else:
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+            writer.write(array[start : start + _CHUNK_ROWS])
+        digest = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    writer.commit()
+    return digest
+
+
+def _integer_codes(values, name):
+    """``values`` as int64 class or attribute codes; non-integral floats, NaN and strings are refused."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "O":  # e.g. Python ints from a DataFrame column of objects
+        as_list = np.asarray(arr.tolist())
+        if as_list.dtype.kind in "biuf" and as_list.shape == arr.shape:
+            arr = as_list
+    if arr.dtype.kind == "b":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        if not finite.all():
+            raise ValueError(f"{name} hold NaN or infinite values ({int(np.count_nonzero(~finite))} of them): "
+                             f"every sample needs an integer {name[:-1]} code; drop those rows first.")
+        frac = arr != np.round(arr)
+        if frac.any():
+            bad = np.unique(arr[frac])[:5].tolist()
+            raise ValueError(f"{name} hold non-integer values, e.g. {bad}: they would be truncated. Pass "
+                             f"integer codes (map values to 0, 1, ... and give their names with label_names).")
+        return arr.astype(np.int64)
+    raise ValueError(f"{name} must be integer class codes; got dtype {arr.dtype}. Map names to codes 0, 1, ... "
+                     f"(e.g. np.unique(values, return_inverse=True)) and pass the names as label_names.")
 
 
 def save_embeddings(
@@ -86,9 +203,13 @@ def save_embeddings(
     ----------
     path : str or Path
         Folder to write (created if needed).
-    features : array-like of shape (n_samples, n_features), float16 or float32
-        May be a memory map; it is copied in chunks, never loaded whole.
+    features : array-like of shape (n_samples, n_features), float16 or float32, or a FeaturesWriter
+        May be a memory map; it is copied in chunks, never loaded whole. A
+        closed :class:`FeaturesWriter` whose path is ``path / "features.npy"``
+        (features written block by block beforehand) is renamed into place.
     labels : array-like of shape (n_samples,), ints
+        Integer class codes (bools, and floats with integral values, are
+        converted); non-integral floats, NaN and strings are refused.
     attributes : array-like of shape (n_samples,) or (n_samples, n_attributes)
     attribute_names : list of str
     split : array-like of shape (n_samples,)
@@ -110,8 +231,13 @@ def save_embeddings(
             f"{path} already holds an embeddings cache; pass overwrite=True to replace "
             "it, or choose another folder."
         )
-    features = features if isinstance(features, np.ndarray) else np.asarray(features)
-    if features.ndim != 2:
+    streamed = isinstance(features, FeaturesWriter)
+    if streamed:
+        if features.sha256 is None or features.path != path / "features.npy":
+            raise ValueError(f"a FeaturesWriter passed as features must be closed and write {path / 'features.npy'}.")
+    else:
+        features = features if isinstance(features, np.ndarray) else np.asarray(features)
+    if len(features.shape) != 2:
         raise ValueError(f"features must be 2-D (n_samples, n_features); got shape {features.shape}.")
     if features.dtype not in (np.float16, np.float32):
         raise ValueError(f"features must be float16 or float32; got {features.dtype}.")
@@ -119,9 +245,12 @@ def save_embeddings(
     labels = np.asarray(labels)
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},); got {labels.shape}.")
+    labels = _integer_codes(labels, "labels")
     if attributes is None:
         attributes = np.zeros((n, 0), dtype=np.int64)
     attributes = np.asarray(attributes)
+    if attributes.size:
+        attributes = _integer_codes(attributes, "attributes")
     if attributes.ndim == 1:
         attributes = attributes[:, None]
     if attributes.shape[0] != n:
@@ -136,7 +265,7 @@ def save_embeddings(
     if spurious_attribute is not None and spurious_attribute not in attribute_names:
         raise ValueError(f"spurious_attribute {spurious_attribute!r} is not in attribute_names {attribute_names}.")
     split = encode_split(split, n)
-    ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str)
+    ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str, copy=False)
     if ids.shape != (n,):
         raise ValueError(f"ids must have shape ({n},); got {ids.shape}.")
 
@@ -146,16 +275,18 @@ def save_embeddings(
         manifest_path.unlink()
     arrays = {
         "features": features,
-        "labels": labels.astype(np.int64),
-        "attributes": attributes.astype(np.int64),
+        "labels": labels.astype(np.int64, copy=False),
+        "attributes": attributes.astype(np.int64, copy=False),
         "split": split,
         "ids": ids,
     }
     files = {}
     for name in _ARRAYS:
-        file = path / f"{name}.npy"
-        _atomic_save(file, arrays[name])
-        files[name] = _sha256(file)
+        if name == "features" and streamed:
+            features.commit()
+            files[name] = features.sha256
+        else:
+            files[name] = _atomic_save(path / f"{name}.npy", arrays[name])
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -201,13 +332,106 @@ def encode_split(split, n):
 
 
 def read_manifest(path):
-    """The manifest of a complete cache, or None if ``path`` holds none."""
+    """The manifest of a complete cache, or None if ``path`` holds none.
+
+    Raises :class:`CorruptCacheError` (naming the manifest) when it is not
+    valid JSON or lacks an entry a cache needs, and ValueError when it is
+    some other program's ``manifest.json``.
+    """
     file = Path(path) / "manifest.json"
     if not file.exists():
         return None
-    manifest = json.loads(file.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{file} is not a {FORMAT} manifest.")
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptCacheError(f"{file} is not valid JSON ({e}): the cache's manifest is damaged. {_REBUILD}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{file} is not a {FORMAT} manifest: the folder holds something else. Choose another "
+                         "folder, or remove that manifest.json if you no longer need what it describes.")
+    missing = [k for k in _MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise CorruptCacheError(f"{file} lacks the entries {missing}: the cache's manifest is damaged. {_REBUILD}")
+    wrong = [f"{k} ({manifest[k]!r})" for k, t in _MANIFEST_KEYS.items()
+             if not isinstance(manifest[k], t) or isinstance(manifest[k], bool)]
+    if not wrong:
+        if manifest["n_samples"] < 0 or manifest["n_features"] < 1:
+            wrong.append(f"n_samples / n_features ({manifest['n_samples']} / {manifest['n_features']})")
+        if manifest["dtype"] not in ("float16", "float32"):
+            wrong.append(f"dtype ({manifest['dtype']!r})")
+        spurious = manifest.get("spurious_attribute")
+        if spurious is not None and spurious not in manifest["attribute_names"]:
+            wrong.append(f"spurious_attribute ({spurious!r} is not one of {manifest['attribute_names']})")
+    if wrong:
+        raise CorruptCacheError(f"{file} holds invalid entries: {', '.join(wrong)}; the cache's manifest is "
+                                f"damaged. {_REBUILD}")
+    return manifest
+
+
+def _expected_layout(manifest):
+    """File -> (shape, dtype or dtype kind) a cache with this manifest must have."""
+    n = manifest["n_samples"]
+    return {
+        "features": ((n, manifest["n_features"]), np.dtype(manifest["dtype"])),
+        "labels": ((n,), np.dtype(np.int64)),
+        "attributes": ((n, len(manifest["attribute_names"])), np.dtype(np.int64)),
+        "split": ((n,), np.dtype(np.int8)),
+        "ids": ((n,), "U"),
+    }
+
+
+def _npy_header(file):
+    """(shape, dtype, fortran_order, data offset) of a .npy file; CorruptCacheError if it has no valid header."""
+    try:
+        with open(file, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, fortran, dtype = read[version](f)
+            return shape, dtype, fortran, f.tell()
+    except FileNotFoundError:
+        raise CorruptCacheError(f"{file} is missing: the cache is incomplete. {_REBUILD}") from None
+    except Exception as e:  # bad magic, unparsable header...
+        raise CorruptCacheError(f"{file} is not a .npy file ({type(e).__name__}: {e}): the cache is damaged. "
+                                f"{_REBUILD}") from e
+
+
+def check_embeddings(path, manifest=None, *, verify=False):
+    """Check a cache's files against its manifest; raise :class:`CorruptCacheError` naming the first bad file.
+
+    Always: every file exists and has a valid ``.npy`` header, the shape and
+    dtype the manifest implies (``n_samples``, ``n_features``, ``dtype``,
+    one attribute column per ``attribute_names``), and exactly the size that
+    header implies (a truncated or padded file fails); the small files
+    (labels, attributes, split, ids) must match their sha256, which costs
+    about as much as loading them. With ``verify=True`` ``features.npy``
+    must match its sha256 too (it is read whole once).
+    """
+    path = Path(path)
+    manifest = manifest if manifest is not None else read_manifest(path)
+    if manifest is None:
+        raise FileNotFoundError(f"{path} holds no complete embeddings cache (manifest.json is missing).")
+    for name, (shape, dtype) in _expected_layout(manifest).items():
+        file = path / f"{name}.npy"
+        got_shape, got_dtype, fortran, offset = _npy_header(file)
+        if got_shape != shape:
+            raise CorruptCacheError(f"{file} has shape {got_shape}, the manifest says {shape}: the cache is "
+                                    f"damaged or mixes files of two caches. {_REBUILD}")
+        if (got_dtype.kind != dtype) if isinstance(dtype, str) else (got_dtype != dtype):
+            raise CorruptCacheError(f"{file} has dtype {got_dtype}, the manifest says "
+                                    f"{dtype if not isinstance(dtype, str) else 'str'}: the cache is damaged. "
+                                    f"{_REBUILD}")
+        if fortran:
+            raise CorruptCacheError(f"{file} is in Fortran order, which this format never writes. {_REBUILD}")
+        size, expected = file.stat().st_size, offset + int(np.prod(shape)) * got_dtype.itemsize
+        if size != expected:
+            raise CorruptCacheError(f"{file} is {size} bytes, its header and the manifest imply {expected} "
+                                    f"({'truncated' if size < expected else 'extra bytes'}): the cache is "
+                                    f"damaged. {_REBUILD}")
+        digest = manifest["files"].get(name)
+        if (name != "features" or verify) and digest is not None and _sha256(file) != digest:
+            raise CorruptCacheError(f"{file} does not match its checksum in the manifest: the cache is damaged "
+                                    f"(a changed byte). {_REBUILD}")
     return manifest
 
 
@@ -222,13 +446,21 @@ def load_embeddings(path, *, mmap=True, verify=False):
         the estimators train on it in place when its dtype is their training
         dtype (float32).
     verify : bool, default=False
-        Recompute every file's sha256 and compare with the manifest.
+        Also recompute the sha256 of ``features.npy`` (reads it whole) and
+        compare it with the manifest. Without it every file is still checked
+        (see :func:`check_embeddings`): presence, shape, dtype, size, and the
+        checksums of the small files.
 
     Returns
     -------
     Bunch with ``features``, ``labels``, ``attributes``, ``attribute_names``,
     ``split`` (int8 codes), ``ids``, ``label_names``, ``spurious_attribute``
     and ``manifest``.
+
+    Raises
+    ------
+    CorruptCacheError
+        The manifest or a file is damaged; the message names it.
     """
     path = Path(path)
     if not path.is_dir():
@@ -239,22 +471,20 @@ def load_embeddings(path, *, mmap=True, verify=False):
             f"{path} holds no complete embeddings cache (manifest.json is missing): an "
             "extraction may have been interrupted; run it again to resume it."
         )
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
+    if manifest["format_version"] > FORMAT_VERSION:
         raise ValueError(
             f"{path} was written by a newer skgroup (format_version "
             f"{manifest['format_version']}); upgrade skgroup to read it."
         )
-    if verify:
-        for name, digest in manifest["files"].items():
-            if _sha256(path / f"{name}.npy") != digest:
-                raise ValueError(f"{path / (name + '.npy')} does not match its checksum: the cache is corrupt.")
+    check_embeddings(path, manifest, verify=verify)
     arrays = {}
     for name in _ARRAYS:
-        arrays[name] = np.load(path / f"{name}.npy", mmap_mode="r" if (mmap and name == "features") else None)
-    n = manifest["n_samples"]
-    for name, arr in arrays.items():
-        if arr.shape[0] != n:
-            raise ValueError(f"{name}.npy has {arr.shape[0]} rows, the manifest says {n}: the cache is corrupt.")
+        file = path / f"{name}.npy"
+        try:
+            arrays[name] = np.load(file, mmap_mode="r" if (mmap and name == "features") else None,
+                                   allow_pickle=False)
+        except Exception as e:  # checked above; a file changed since, or unreadable
+            raise CorruptCacheError(f"{file} cannot be loaded ({type(e).__name__}: {e}). {_REBUILD}") from e
     return Bunch(
         **arrays,
         attribute_names=manifest["attribute_names"],

@@ -15,12 +15,13 @@ from ._scorers import (
     worst_class_scorer,
     worst_group_scorer,
 )
-from .._groups import make_group_labels
+from .._groups import UngroupedRowsWarning, make_group_labels
 
 __all__ = [
     "GroupReport",
     "MetadataRoutingRequired",
     "MissingGroupWarning",
+    "UngroupedRowsWarning",
     "bias_unsupervised_score",
     "bias_unsupervised_scorer",
     "group_accuracies",

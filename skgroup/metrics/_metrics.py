@@ -9,6 +9,7 @@ group labels exist at all.
 import warnings
 
 import numpy as np
+from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_consistent_length, column_or_1d
 
 from .._groups import check_group_labels
@@ -27,11 +28,19 @@ class MissingGroupWarning(UserWarning):
 
 
 def _check_predictions(y_true, y_pred):
+    """1-D labels and predictions of one length and of one label type.
+
+    Labels of different types (strings against numbers, class labels against
+    continuous scores) never compare equal, so the accuracy would silently
+    read 0; scikit-learn's :func:`~sklearn.utils.multiclass.unique_labels`
+    raises its "Mix of label input types" / "Mix type of y" errors instead.
+    """
     y_true = column_or_1d(y_true, warn=True)
     y_pred = column_or_1d(y_pred, warn=True)
     check_consistent_length(y_true, y_pred)
     if y_true.shape[0] == 0:
         raise ValueError("y_true is empty: there is nothing to score.")
+    unique_labels(y_true, y_pred)
     return y_true, y_pred
 
 
@@ -83,7 +92,11 @@ def worst_group_accuracy(y_true, y_pred, *, group_labels, expected_groups=None):
     y_true, y_pred : array-like of shape (n_samples,)
     group_labels : array-like of shape (n_samples,) or (n_samples, n_groups)
         One group id per sample, or a boolean membership matrix for
-        overlapping groups (as CivilComments-WILDS evaluates).
+        overlapping groups (as CivilComments-WILDS evaluates): numpy bool or
+        a DataFrame of bool columns. A 2-D integer array is refused (it may
+        be 0/1 membership or (label, attribute) pairs; see
+        :func:`make_group_labels`). Rows in no group are not scored, with an
+        :class:`UngroupedRowsWarning`.
     expected_groups : iterable, default=None
         Group ids that should be present; each absent one raises a
         :class:`MissingGroupWarning` (an absent group would otherwise make the

@@ -11,6 +11,7 @@ predictions is exactly Binomial(n, k/n), so no per-sample resampling is needed
 and the report costs O(n_bootstrap * n_groups) whatever the data size.
 """
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,11 +135,13 @@ def group_accuracies(
         training-set group proportions from :func:`group_proportions` (the
         Waterbirds convention: its test set is group-balanced, its training set
         is not). A dict maps group names to weights; an array follows the
-        order of the groups. Weights are renormalised over non-empty groups.
+        order of the groups. Weights are renormalised over non-empty groups;
+        they must be finite and non-negative, with a positive sum.
     confidence_level : float in (0, 1), default=None
         If given, add stratified percentile-bootstrap intervals per group and
         for the worst-group accuracy.
-    n_bootstrap : int, default=2000
+    n_bootstrap : int >= 1, default=2000
+        Bootstrap replicates. For no intervals leave ``confidence_level=None``.
     expected_groups : iterable, default=None
         See :func:`worst_group_accuracy`.
     random_state : int, RandomState or None
@@ -148,6 +151,11 @@ def group_accuracies(
     -------
     GroupReport
     """
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, numbers.Integral) or n_bootstrap < 1:
+        raise ValueError(
+            f"n_bootstrap must be a positive int (default 2000); got {n_bootstrap!r}. For no "
+            "intervals leave confidence_level=None."
+        )
     y_true_arr = np.asarray(y_true)
     names, acc, counts = per_group_accuracy(
         y_true, y_pred, group_labels=group_labels, expected_groups=expected_groups
@@ -178,8 +186,15 @@ def group_accuracies(
                     f"group_weights has {w.size} entries but there are {acc.size} "
                     "non-empty groups: pass a dict {group: weight} instead."
                 )
-        if np.any(w < 0) or w.sum() <= 0:
-            raise ValueError("group_weights must be non-negative with a positive sum.")
+        bad = ~np.isfinite(w) | (w < 0)
+        if bad.any():
+            shown = ", ".join(f"{g}: {v}" for g, v, b in zip(names, w, bad) if b)
+            raise ValueError(
+                f"group_weights must be finite and non-negative; got {{{shown}}}. Give every group a "
+                "weight >= 0, e.g. the training proportions from group_proportions(train_group_labels)."
+            )
+        if w.sum() <= 0:
+            raise ValueError("group_weights must have a positive sum: give at least one group a weight > 0.")
         report.weighted_accuracy = float(np.dot(w, acc) / w.sum())
     if confidence_level is not None:
         if not 0 < confidence_level < 1:
