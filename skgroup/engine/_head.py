@@ -77,8 +77,9 @@ class HeadExecutor:
     """
 
     def __init__(self, X, y, n_classes, *, hidden_layer_sizes=(), dtype="float32", device="cpu",
-                 validation=None, early_stopping=None, callbacks=(), verbose=0):
+                 validation=None, early_stopping=None, callbacks=(), verbose=0, classes=None):
         self.X = X
+        self.classes = np.arange(n_classes) if classes is None else np.asarray(classes)
         self.y = np.asarray(y, dtype=np.int64)
         self.n_classes = int(n_classes)
         self.hidden_layer_sizes = tuple(hidden_layer_sizes)
@@ -105,12 +106,18 @@ class HeadExecutor:
         """A StageResult for a module trained elsewhere (e.g. a prefit head)."""
         return StageResult(name, module, [], None, True, False, executor=self)
 
-    def as_estimator(self, result, estimator, classes):
-        """``estimator`` (a head classifier) made fitted with a stage's weights."""
-        estimator.classes_ = classes
-        estimator.n_features_in_ = self.X.shape[1]
-        estimator._store_result(result, validated=False)
-        return estimator
+    def as_estimator(self, result, options, seed):
+        """A fitted :class:`~skgroup.ERMClassifier` holding a stage's weights (e.g. JTT's stage 1)."""
+        from ..estimators import ERMClassifier
+
+        est = ERMClassifier(hidden_layer_sizes=self.hidden_layer_sizes, l2_reg=options.l2_reg,
+                            solver=options.solver, max_iter=options.max_iter, batch_size=options.batch_size,
+                            learning_rate=options.learning_rate, lr_schedule=options.lr_schedule, tol=options.tol,
+                            device=options.device, dtype=options.dtype, random_state=seed)
+        est.classes_ = self.classes
+        est.n_features_in_ = self.X.shape[1]
+        est._store_result(result, validated=False)
+        return est
 
     def _init(self, stage):
         if isinstance(stage.init, str):

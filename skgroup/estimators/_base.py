@@ -236,7 +236,7 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
             X, y_enc, len(self.classes_),
             hidden_layer_sizes=check_hidden_layer_sizes(getattr(self, "hidden_layer_sizes", ())),
             dtype=self.dtype, device=self.device, validation=validation, early_stopping=stopping,
-            callbacks=callbacks, verbose=self.verbose,
+            callbacks=callbacks, verbose=self.verbose, classes=self.classes_,
         )
         ctx = FitContext(y=y_enc, n_classes=len(self.classes_), options=self._options(), seed_base=seed,
                          groups=groups, sample_weight=sample_weight, executor=executor, rows=rows)

@@ -185,7 +185,7 @@ class CVaRClassifier(BaseHeadClassifier):
 
     def _plan(self, ctx):
         init = "fresh"
-        if self.solver == "lbfgs" and self.alpha < 1:
+        if ctx.options.solver == "lbfgs" and self.alpha < 1:
             # the zero head ties every loss, a kink of the CVaR where L-BFGS stalls at once;
             # start from the ERM head of the same L2 instead (a smooth point)
             with warnings.catch_warnings():

@@ -1,6 +1,7 @@
 """GradTune: fine-tune the last layer on the held-out samples with the largest
 per-sample gradient norms (Kenfack et al., 2024). No group labels in training."""
 
+import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -10,10 +11,11 @@ from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._objectives import MeanLoss
+from .._objectives import MeanLoss, WeightedLoss
 from .._samplers import BalancedSampler
 from ..engine import Stage, linear_layers, torch_dtype
 from ..utils import fill_doc
@@ -58,6 +60,31 @@ def _last_layer_inputs(estimator, X):
     return h
 
 
+def _norms_from_inputs(H, W, b, y_enc):
+    """Last-layer gradient norms and ||h||^2 of rows with last-layer inputs H (float64)."""
+    z = H @ W + b
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(p.shape[0]), y_enc] -= 1.0  # softmax(z) - onehot(y)
+    sq = np.einsum("ij,ij->i", H, H)
+    return np.linalg.norm(p, axis=1) * np.sqrt(sq + 1.0), sq
+
+
+def _stage_norms(result, rows, y_enc):
+    """Norms of the training rows ``rows`` under a stage's module (features from its executor)."""
+    last = linear_layers(result.module)[-1]
+    W = last.weight.detach().double().numpy().T
+    b = last.bias.detach().double().numpy()
+    norms = np.empty(rows.shape[0])
+    sq = np.empty(rows.shape[0])
+    for start in range(0, rows.shape[0], _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        H = result.features(rows[sl])
+        norms[sl], sq[sl] = _norms_from_inputs(H, W, b, y_enc[rows[sl]])
+    return norms, sq
+
+
 def _scan(estimator, X, y_enc, rows=None):
     """Gradient norms and ||h||^2 of ``X[rows]``, in blocks (h is never whole in memory)."""
     rows = np.arange(X.shape[0]) if rows is None else rows
@@ -68,13 +95,7 @@ def _scan(estimator, X, y_enc, rows=None):
     for start in range(0, rows.shape[0], _CHUNK):
         sl = slice(start, start + _CHUNK)
         H = _last_layer_inputs(estimator, X[rows[sl]])
-        z = H @ W + b
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
-        p[np.arange(p.shape[0]), y_enc[rows[sl]]] -= 1.0  # softmax(z) - onehot(y)
-        sq[sl] = np.einsum("ij,ij->i", H, H)
-        norms[sl] = np.linalg.norm(p, axis=1) * np.sqrt(sq[sl] + 1.0)
+        norms[sl], sq[sl] = _norms_from_inputs(H, W, b, y_enc[rows[sl]])
     return norms, sq
 
 
@@ -470,12 +491,25 @@ class GradTuneClassifier(BaseHeadClassifier):
         return self._fit(X, y, group_labels=group_labels, classes=base.classes_, validated=True,
                          plan_kwargs={"base": base}, **val)
 
-    # -- phases 2 and 3 ----------------------------------------------------
-    def _plan(self, ctx, base):
-        # a validation fraction held out of the held-out rows leaves ctx.rows of them
-        self.holdout_indices_ = self.holdout_indices_[ctx.rows]
-        X = ctx.executor.X
-        norms, sq_norms = _scan(base, X, ctx.y)
+    # -- the method ----------------------------------------------------------
+    def _plan(self, ctx, base=None):
+        """Phases 2-3 on the held-out rows; without ``base`` (the fine-tuning path) phase 1 too."""
+        if base is None:
+            strata = ctx.groups.ids() if ctx.groups is not None and ctx.groups.disjoint else ctx.y
+            keep, hold = self._holdout(ctx.y, strata, ctx.seed(0), "y")
+            weights = np.zeros(ctx.n_samples)
+            weights[keep] = compute_sample_weight("balanced", ctx.y[keep])
+            base = yield Stage("base", WeightedLoss(weights, rows=keep), ctx.options, rows=keep,
+                               seed=ctx.seed(1), validate=False)
+            self.holdout_source_ = "X"
+            self.holdout_indices_ = ctx.rows[hold]
+        else:
+            # cached features: the executor's rows are the held-out rows, base the fitted head
+            base = ctx.executor.from_module(base._module().to(torch_dtype(ctx.options.dtype)), name="base")
+            hold = np.arange(ctx.n_samples)
+            # a validation fraction held out of the held-out rows leaves ctx.rows of them
+            self.holdout_indices_ = self.holdout_indices_[ctx.rows]
+        norms, sq_norms = _stage_norms(base, hold, ctx.y)
         self.gradient_norms_ = norms
         n = norms.shape[0]
         n_finetune, n_top = self.n_finetune, self.n_top
@@ -488,7 +522,8 @@ class GradTuneClassifier(BaseHeadClassifier):
             n_finetune, n_top = n, min(n_top, n)
         chosen = select_finetune_set(norms, n_top, n_finetune, np.random.default_rng(ctx.seed(2)))
         self.finetune_indices_ = self.holdout_indices_[chosen]
-        missing = np.setdiff1d(np.arange(ctx.n_classes), ctx.y[chosen])
+        rows = hold[chosen]
+        missing = np.setdiff1d(np.arange(ctx.n_classes), ctx.y[rows])
         if missing.size:
             warn(
                 f"The fine-tuning set holds no sample of class(es) {self.classes_[missing].tolist()}; "
@@ -503,15 +538,19 @@ class GradTuneClassifier(BaseHeadClassifier):
             lr = 1e-3
         self.learning_rate_ = lr
 
-        init = base._module().to(torch_dtype(self.dtype))
+        init = base
         if self.reset:
+            init = copy.deepcopy(base.module)
             last = linear_layers(init)[-1]
             with torch.no_grad():
                 last.weight.zero_()
                 last.bias.zero_()
         mask = np.zeros(ctx.n_samples, dtype=bool)
-        mask[chosen] = True
-        options = ctx.options.replace(learning_rate=lr, batch_size=self.batch_size or chosen.shape[0])
+        mask[rows] = True
+        # the last layer's own schedule: GradTune's settings, also when a backbone was fine-tuned first
+        options = ctx.options.replace(solver=self.solver, max_iter=self.max_iter, learning_rate=lr,
+                                      batch_size=self.batch_size or rows.shape[0], l2_reg=self.l2_reg,
+                                      lr_schedule=self.lr_schedule)
         yield Stage("finetune", MeanLoss(), options, sampler=BalancedSampler(ctx.y, subset=mask), init=init,
                     trainable="head", seed=ctx.seed(3))
 

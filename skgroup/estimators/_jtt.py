@@ -14,7 +14,6 @@ from ..engine import Stage
 from ..utils import fill_doc
 from ..utils._warnings import warn
 from ._base import BaseHeadClassifier
-from ._erm import ERMClassifier
 
 __all__ = ["JTTClassifier", "EmptyErrorSetWarning"]
 
@@ -211,24 +210,6 @@ class JTTClassifier(BaseHeadClassifier):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _identification_params(self):
-        """Settings of the stage-1 model (an ERMClassifier's parameters)."""
-        solver = self.id_solver
-        if solver is None:
-            solver = self.solver if self.solver != "lbfgs" else "adamw"
-        return dict(
-            hidden_layer_sizes=self.hidden_layer_sizes,
-            l2_reg=self.l2_reg if self.id_l2_reg is None else self.id_l2_reg,
-            solver=solver,
-            max_iter=self.id_epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate if self.id_learning_rate is None else self.id_learning_rate,
-            lr_schedule=self.lr_schedule,
-            tol=self.tol,
-            device=self.device,
-            dtype=self.dtype,
-        )
-
     def _check_lambda(self):
         upsample = self.upweight_mode == "upsample"
         if upsample and self.solver == "lbfgs":
@@ -265,9 +246,13 @@ class JTTClassifier(BaseHeadClassifier):
                          group_labels_val=group_labels_val)
 
     def _plan(self, ctx):
-        id_params = self._identification_params()
-        id_options = ctx.options.replace(
-            **{k: id_params[k] for k in ("solver", "max_iter", "l2_reg", "learning_rate")}
+        # stage 1 trains like stage 2 except for T epochs and the explicit id_* settings
+        opts = ctx.options
+        id_options = opts.replace(
+            solver=self.id_solver or (opts.solver if opts.solver != "lbfgs" else "adamw"),
+            max_iter=self.id_epochs,
+            l2_reg=opts.l2_reg if self.id_l2_reg is None else self.id_l2_reg,
+            learning_rate=opts.learning_rate if self.id_learning_rate is None else self.id_learning_rate,
         )
         with warnings.catch_warnings():
             # stopping stage 1 early is the point: an L-BFGS cut at T iterations is intended
@@ -291,9 +276,7 @@ class JTTClassifier(BaseHeadClassifier):
         else:
             lam = float(self.lambda_up)
 
-        self.identification_model_ = ctx.executor.as_estimator(
-            ident, ERMClassifier(**id_params, random_state=ctx.seed(0)), self.classes_
-        )
+        self.identification_model_ = ctx.executor.as_estimator(ident, id_options, ctx.seed(0))
         self.error_set_ = error_set
         self.lambda_up_ = lam
         if self.upweight_mode == "upsample":

@@ -10,7 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._objectives import MeanLoss, WeightedLoss
 from .._samplers import BalancedSampler, RepeatSampler, balanced_weights
-from ..engine import Stage
+from ..engine import Stage, resolve_batch_size
 from ..utils import fill_doc
 from ._base import BaseHeadClassifier
 
@@ -234,6 +234,14 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
         return self._fit(X, y, group_labels=group_labels, X_val=X_val, y_val=y_val,
                          group_labels_val=group_labels_val)
 
+    def _options(self, **overrides):
+        # 'auto' resolves here so that a plan run by the fine-tuning path, whose options
+        # are its own, never sees it; max_iter=None is resolved by the plan (it needs the subset)
+        solver = self.solver
+        if solver == "auto":
+            solver = "adamw" if self.balancing in _MINIBATCH_BALANCING else "lbfgs"
+        return super()._options(solver=solver, **overrides)
+
     def _plan(self, ctx):
         y = ctx.y
         n_classes = ctx.n_classes
@@ -253,10 +261,7 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
             counts.max() / counts if self.balancing == "upweighting" else np.ones(n_classes)
         )
 
-        solver = self.solver
-        if solver == "auto":
-            solver = "adamw" if self.balancing in _MINIBATCH_BALANCING else "lbfgs"
-        self.solver_ = solver
+        solver = self.solver_ = ctx.options.solver
         all_rows = keep.shape[0] == y.shape[0]
         mask = None if all_rows else np.isin(np.arange(y.shape[0]), keep)
 
@@ -269,7 +274,7 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
                 objective = WeightedLoss(self.class_weight_[y])
             else:
                 objective = MeanLoss()
-            options = ctx.options.replace(solver="lbfgs", max_iter=self.max_iter or _LBFGS_MAX_ITER)
+            options = ctx.options.replace(max_iter=ctx.options.max_iter or _LBFGS_MAX_ITER)
             yield Stage("balanced", objective, options, rows=rows, seed=ctx.seed(2))
             return
 
@@ -281,6 +286,6 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
             sampler = RepeatSampler(mask.astype(np.int64))
         elif self.balancing == "upweighting":
             objective = WeightedLoss(self.class_weight_[y])
-        max_iter = self.max_iter or auto_epochs(keep.shape[0], self.batch_size)
-        options = ctx.options.replace(solver=solver, max_iter=max_iter)
+        batch_size = resolve_batch_size(ctx.options.batch_size, keep.shape[0])
+        options = ctx.options.replace(max_iter=ctx.options.max_iter or auto_epochs(keep.shape[0], batch_size))
         yield Stage("balanced", objective, options, sampler=sampler, seed=ctx.seed(2))
