@@ -332,3 +332,16 @@ def test_monitor_bias_unsupervised_needs_no_group_labels():
     est = ERMClassifier(solver="adamw", max_iter=3, monitor="bias_unsupervised", random_state=0)
     est.fit(X, y, X_val=Xv, y_val=yv)
     assert est.validation_scores_["bias_unsupervised"].shape == (3,)
+
+
+def test_a_tie_goes_to_the_lower_validation_loss():
+    X, y, _ = _data()
+
+    class Curve(_Scripted):
+        def on_epoch_end(self, trainer):
+            trainer.record["val_loss"] = [0.9, 0.7, 0.8, 0.5][trainer.epoch - 1]
+            return super().on_epoch_end(trainer)
+
+    scripted = Curve([0.0, 0.0, 0.0, 0.0])  # a worst group no epoch gets right
+    trainer = _trainer(X, y, [scripted, EarlyStopping(patience=2)], max_iter=4).fit()
+    assert trainer.best["epoch"] == 4 and not trainer.stopped_early
