@@ -83,7 +83,7 @@ class ArrayBatches:
     def labels(self, idx):
         return self._y_dev[idx.to(self.device)]
 
-    def batches(self, order, batch_size):
+    def batches(self, order, batch_size, epoch=None):
         order = torch.as_tensor(np.asarray(order, dtype=np.int64))
         for start in range(0, order.shape[0], batch_size):
             idx = order[start : start + batch_size]
@@ -116,12 +116,15 @@ class LoaderBatches:
     y : array of shape (n_samples,), encoded labels.
     collate_fn : callable(list of items) -> batch inputs, default=None
         torch's default collate when None.
+    transfer : callable(batch, device, non_blocking) -> batch, default=None
+        Moves a collated batch to the device (e.g. normalising uint8 images
+        there); default: move every tensor.
     num_workers, pin_memory, persistent_workers : DataLoader settings.
     device : training device.
     """
 
     def __init__(self, dataset, y, *, collate_fn=None, num_workers=0, pin_memory=False, device="cpu",
-                 prefetch_factor=None):
+                 prefetch_factor=None, transfer=None):
         self.dataset = dataset
         self.y = torch.as_tensor(np.asarray(y, dtype=np.int64))
         if len(dataset) != self.y.shape[0]:
@@ -131,6 +134,7 @@ class LoaderBatches:
         self.pin_memory = bool(pin_memory)
         self.prefetch_factor = prefetch_factor
         self.device = check_device(device)
+        self.transfer = transfer
         self._y_dev = self.y.to(self.device)
 
     def __len__(self):
@@ -142,7 +146,10 @@ class LoaderBatches:
         batch = self.collate_fn(inputs) if self.collate_fn is not None else torch.utils.data.default_collate(inputs)
         return idx, batch
 
-    def batches(self, order, batch_size):
+    def batches(self, order, batch_size, epoch=None):
+        """Batches in ``order``; ``epoch`` reaches a dataset with ``set_epoch`` (seeded augmentation)."""
+        if epoch is not None and hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
         order = np.asarray(order, dtype=np.int64)
         chunks = [order[s : s + batch_size].tolist() for s in range(0, order.shape[0], batch_size)]
         kwargs = {}
@@ -159,8 +166,19 @@ class LoaderBatches:
         non_blocking = self.pin_memory and self.device.type == "cuda"
         for idx, inputs in loader:
             idx = idx.to(self.device)
-            yield idx, to_device(inputs, self.device, non_blocking), self._y_dev[idx]
+            if self.transfer is not None:
+                inputs = self.transfer(inputs, self.device, non_blocking)
+            else:
+                inputs = to_device(inputs, self.device, non_blocking)
+            yield idx, inputs, self._y_dev[idx]
 
     def ordered(self, batch_size, rows=None):
         order = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
         return self.batches(order, batch_size)
+
+    def with_dataset(self, dataset):
+        """The same loader settings over another dataset (e.g. the evaluation view of the inputs)."""
+        out = LoaderBatches.__new__(LoaderBatches)
+        out.__dict__.update(self.__dict__)
+        out.dataset = dataset
+        return out

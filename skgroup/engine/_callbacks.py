@@ -191,8 +191,11 @@ class EarlyStopping(Callback):
 class Checkpoint(Callback):
     """Save the training state every ``every`` epochs; resume from it on the next run.
 
-    ``path`` is a file; a run that finds it (written by the same stage with
-    the same shapes) continues from it: same weights, optimizer and
+    ``path`` is the checkpoint file of a :class:`~skgroup.engine.Trainer`;
+    in an estimator's ``callbacks`` (a method of several stages) it is a
+    directory, and each stage writes ``<path>/<stage name>.pt``. A run that
+    finds its file (written by the same stage with the same shapes)
+    continues from it: same weights, optimizer and
     objective state, random generators, history and best epoch, so on CPU a
     killed and resumed run ends bit for bit where an uninterrupted run does.
     Only rank 0 writes under ``torchrun``.

@@ -17,7 +17,7 @@ from ._callbacks import (
 from ._loop import Trainer, torch_dtype
 from ._plan import Stage, StageResult
 
-__all__ = ["make_head", "HeadExecutor", "linear_layers", "ValidationData", "train_head"]
+__all__ = ["make_head", "HeadExecutor", "linear_layers", "ValidationData", "train_head", "stage_callbacks"]
 
 
 def make_head(n_features, n_classes, hidden_layer_sizes, dtype, generator):
@@ -45,6 +45,27 @@ def make_head(n_features, n_classes, hidden_layer_sizes, dtype, generator):
 
 def linear_layers(module):
     return [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def stage_callbacks(stage, val_source, validation, early_stopping, user_callbacks, verbose):
+    """The callbacks of one stage: validation and early stopping (when the stage validates and
+    there is validation data), the stage's own, copies of the user's (a Checkpoint directory
+    gets one file per stage), and a progress bar when verbose."""
+    cbs = []
+    if val_source is not None and stage.validate:
+        cbs.append(ValidationScoring(val_source, membership=validation.membership,
+                                     y_pred_biased=validation.y_pred_biased,
+                                     batch_size=stage.options.eval_batch_size))
+        if early_stopping is not None:
+            cbs.append(EarlyStopping(**early_stopping))
+    cbs += list(stage.callbacks)
+    for cb in copy_callbacks(user_callbacks):
+        if isinstance(cb, Checkpoint):
+            cb = Checkpoint(cb.path / f"{stage.name}.pt", every=cb.every, resume=cb.resume)
+        cbs.append(cb)
+    if verbose:
+        cbs.append(ProgressBar(desc=stage.name, monitor=early_stopping["monitor"] if early_stopping else None))
+    return cbs
 
 
 class ValidationData:
@@ -127,25 +148,6 @@ class HeadExecutor:
         source = stage.init.module if isinstance(stage.init, StageResult) else stage.init
         return copy.deepcopy(source).to(torch_dtype(self.dtype))
 
-    def _stage_callbacks(self, stage):
-        cbs = []
-        if self._val_source is not None and stage.validate:
-            v = self.validation
-            cbs.append(ValidationScoring(self._val_source, membership=v.membership,
-                                         y_pred_biased=v.y_pred_biased,
-                                         batch_size=stage.options.eval_batch_size))
-            if self.early_stopping is not None:
-                cbs.append(EarlyStopping(**self.early_stopping))
-        cbs += list(stage.callbacks)
-        for cb in copy_callbacks(self.callbacks):
-            if isinstance(cb, Checkpoint):
-                cb = Checkpoint(cb.path / f"{stage.name}.pt", every=cb.every, resume=cb.resume)
-            cbs.append(cb)
-        if self.verbose:
-            monitor = self.early_stopping["monitor"] if self.early_stopping else None
-            cbs.append(ProgressBar(desc=stage.name, monitor=monitor))
-        return cbs
-
     def train(self, stage):
         module = self._init(stage).to(self.device)
         if stage.trainable == "head":
@@ -157,7 +159,9 @@ class HeadExecutor:
         elif stage.trainable != "all":
             raise ValueError(f"Stage.trainable must be 'all' or 'head'; got {stage.trainable!r}.")
         trainer = Trainer(module, self.source, stage.objective, stage.options, sampler=stage.sampler,
-                          rows=stage.rows, callbacks=self._stage_callbacks(stage), seed=stage.seed,
+                          rows=stage.rows, seed=stage.seed,
+                          callbacks=stage_callbacks(stage, self._val_source, self.validation, self.early_stopping,
+                                                    self.callbacks, self.verbose),
                           name=stage.name)
         trainer.fit()
         for p in module.parameters():

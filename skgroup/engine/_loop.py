@@ -346,16 +346,23 @@ class Trainer:
                 total = torch.zeros((), dtype=torch.float64, device=self.device)
                 n_batches = 0
                 n_total = math.ceil(order.shape[0] / bs)
-                for idx, xb, yb in self.source.batches(order, bs):
+                for idx, xb, yb in self.source.batches(order, bs, epoch=self.epoch - 1):
                     if n_batches % accumulate == 0:
                         schedule.apply(self.optimizer, self.step)
-                    with self._autocast():
-                        logits = self.module(xb)
-                    loss = self.objective(logits, yb, idx)
-                    if penalised:
-                        loss = loss + 0.5 * opts.l2_reg * l2_penalty(penalised)
-                    scaled = loss / accumulate if accumulate > 1 else loss
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                    try:
+                        with self._autocast():
+                            logits = self.module(xb)
+                        loss = self.objective(logits, yb, idx)
+                        if penalised:
+                            loss = loss + 0.5 * opts.l2_reg * l2_penalty(penalised)
+                        scaled = loss / accumulate if accumulate > 1 else loss
+                        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                    except torch.OutOfMemoryError as exc:
+                        raise RuntimeError(
+                            f"{self.device.type.upper()} ran out of memory on a batch of {idx.shape[0]} rows: "
+                            f"lower batch_size (now {bs}) and raise accumulate (now {accumulate}) to keep the "
+                            "same effective batch, or use amp='bf16'."
+                        ) from exc
                     n_batches += 1
                     if n_batches % accumulate == 0 or n_batches == n_total:
                         self._optimizer_step(scaler)

@@ -48,7 +48,8 @@ class Schedule:
 
     ``factor(step)`` multiplies each parameter group's initial rate. Warm-up
     rises linearly from ``1 / (warmup_steps + 1)`` to 1 over ``warmup_steps``
-    steps; the decay then runs over the remaining steps to zero (cosine) or
+    steps (a value in (0, 1) is a fraction of ``total_steps``, as fine-tuning
+    recipes state it); the decay then runs over the remaining steps to zero (cosine) or
     linearly to zero. The schedule is a pure function of the step, so its
     state is the step counter the engine saves.
     """
@@ -60,6 +61,8 @@ class Schedule:
             raise ValueError(f"lr_schedule must be one of {self.KINDS}; got {kind!r}.")
         self.kind = kind
         self.total_steps = max(int(total_steps), 1)
+        if 0 < warmup_steps < 1:
+            warmup_steps = round(warmup_steps * self.total_steps)
         self.warmup_steps = max(int(warmup_steps), 0)
 
     def factor(self, step):

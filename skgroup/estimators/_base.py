@@ -15,12 +15,17 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from .._groups import GroupMembership, check_group_labels
+from .._groups import check_group_labels
+from .._validation import (
+    resolve_monitor,
+    split_validation_rows,
+    take_groups,
+    validation_enabled,
+)
 from ..engine import (
     FitContext,
     HeadExecutor,
@@ -71,10 +76,6 @@ def encode_labels(classes, y, name="y"):
             f"{np.unique(y[unknown])[:5].tolist()}; its classes are {classes.tolist()}."
         )
     return pos
-
-
-def _take_rows(groups, rows):
-    return GroupMembership(np.ascontiguousarray(groups.matrix[rows]), groups.names, groups.disjoint)
 
 
 def check_hidden_layer_sizes(sizes):
@@ -136,21 +137,10 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         The training rows index the data given to ``fit`` (all of them unless
         a validation fraction was held out).
         """
-        given = X_val is not None or y_val is not None
-        if given and (X_val is None or y_val is None):
-            raise ValueError("Pass both X_val and y_val (validation features and labels), or neither.")
-        if group_labels_val is not None and not given:
-            raise ValueError("group_labels_val was given without X_val and y_val: pass all three.")
-        if given and self.early_stopping is False:
-            raise ValueError(
-                "X_val and y_val were passed to fit while early_stopping=False: set "
-                "early_stopping=True or 'auto' to use them, or do not pass them."
-            )
         rows = np.arange(X.shape[0])
-        if not (self.early_stopping is True or (self.early_stopping == "auto" and given)):
+        if not validation_enabled(self.early_stopping, X_val, y_val, group_labels_val):
             return rows, X, y_enc, groups, sample_weight, None, None
-
-        if given:
+        if X_val is not None:
             X_val = validate_data(self, X_val, dtype=X.dtype, reset=False)
             y_val = encode_labels(self.classes_, y_val, "y_val")
             if y_val.shape[0] != X_val.shape[0]:
@@ -159,53 +149,18 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
             if group_labels_val is not None:
                 val_groups = check_group_labels(group_labels_val, X_val.shape[0], name="group_labels_val")
         else:
-            train_idx, val_idx = self._split_rows(y_enc, groups, seed)
-            rows = train_idx
-            X_val, y_val = X[val_idx], y_enc[val_idx]
-            val_groups = None
-            if groups is not None:
-                val_groups = _take_rows(groups, val_idx)
-                groups = _take_rows(groups, train_idx)
-            X, y_enc = X[train_idx], y_enc[train_idx]
+            rows, val_idx = split_validation_rows(y_enc, groups, self.validation_fraction, seed)
+            X_val, y_val, val_groups = X[val_idx], y_enc[val_idx], take_groups(groups, val_idx)
+            X, y_enc, groups = X[rows], y_enc[rows], take_groups(groups, rows)
             if sample_weight is not None:
-                sample_weight = sample_weight[train_idx]
-
-        monitor = self.monitor
-        if monitor == "auto":
-            monitor = "worst_group_accuracy" if val_groups is not None else "worst_class_accuracy"
-        if monitor == "worst_group_accuracy" and val_groups is None:
-            raise ValueError(
-                "monitor='worst_group_accuracy' needs group labels for the validation rows: pass "
-                "group_labels_val= with X_val (or group_labels= for the internal validation_fraction "
-                "split), or monitor 'worst_class_accuracy' or 'bias_unsupervised', which need none."
-            )
-        biased = None
-        if monitor == "bias_unsupervised":
-            biased = self._biased_predictions(X, y_enc, X_val, seed)
+                sample_weight = sample_weight[rows]
+        monitor = resolve_monitor(self.monitor, val_groups is not None)
+        biased = self._biased_predictions(X, y_enc, X_val, seed) if monitor == "bias_unsupervised" else None
         validation = ValidationData(
             X_val, y_val, membership=None if val_groups is None else val_groups.matrix, y_pred_biased=biased
         )
         stopping = {"monitor": monitor, "patience": self.n_iter_no_change, "restore_best": self.restore_best}
         return rows, X, y_enc, groups, sample_weight, validation, stopping
-
-    def _split_rows(self, y_enc, groups, seed):
-        """Training and validation rows of the internal split, stratified by group, else class."""
-        n = y_enc.shape[0]
-        n_val = int(np.ceil(self.validation_fraction * n))
-        strata = y_enc
-        if groups is not None and groups.disjoint:
-            ids = groups.ids()
-            if np.bincount(ids).min() >= 2 and n_val >= groups.n_groups:
-                strata = ids
-        if np.bincount(strata).min() < 2 or n_val < np.unique(strata).shape[0] or n - n_val < 2:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} of {n} rows cannot hold every "
-                "class in both the training and the validation rows; pass X_val, y_val, or a "
-                "larger validation_fraction."
-            )
-        train_idx, val_idx = train_test_split(np.arange(n), test_size=n_val, stratify=strata,
-                                              random_state=seed % (2**32))
-        return np.sort(train_idx), np.sort(val_idx)
 
     def _biased_predictions(self, X, y_enc, X_val, seed):
         """Encoded predictions of an ERM model of the training rows (LaBonte et al.'s biased model)."""
