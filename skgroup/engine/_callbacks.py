@@ -30,6 +30,8 @@ __all__ = [
     "ProgressBar",
     "GroupDROHistory",
     "EpochCallback",
+    "JSONLLogger",
+    "PrintEpochs",
     "validation_metrics",
     "MONITORS",
 ]
@@ -286,6 +288,41 @@ class GroupDROHistory(Callback):
             mean = (self._sum / self._count.clamp_min(1)).cpu().numpy()
             mean[(self._count == 0).cpu().numpy()] = np.nan
             trainer.record["group_loss"] = mean.tolist()
+        return False
+
+
+class JSONLLogger(Callback):
+    """Append each epoch's record, with the stage's name, to a JSON-lines file (rank 0 only)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def on_epoch_end(self, trainer):
+        if trainer.rank == 0:
+            import json
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            row = {"stage": trainer.name, **{k: v for k, v in trainer.record.items()}}
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(row, default=float) + "\n")
+        return False
+
+
+class PrintEpochs(Callback):
+    """Print one line per epoch: the stage, loss, learning rate and validation scores (rank 0 only)."""
+
+    def __init__(self, file=None):
+        self.file = file
+
+    def on_epoch_end(self, trainer):
+        if trainer.rank != 0:
+            return False
+        r = trainer.record
+        cells = [f"{trainer.name:>14}", f"epoch {r['epoch']:>3}", f"loss {r.get('train_loss', float('nan')):.4f}"]
+        if "lr" in r:
+            cells.append(f"lr {r['lr']:.2e}")
+        cells += [f"{k[4:]} {v:.4f}" for k, v in r.items() if k.startswith("val_") and isinstance(v, float)]
+        print(" | ".join(cells), file=self.file or sys.stdout, flush=True)
         return False
 
 

@@ -323,6 +323,10 @@ class Trainer:
         sampler = self.sampler or UniformSampler(len(self.source), rows=self.rows)
         n_rows = len(self.source) if self.rows is None else self.rows.shape[0]
         bs = resolve_batch_size(opts.batch_size, n_rows)
+        if self.world_size > 1:  # batch_size is global: each rank takes its share of every batch
+            if bs % self.world_size:
+                raise ValueError(f"batch_size={bs} must be a multiple of the {self.world_size} processes.")
+            bs //= self.world_size
         params = self.param_groups or [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(opts.solver, params, learning_rate=opts.learning_rate,
                                         weight_decay=opts.weight_decay, momentum=opts.momentum)

@@ -114,6 +114,9 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
             )
         return X, y_enc.ravel()
 
+    def _check_params(self):
+        """Checks of parameter combinations beyond ``_parameter_constraints`` (run before every fit)."""
+
     def _options(self, **overrides):
         params = self.get_params(deep=False)
         values = {k: params[k] for k in _OPTION_PARAMS if k in params}
@@ -178,6 +181,7 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         ``validated``: X and y already went through ``validate_data``;
         ``plan_kwargs``: passed on to ``self._plan(ctx, **plan_kwargs)``.
         """
+        self._check_params()
         X, y_enc = self._validate_fit_data(X, y, classes, validated)
         groups = None if group_labels is None else check_group_labels(group_labels, X.shape[0])
         seed = self._seed()

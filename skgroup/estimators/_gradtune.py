@@ -383,6 +383,13 @@ class GradTuneClassifier(BaseHeadClassifier):
         self.random_state = random_state
         self.verbose = verbose
 
+    def _check_params(self):
+        if self.n_top > self.n_finetune:
+            raise ValueError(
+                f"n_top (k={self.n_top}) cannot exceed n_finetune (M'={self.n_finetune}): the "
+                "fine-tuning set holds the top-k rows plus M' - k drawn ones."
+            )
+
     # -- phase 1 ----------------------------------------------------------
     def _fit_base(self, X, y):
         """Clone ``estimator`` (default: class-balanced ERM) and fit it on (X, y)."""
@@ -438,11 +445,7 @@ class GradTuneClassifier(BaseHeadClassifier):
             Without ``prefit``: the source of the held-out rows (see above).
             With ``prefit``: early stopping only.
         """
-        if self.n_top > self.n_finetune:
-            raise ValueError(
-                f"n_top (k={self.n_top}) cannot exceed n_finetune (M'={self.n_finetune}): the "
-                "fine-tuning set holds the top-k rows plus M' - k drawn ones."
-            )
+        self._check_params()
         if (X_val is None) != (y_val is None):
             raise ValueError("Pass both X_val and y_val (validation features and labels), or neither.")
         val = dict(X_val=X_val, y_val=y_val, group_labels_val=group_labels_val)

@@ -210,7 +210,7 @@ class JTTClassifier(BaseHeadClassifier):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _check_lambda(self):
+    def _check_params(self):
         upsample = self.upweight_mode == "upsample"
         if upsample and self.solver == "lbfgs":
             raise ValueError(
@@ -241,7 +241,6 @@ class JTTClassifier(BaseHeadClassifier):
         X_val, y_val, group_labels_val : validation rows, default=None
             For early stopping and checkpoint selection of the final model.
         """
-        self._check_lambda()
         return self._fit(X, y, group_labels=group_labels, X_val=X_val, y_val=y_val,
                          group_labels_val=group_labels_val)
 

@@ -1,0 +1,211 @@
+"""``skgroup-finetune CONFIG.toml``: fine-tune a backbone with a method, from a TOML file.
+
+A config has four tables (see ``docs/finetune.rst`` and ``benchmarks/recipes/``)::
+
+    [model]
+    backbone = "path/to/model-folder"       # anything feature_extraction.load_backbone takes
+    options = { pair_mode = "template", max_length = 128 }
+
+    [data]
+    format = "dataset"                      # dataset | mnli | fashion-spurious
+    path = "path/to/metadata-folder-or-table"
+    options = { layout = "waterbirds" }     # feature_extraction.load_dataset options
+    max_train = 2000                        # optional group-stratified subsamples
+
+    [method]
+    name = "JTTClassifier"                  # any skgroup estimator
+    lambda_up = 6
+
+    [training]                              # FineTuneClassifier parameters
+    max_iter = 3
+    batch_size = 32
+    learning_rate = 2e-5
+    monitor = "worst_group_accuracy"
+
+The run trains on the data's train split with early stopping on its
+validation split, prints a line per epoch, writes ``log.jsonl`` (one record
+per epoch), resumable checkpoints, the fine-tuned model (``model/``) and
+``metrics.json`` (test accuracy and worst-group accuracy with bootstrap
+intervals) to ``--output`` (default: the config's ``[output] dir``).
+"""
+
+import argparse
+import json
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main", "load_config", "load_data", "run"]
+
+_SECTIONS = {"model", "data", "method", "training", "output"}
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be run as written."""
+
+
+def load_config(path):
+    """The config as a dict, with the file's problems reported by name."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    unknown = set(config) - _SECTIONS
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown)}; the tables are {sorted(_SECTIONS)}.")
+    for needed in ("model", "data"):
+        if needed not in config:
+            raise ConfigError(f"{path}: the [{needed}] table is missing.")
+    if "backbone" not in config["model"]:
+        raise ConfigError(f"{path}: [model] needs backbone = <folder or model name>.")
+    return config
+
+
+def _estimator_class(name):
+    from .. import estimators
+
+    classes = dict(estimators.all_estimators())
+    if name not in classes:
+        raise ConfigError(f"[method] name = {name!r} is not a skgroup estimator; choose from {sorted(classes)}.")
+    return classes[name]
+
+
+def load_data(data, seed=0):
+    """(dataset, groups, group_names) for the [data] table; the dataset has labels, split and get(i)."""
+    from feature_extraction import ArrayImageDataset, TextDataset, load_dataset
+
+    from .._groups import make_group_labels
+    from ..datasets import load_mnli
+
+    fmt = data.get("format", "dataset")
+    if fmt == "mnli":
+        m = load_mnli(data.get("data_home"))
+        ds = TextDataset(m.premise, m.y, text_pair=m.hypothesis, attributes=m.attribute, attribute_names=["negation"],
+                         split=m.split, ids=m.ids, label_names=m.label_names, spurious_attribute="negation",
+                         name="mnli-dev")
+    elif fmt == "fashion-spurious":
+        from feature_extraction.real import make_spurious_fashion_mnist
+
+        keys = ("n_train", "n_val", "n_test", "train_correlation")
+        f = make_spurious_fashion_mnist(data.get("data_home"), random_state=data.get("random_state", 0),
+                                        **{k: data[k] for k in keys if k in data})
+        ds = ArrayImageDataset(f.images, f.y, attributes=f.background, attribute_names=["background"],
+                               split=f.split, ids=f.ids, label_names=f.label_names, spurious_attribute="background",
+                               name="fashion-spurious")
+    elif fmt == "dataset":
+        if "path" not in data:
+            raise ConfigError("[data] format = 'dataset' needs path = <table or image folder>.")
+        ds = load_dataset(data["path"], **data.get("options", {}))
+    else:
+        raise ConfigError(f"[data] format = {fmt!r}; choose 'dataset', 'mnli' or 'fashion-spurious'.")
+    if ds.spurious_attribute is None:
+        raise ConfigError("the data names no spurious attribute: set it in [data.options] "
+                          "(e.g. spurious_attribute = 'place'), so that groups can be formed.")
+    a = ds.attributes[:, ds.attribute_names.index(ds.spurious_attribute)]
+    groups, pairs = make_group_labels(ds.labels, a)
+    names = [f"{(ds.label_names or {})[yy] if ds.label_names else yy}, {ds.spurious_attribute}={aa}"
+             for yy, aa in pairs]
+    return ds, groups, names
+
+
+def _split_rows(ds, groups, data, seed):
+    """Row indices of train / val / test, subsampled per group when max_* is set."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for code, name in ((0, "train"), (1, "val"), (2, "test")):
+        rows = np.flatnonzero(ds.split == code)
+        if rows.size == 0:
+            raise ConfigError(f"the data has no {name} rows: its split column must mark train, val and test.")
+        cap = data.get(f"max_{name}")
+        if cap is not None and cap < rows.size:
+            # keep every group's share: a stratified subsample
+            keep = []
+            for g in np.unique(groups[rows]):
+                grp = rows[groups[rows] == g]
+                take = max(1, int(round(cap * grp.size / rows.size)))
+                keep.append(rng.choice(grp, size=min(take, grp.size), replace=False))
+            rows = np.sort(np.concatenate(keep))
+        out[name] = rows
+    return out
+
+
+def run(config, output=None, *, quiet=False):
+    """Fine-tune as ``config`` says; returns the test metrics (also written to ``output``)."""
+    from feature_extraction.data import ExtractionDataset  # noqa: F401  (feature_extraction must import)
+
+    from ..engine import Checkpoint, JSONLLogger, PrintEpochs
+    from ..metrics import group_accuracies
+    from . import FineTuneClassifier
+    from ._executor import SubsetInputs
+    from ._inputs import as_inputs
+
+    output = Path(output or config.get("output", {}).get("dir", "skgroup-finetune-run"))
+    output.mkdir(parents=True, exist_ok=True)
+    training = dict(config.get("training", {}))
+    seed = training.get("random_state", 0)
+    ds, groups, group_names = load_data(config["data"], seed)
+    rows = _split_rows(ds, groups, config["data"], seed)
+    method_cfg = dict(config.get("method", {}))
+    method = _estimator_class(method_cfg.pop("name", "ERMClassifier"))(**method_cfg)
+    callbacks = [Checkpoint(output / "checkpoints"), JSONLLogger(output / "log.jsonl")]
+    if not quiet:
+        callbacks.append(PrintEpochs())
+    from feature_extraction import load_backbone
+
+    backbone = load_backbone(config["model"]["backbone"], **config["model"].get("options", {}))
+    try:
+        clf = FineTuneClassifier(backbone, method=method, callbacks=callbacks, random_state=seed,
+                                 **{k: v for k, v in training.items() if k != "random_state"})
+        clf._validate_params()
+    except TypeError as exc:
+        raise ConfigError(f"[training]: {exc}") from exc
+    base = as_inputs(ds, backbone.modality)
+    y = ds.labels
+    tr, va, te = rows["train"], rows["val"], rows["test"]
+    start = time.perf_counter()
+    clf.fit(SubsetInputs(base, tr), y[tr], group_labels=groups[tr],
+            X_val=SubsetInputs(base, va), y_val=y[va], group_labels_val=groups[va])
+    seconds = time.perf_counter() - start
+    pred = clf.predict(SubsetInputs(base, te))
+    report = group_accuracies(y[te], pred, group_labels=groups[te], confidence_level=0.95, random_state=seed)
+    metrics = {
+        "test_accuracy": float(report.accuracy),
+        "test_worst_group_accuracy": float(report.worst_group_accuracy),
+        "test_worst_group_ci": [float(c) for c in report.worst_group_ci],
+        "groups": {group_names[int(g)] if isinstance(g, (int, np.integer)) else str(g): float(acc)
+                   for g, acc in zip(report.groups, report.accuracies)},
+        "best_iteration": clf.best_iteration_,
+        "fit_seconds": seconds,
+        "n_train": int(tr.size), "n_val": int(va.size), "n_test": int(te.size),
+    }
+    clf.save(output / "model")
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if not quiet:
+        print(f"\ntest accuracy {metrics['test_accuracy']:.4f}, worst-group accuracy "
+              f"{metrics['test_worst_group_accuracy']:.4f} (95% CI {metrics['test_worst_group_ci'][0]:.3f}-"
+              f"{metrics['test_worst_group_ci'][1]:.3f}); model and logs in {output}")
+    return metrics
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="skgroup-finetune", description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="TOML file with [model], [data], [method], [training] tables")
+    parser.add_argument("--output", help="run folder (default: [output] dir of the config)")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    args = parser.parse_args(argv)
+    try:
+        run(load_config(args.config), args.output, quiet=args.quiet)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"skgroup-finetune: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

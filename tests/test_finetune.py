@@ -1,0 +1,337 @@
+"""The fine-tuning path: the same plans and loop as the heads, on whole (tiny) backbones."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from feature_extraction import Backbone, load_backbone  # noqa: E402
+from feature_extraction._testing import make_tiny_bert, random_sentences  # noqa: E402
+from skgroup import (  # noqa: E402
+    CVaRClassifier,
+    ERMClassifier,
+    GroupDROClassifier,
+    JTTClassifier,
+    MixtureBalancedClassifier,
+)
+from skgroup.datasets import make_spurious_features  # noqa: E402
+from skgroup.finetune import FineTuneClassifier, load_finetuned  # noqa: E402
+from skgroup.finetune._cli import ConfigError, load_config  # noqa: E402
+from skgroup.finetune._cli import main as cli_main  # noqa: E402
+from skgroup.finetune._inputs import InputError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Vectors(Backbone):
+    """A parameter-free 'backbone' whose features are its inputs: fine-tuning it trains a head."""
+
+    modality = "vector"
+
+    def __init__(self):
+        super().__init__(torch.nn.Identity(), name="vectors", identity={"family": "test"})
+
+    def prepare(self, item):
+        return item
+
+    def collate(self, items):
+        return torch.stack(items)
+
+    def batch_to(self, batch, device, *, non_blocking=False, channels_last=False):
+        return batch.to(device)
+
+    def forward(self, x):
+        return x
+
+
+class Rows:
+    modality = "vector"
+
+    def __init__(self, X):
+        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+
+    def __len__(self):
+        return len(self.X)
+
+    def get(self, i):
+        return self.X[i]
+
+
+COMMON = dict(solver="adamw", max_iter=3, batch_size=64, learning_rate=1e-2, random_state=4)
+
+
+@pytest.mark.parametrize("method, uses_groups", [
+    (ERMClassifier(**COMMON), False),
+    (GroupDROClassifier(**COMMON, l2_reg=0.0), True),
+    (JTTClassifier(**COMMON, lambda_up=3), False),
+    (CVaRClassifier(**COMMON, alpha=0.3, l2_reg=0.0), False),
+    (MixtureBalancedClassifier(**COMMON, balancing="upsampling", lr_schedule="constant"), False),
+])
+def test_plans_train_exactly_what_the_head_estimators_train(method, uses_groups):
+    # on a frozen (here: parameter-free) backbone the fine-tuning path must reproduce the head
+    # estimator bit for bit: same objective, sampler, stages and loop
+    X, y, g = make_spurious_features(600, random_state=0)
+    kwargs = {"group_labels": g} if uses_groups else {}
+    head = method.fit(X.astype(np.float32), y, **kwargs)
+    ft = FineTuneClassifier(Vectors(), method=method, max_iter=3, batch_size=64, learning_rate=1e-2,
+                            weight_decay=0.0, l2_reg=method.l2_reg, lr_schedule="constant", warmup=0,
+                            grad_clip=None, random_state=4).fit(Rows(X), y, **kwargs)
+    np.testing.assert_array_equal(ft.model_.head.weight.detach().numpy(), head.coef_)
+    assert ft.loss_curve_ == head.loss_curve_
+
+
+def test_group_labels_reach_fit_by_routing_only_for_methods_that_train_on_them():
+    assert FineTuneClassifier("m", method=GroupDROClassifier()).get_metadata_routing().fit.requests["group_labels"]
+    assert FineTuneClassifier("m").get_metadata_routing().fit.requests["group_labels"] is False
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return make_tiny_bert(tmp_path_factory.mktemp("bert") / "bert")
+
+
+def _pairs(n, seed=0):
+    a, b = random_sentences(n, seed=seed), random_sentences(n, seed=seed + 1)
+    y = np.array([int(any(w in t.split() for w in ("no", "not", "never"))) for t in b])
+    return list(zip(a, b)), y
+
+
+def test_text_pairs_jtt_end_to_end_save_and_extract(bert, tmp_path):
+    X, y = _pairs(120)
+    ft = FineTuneClassifier(str(bert), backbone_options={"pair_mode": "template"},
+                            method=JTTClassifier(id_epochs=1, lambda_up=3), max_iter=2, batch_size=16,
+                            learning_rate=1e-3, random_state=0)
+    ft.fit(X[:90], y[:90], X_val=X[90:], y_val=y[90:])
+    assert ft.method_.error_set_.shape == (90,)
+    assert ft.validation_scores_["accuracy"].shape == (ft.n_iter_,) and 1 <= ft.best_iteration_ <= 2
+    feats = ft.transform(X[:5])
+    proba = ft.predict_proba(X[:5])
+    assert feats.shape == (5, 32) and np.allclose(proba.sum(1), 1)
+    folder = ft.save(tmp_path / "saved")
+    # the saved folder is a backbone feature_extraction extracts from, and the head is beside it
+    backbone, W, b, classes = load_finetuned(folder, pair_mode="template")
+    with torch.no_grad():
+        batch = backbone.collate([backbone.prepare(x) for x in X[:5]])
+        again = backbone(backbone.batch_to(batch, "cpu")).numpy()
+    np.testing.assert_allclose(again, feats, atol=1e-5)
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(again) @ W.T + b, 1).numpy(), proba, atol=1e-5)
+    assert classes == [0, 1]
+
+
+class TinyCNN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, stride=2)
+        self.drop = torch.nn.Dropout(0.2)
+
+    def forward(self, x):
+        return self.drop(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def _images(n, seed=0, spurious=0.9):
+    """Bright left half (class 1) or right half (class 0), with a border colour matching the class for
+    ``spurious`` of the rows."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    imgs = rng.integers(0, 60, size=(n, 24, 24, 3))
+    imgs[:, :, :12] += 120 * y[:, None, None, None]
+    imgs[:, :, 12:] += 120 * (1 - y)[:, None, None, None]
+    a = np.where(rng.random(n) < spurious, y, 1 - y)
+    imgs[:, :2, :, 0] = 250 * a[:, None, None]
+    return imgs.astype(np.uint8), y, y * 2 + a
+
+
+def _cnn_backbone():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the same initial weights in every process
+        return load_backbone(TinyCNN(), image_size=24, resize=24)
+
+
+def test_jtt_end_to_end_on_generated_images():
+    X, y, g = _images(160)
+    Xv, yv, gv = _images(80, seed=1, spurious=0.5)
+    # (no augmentation: a horizontal flip would swap the halves that carry the label)
+    ft = FineTuneClassifier(_cnn_backbone(), method=JTTClassifier(id_epochs=1, lambda_up=4), max_iter=3,
+                            batch_size=16, learning_rate=3e-2, head_learning_rate=0.1, augment=False,
+                            random_state=0)
+    ft.fit(X, y, X_val=Xv, y_val=yv, group_labels_val=gv)
+    assert ft.method_.error_set_.any()
+    assert ft.score(Xv, yv) > 0.6  # learns the halves (chance is 0.5)
+    assert "worst_group_accuracy" in ft.validation_scores_
+
+
+def test_augmentation_is_seeded_per_row_and_epoch():
+    from skgroup.finetune import BackboneDataset, RandomResizedCropFlip, as_inputs
+
+    X, _, _ = _images(4)
+    inputs = as_inputs(X, "image")
+    ds = BackboneDataset(inputs, _cnn_backbone(), augment=RandomResizedCropFlip(24), seed=3)
+    a, b = ds[1], ds[1]
+    np.testing.assert_array_equal(a, b)
+    ds.set_epoch(1)
+    assert not np.array_equal(ds[1], a) and ds[1].shape == (24, 24, 3)
+
+
+_KILL = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np, torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, sys.argv[4])
+    from test_finetune import _cnn_backbone, _images
+    from skgroup import GroupDROClassifier
+    from skgroup.engine import Callback, Checkpoint
+    from skgroup.finetune import FineTuneClassifier
+
+    class KillAt(Callback):
+        def on_epoch_end(self, trainer):
+            if trainer.epoch == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return False
+
+    ckdir, out, kill = sys.argv[1], sys.argv[2], sys.argv[3] == "kill"
+    X, y, g = _images(96)
+    callbacks = ([Checkpoint(ckdir)] if ckdir != "-" else []) + ([KillAt()] if kill else [])
+    ft = FineTuneClassifier(_cnn_backbone(), method=GroupDROClassifier(), max_iter=4, batch_size=16,
+                            learning_rate=1e-2, callbacks=callbacks, random_state=0).fit(X, y, group_labels=g)
+    np.save(out, torch.cat([p.detach().reshape(-1) for p in ft.model_.parameters()]).numpy())
+""")
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    # dropout, augmentation and Group DRO's q all resume from the checkpoint
+    script = tmp_path / "run.py"
+    script.write_text(_KILL)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+    def run(ck, out, kill):
+        return subprocess.run([sys.executable, str(script), ck, str(out), kill, str(REPO / "tests")], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    assert run("-", tmp_path / "ref.npy", "no").returncode == 0
+    killed = run(str(tmp_path / "ck"), tmp_path / "k.npy", "kill")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = run(str(tmp_path / "ck"), tmp_path / "r.npy", "no")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "ref.npy"), np.load(tmp_path / "r.npy"))
+
+
+_DDP = textwrap.dedent("""
+    import sys
+    import numpy as np, torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, sys.argv[2])
+    from test_finetune import _cnn_backbone, _images
+    from skgroup import GroupDROClassifier
+    from skgroup.finetune import FineTuneClassifier
+
+    X, y, g = _images(64)
+    backbone = _cnn_backbone()
+    backbone.module.drop.p = 0.0  # dropout masks differ per rank by design; the rest must not
+    # SGD: Adam's normalisation would magnify the float rounding of a sum taken in another order
+    ft = FineTuneClassifier(backbone, method=GroupDROClassifier(), max_iter=2, batch_size=16, augment=False,
+                            solver="sgd", learning_rate=0.05, random_state=0).fit(X, y, group_labels=g)
+    import os
+    if int(os.environ.get("RANK", 0)) == 0:
+        np.save(sys.argv[1], torch.cat([p.detach().reshape(-1) for p in ft.model_.parameters()]).numpy())
+""")
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="no gloo backend")
+def test_two_processes_equal_one(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one.npy"), str(REPO / "tests")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), str(tmp_path / "two.npy"), str(REPO / "tests")], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "two.npy"), np.load(tmp_path / "one.npy"), rtol=1e-5, atol=1e-6)
+
+
+# -- errors -----------------------------------------------------------------------
+def test_undecodable_and_missing_images_name_the_file(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    X, y, _ = _images(8)
+    from PIL import Image
+
+    good = []
+    for i in range(8):
+        Image.fromarray(X[i]).save(tmp_path / f"{i}.png")
+        good.append(str(tmp_path / f"{i}.png"))
+    ft = FineTuneClassifier(_cnn_backbone(), max_iter=1, batch_size=4, random_state=0)
+    with pytest.raises(InputError, match="bad.png"):
+        ft.fit(good[:7] + [str(bad)], y)
+    with pytest.raises(InputError, match="not found"):
+        ft.fit(good[:7] + [str(tmp_path / "gone.png")], y)
+
+
+def test_unseen_validation_labels_and_wrong_inputs_are_errors():
+    X, y, _ = _images(16)
+    ft = FineTuneClassifier(_cnn_backbone(), max_iter=1, batch_size=4, random_state=0)
+    with pytest.raises(ValueError, match="not fitted on"):
+        ft.fit(X, y, X_val=X[:4], y_val=np.array([0, 1, 2, 1]))
+    with pytest.raises(TypeError, match="head estimators"):
+        ft.fit(X.astype(np.float32).reshape(16, -1), y)
+    with pytest.raises(ValueError, match="samples but y has"):
+        ft.fit(X, y[:5])
+
+
+def test_cli_config_errors(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[model\nbackbone=1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(cfg)
+    cfg.write_text('[model]\nbackbone = "x"\n[data]\nformat = "dataset"\n[extra]\n')
+    with pytest.raises(ConfigError, match="unknown table"):
+        load_config(cfg)
+    cfg.write_text('[model]\nbackbone = "x"\n')
+    with pytest.raises(ConfigError, match=r"\[data\] table is missing"):
+        load_config(cfg)
+    assert cli_main([str(tmp_path / "nope.toml")]) == 2
+
+
+def test_cli_runs_a_text_table_and_writes_its_outputs(bert, tmp_path, capsys):
+    X, y = _pairs(90, seed=5)
+    split = np.array(["train"] * 50 + ["val"] * 20 + ["test"] * 20)
+    neg = np.array([int("no" in b.split()) for _, b in X])
+    rows = "".join(f"{a}\t{b}\t{lab}\t{n}\t{s}\n" for (a, b), lab, n, s in zip(X, y, neg, split))
+    (tmp_path / "data.tsv").write_text("s1\ts2\tlabel\tneg\tsplit\n" + rows)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(textwrap.dedent(f"""
+        [model]
+        backbone = "{bert}"
+        options = {{ pair_mode = "template" }}
+        [data]
+        path = "{tmp_path / 'data.tsv'}"
+        options = {{ text_columns = ["s1", "s2"], attribute_columns = ["neg"], split_column = "split",
+                     spurious_attribute = "neg" }}
+        [method]
+        name = "GroupDROClassifier"
+        [training]
+        max_iter = 1
+        batch_size = 10
+        learning_rate = 1e-3
+    """))
+    assert cli_main([str(cfg), "--output", str(tmp_path / "out")]) == 0
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"test_accuracy", "test_worst_group_accuracy", "test_worst_group_ci"} <= set(metrics)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log and log[0]["stage"] == "group_dro" and "val_worst_group_accuracy" in log[0]
+    assert (out / "model" / "head.safetensors").is_file()
+    assert "epoch   1" in capsys.readouterr().out
