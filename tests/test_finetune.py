@@ -318,8 +318,11 @@ def test_cli_runs_a_text_table_and_writes_its_outputs(bert, tmp_path, capsys):
         options = {{ pair_mode = "template" }}
         [data]
         path = "{tmp_path / 'data.tsv'}"
-        options = {{ text_columns = ["s1", "s2"], attribute_columns = ["neg"], split_column = "split",
-                     spurious_attribute = "neg" }}
+        [data.options]
+        text_columns = ["s1", "s2"]
+        attribute_columns = ["neg"]
+        split_column = "split"
+        spurious_attribute = "neg"
         [method]
         name = "GroupDROClassifier"
         [training]
