@@ -41,3 +41,11 @@ def test_bench_merge_smoke(tmp_path):
     assert result["features_bytes"] == 3000 * 16 * 4 and result["peak_rss_mib"] > 0
     assert "peak / data" in proc.stdout
     assert not list(tmp_path.glob("bench-merge-*"))  # removed without --keep
+
+
+def test_finetune_scripts_quick():
+    for script in ("finetune.py", "finetune_speed.py"):
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"], capture_output=True,
+                              text=True, timeout=600, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "steps/s" in proc.stdout

@@ -338,3 +338,18 @@ def test_cli_runs_a_text_table_and_writes_its_outputs(bert, tmp_path, capsys):
     assert log and log[0]["stage"] == "group_dro" and "val_worst_group_accuracy" in log[0]
     assert (out / "model" / "head.safetensors").is_file()
     assert "epoch   1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "benchmarks" / "recipes").glob("*.toml")), ids=lambda p: p.stem)
+def test_recipes_are_valid_configs(recipe):
+    from skgroup.finetune._cli import _estimator_class, apply_override
+
+    config = load_config(recipe)
+    method = dict(config["method"])
+    _estimator_class(method.pop("name"))(**method)._validate_params()
+    FineTuneClassifier("model", **config["training"])._validate_params()
+    apply_override(config, "data.path=/tmp/elsewhere")
+    apply_override(config, "training.max_iter=2")
+    assert config["data"]["path"] == "/tmp/elsewhere" and config["training"]["max_iter"] == 2
+    with pytest.raises(ConfigError, match="TABLE.KEY=VALUE"):
+        apply_override(config, "nodots=1")

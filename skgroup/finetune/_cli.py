@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "load_config", "load_data", "run"]
+__all__ = ["main", "load_config", "load_data", "run", "apply_override"]
 
 _SECTIONS = {"model", "data", "method", "training", "output"}
 
@@ -65,6 +65,24 @@ def load_config(path):
     if "backbone" not in config["model"]:
         raise ConfigError(f"{path}: [model] needs backbone = <folder or model name>.")
     return config
+
+
+def apply_override(config, item):
+    """Set ``table.key=value`` (value parsed as TOML, else taken as a string) in ``config``."""
+    if "=" not in item or "." not in item.split("=", 1)[0]:
+        raise ConfigError(f"--set {item!r}: write TABLE.KEY=VALUE, e.g. data.path=/data/waterbirds.")
+    key, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    *tables, last = key.split(".")
+    if tables[0] not in _SECTIONS:
+        raise ConfigError(f"--set {item!r}: unknown table {tables[0]!r}; the tables are {sorted(_SECTIONS)}.")
+    node = config
+    for t in tables:
+        node = node.setdefault(t, {})
+    node[last] = value
 
 
 def _estimator_class(name):
@@ -197,10 +215,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="skgroup-finetune", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="TOML file with [model], [data], [method], [training] tables")
     parser.add_argument("--output", help="run folder (default: [output] dir of the config)")
+    parser.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                        help="override a config entry, e.g. --set data.path=/data/waterbirds "
+                             "--set training.device='\"cuda\"' (VALUE is TOML; bare words are strings)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     args = parser.parse_args(argv)
     try:
-        run(load_config(args.config), args.output, quiet=args.quiet)
+        config = load_config(args.config)
+        for item in args.set:
+            apply_override(config, item)
+        run(config, args.output, quiet=args.quiet)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"skgroup-finetune: error: {exc}", file=sys.stderr)
         return 2
