@@ -83,6 +83,14 @@ class ArrayBatches:
     def labels(self, idx):
         return self._y_dev[idx.to(self.device)]
 
+    def block(self, start, stop):
+        """Rows start:stop, a view when X already has the training dtype (no gather)."""
+        if self._wrapped is not None:
+            xb = self._wrapped[start:stop]
+        else:
+            xb = torch.from_numpy(np.ascontiguousarray(self.X[start:stop], dtype=self._np_dtype))
+        return xb.to(self.device, non_blocking=True)
+
     def batches(self, order, batch_size, epoch=None):
         order = torch.as_tensor(np.asarray(order, dtype=np.int64))
         for start in range(0, order.shape[0], batch_size):

@@ -14,7 +14,7 @@ from ._callbacks import (
     ValidationScoring,
     copy_callbacks,
 )
-from ._loop import Trainer, torch_dtype
+from ._loop import Trainer, module_width, threads_for_step, torch_dtype
 from ._plan import Stage, StageResult
 
 __all__ = ["make_head", "HeadExecutor", "linear_layers", "ValidationData", "train_head", "stage_callbacks"]
@@ -170,19 +170,32 @@ class HeadExecutor:
                            trainer.stopped_early, executor=self, objective=stage.objective)
 
     @torch.no_grad()
-    def logits(self, module, rows=None):
-        module = module.to(self.device)
-        out = [module(xb).float().cpu() for _, xb, _ in self.source.ordered(4096, rows)]
+    def _forward(self, module, rows):
+        """``module`` over the rows (all, in contiguous blocks without a gather; or ``rows``)."""
+        module = module.to(self.device).eval()
+        chunk = 65536
+        out = []
+        with threads_for_step(chunk * max(module_width(module), 1), torch.device(self.device)):
+            if rows is None:
+                for start in range(0, self.X.shape[0], chunk):
+                    xb = self.source.block(start, start + chunk)
+                    out.append(module(xb).float().cpu())
+            else:
+                for _, xb, _ in self.source.ordered(chunk, rows):
+                    out.append(module(xb).float().cpu())
         module.cpu()
-        return torch.cat(out).numpy()
+        return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
-    @torch.no_grad()
+    def logits(self, module, rows=None):
+        return self._forward(module, rows)
+
     def features(self, module, rows=None):
-        """Inputs of the last Linear layer (X itself for a linear head)."""
+        """Inputs of the last Linear layer (X itself for a linear head), float64."""
         layers = list(module.children()) if isinstance(module, torch.nn.Sequential) else [module]
-        body = torch.nn.Sequential(*layers[:-1]).to(self.device)
-        out = [body(xb).float().cpu() for _, xb, _ in self.source.ordered(4096, rows)]
-        return torch.cat(out).numpy().astype(np.float64)
+        if len(layers) == 1:
+            X = self.X if rows is None else self.X[np.asarray(rows)]
+            return np.asarray(X, dtype=np.float64)
+        return self._forward(torch.nn.Sequential(*layers[:-1]), rows).astype(np.float64)
 
 
 def train_head(X, y, n_classes, objective, options, *, hidden_layer_sizes=(), sampler=None, rows=None,

@@ -101,7 +101,7 @@ _ONE_THREAD_WORK = 1 << 24
 
 
 @contextlib.contextmanager
-def _threads_for_step(work, device):
+def threads_for_step(work, device):
     if device.type != "cpu" or work >= _ONE_THREAD_WORK or torch.get_num_threads() == 1:
         yield
         return
@@ -120,7 +120,7 @@ def _dist():
     return 0, 1
 
 
-def _module_width(module):
+def module_width(module):
     """Multiply-adds per input row of a forward pass, roughly (for the thread policy)."""
     return sum(p.numel() for p in module.parameters() if p.ndim >= 2)
 
@@ -335,7 +335,7 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if opts.amp == "fp16" and self.device.type == "cuda" else None
         accumulate = max(int(opts.accumulate), 1)
         schedule = None
-        with _threads_for_step(bs * _module_width(self.raw_module), self.device):
+        with threads_for_step(bs * module_width(self.raw_module), self.device):
             self._begin()
             self.module.train()
             stop = self.stopped_early or self.epoch >= self.max_epochs
@@ -413,13 +413,14 @@ class Trainer:
         rows = np.arange(len(self.source)) if self.rows is None else self.rows
         params = [p for p in self.raw_module.parameters() if p.requires_grad]
         penalised = penalised_parameters(self.raw_module) if opts.l2_reg else []
-        with _threads_for_step(rows.shape[0] * _module_width(self.raw_module), self.device):
+        with threads_for_step(rows.shape[0] * module_width(self.raw_module), self.device):
             self._begin()
             if self.stopped_early or self.epoch >= self.max_epochs:
                 self._end()
                 return
             idx = torch.as_tensor(rows)
-            X = self.source.rows(idx)
+            # every row: the features as they are (a view of X, no gather); a subset is gathered once
+            X = self.source.block(0, len(self.source)) if self.rows is None else self.source.rows(idx)
             y = self.source.labels(idx)
             idx = idx.to(self.device)
             module = self.module
