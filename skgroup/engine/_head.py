@@ -161,16 +161,28 @@ class HeadExecutor:
     @torch.no_grad()
     def logits(self, module, rows=None):
         module = module.to(self.device)
-        out = [module(xb).float().cpu() for _, xb, _ in self.source.ordered(4096, rows)]
-        module.cpu()
+        # eval mode, as in validation: a multitask module returns its logits alone only there
+        was_training = module.training
+        module.eval()
+        try:
+            out = [module(xb).float().cpu() for _, xb, _ in self.source.ordered(4096, rows)]
+        finally:
+            module.train(was_training)
+            module.cpu()
         return torch.cat(out).numpy()
 
     @torch.no_grad()
     def features(self, module, rows=None):
-        """Inputs of the last Linear layer (X itself for a linear head)."""
-        layers = list(module.children()) if isinstance(module, torch.nn.Sequential) else [module]
-        body = torch.nn.Sequential(*layers[:-1]).to(self.device)
+        """Inputs of the end-task layer: X for a linear head, the shared representation
+        for a module with a ``representation`` method (a multitask head)."""
+        if hasattr(module, "representation"):
+            body = module.representation
+        else:
+            layers = list(module.children()) if isinstance(module, torch.nn.Sequential) else [module]
+            body = torch.nn.Sequential(*layers[:-1])
+        module.to(self.device)
         out = [body(xb).float().cpu() for _, xb, _ in self.source.ordered(4096, rows)]
+        module.cpu()
         return torch.cat(out).numpy().astype(np.float64)
 
 
