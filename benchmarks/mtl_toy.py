@@ -63,8 +63,8 @@ def run(seeds, epochs, solver, readings, out=sys.stdout):
                 results.setdefault((name, tau, reading), []).append((wga, acc, a))
                 print(f"{name} tau={tau} {reading} seed {seed}: worst-group {wga:.3f}, avg {acc:.3f}, "
                       f"a={np.round(a, 4).tolist()} ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
-    head = "| model | \\|\\|a\\|\\|_1 | paper | " + " | ".join(
-        f"ours, sigma^2 as {'variances' if r == 'variance' else 'std^2'}: worst-group (per seed) | kept core"
+    head = "| model | tau | paper | " + " | ".join(
+        f"ours, 0.6 / 0.1 as {'variances' if r == 'variance' else 'standard deviations'} (per seed) | kept core"
         for r in readings) + " |"
     print(f"\nTest worst-group accuracy (%), {len(seeds)} seeds, {epochs} epochs, solver={solver!r}\n", file=out)
     print(head, file=out)

@@ -251,8 +251,10 @@ class MultitaskLoss(Objective):
     over tokens of a masked-LM loss); the penalty is the L1 norm of each
     representation divided by its number of entries (rows x width), as the
     authors' code normalises it, so ``alpha_reg`` does not depend on the
-    batch size or the width. Without an auxiliary output (``alpha_aux=0``)
-    only ``h_end`` is penalised: the paper's end-task-plus-L1 ablation.
+    batch size or the width. Without an auxiliary output (a module built
+    without an auxiliary head, as the estimator builds it at
+    ``alpha_aux=0``) only ``h_end`` is penalised: the paper's
+    end-task-plus-L1 ablation.
 
     The last batch's three terms are kept, detached, in ``last_terms``
     (end, aux, L1) for :class:`skgroup.estimators.MultitaskHistory`.

@@ -87,6 +87,9 @@ class MultitaskHead(torch.nn.Module):
 
     def __init__(self, trunk, end, aux=None, *, noise_std=1.0, l1_radius=None):
         super().__init__()
+        if l1_radius is not None and not isinstance(trunk, Diagonal):
+            raise ValueError("l1_radius constrains a Diagonal trunk (||a||_1 = l1_radius); got "
+                             f"{type(trunk).__name__}. Pass l1_radius=None for other trunks.")
         self.trunk = trunk
         self.end = end
         self.aux = aux
@@ -94,6 +97,7 @@ class MultitaskHead(torch.nn.Module):
         self.l1_radius = None if l1_radius is None else float(l1_radius)
 
     def representation(self, x):
+        """The shared representation h = trunk(x), the end head's input."""
         return self.trunk(x)
 
     def forward(self, x):
@@ -212,6 +216,7 @@ class ProjectConstraints(Callback):
     """
 
     def on_batch_end(self, trainer, loss):
+        # also after batches that only accumulate gradients: projecting a feasible point is a no-op
         trainer.raw_module.project_()
 
 
