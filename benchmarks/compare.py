@@ -67,9 +67,14 @@ GRIDS = {
         {"balancing": ["subsetting", "upsampling", "upweighting"], "l2_reg": [1e-5, 1e-4]},
         {"balancing": ["mixture"], "mixture_ratio": [2.0, 4.0], "l2_reg": [1e-5, 1e-4]},
     ],
-    # the paper's grid for both weights, {e^-1, e^0, e^1}, and the noise at and below the features' scale
-    "RegularizedMTLClassifier": {"alpha_aux": [math.exp(k) for k in (-1, 0, 1)],
-                                 "alpha_reg": [math.exp(k) for k in (-1, 0, 1)], "noise_std": [0.5, 1.0]},
+    # the paper's grid for both weights, {e^-1, e^0, e^1}, and the noise at and below the features' scale;
+    # then its constrained form (Sec. 3, eq. 8), which needs projected SGD
+    "RegularizedMTLClassifier": [
+        {"alpha_aux": [math.exp(k) for k in (-1, 0, 1)], "alpha_reg": [math.exp(k) for k in (-1, 0, 1)],
+         "noise_std": [0.5, 1.0]},
+        {"featurizer": ["diagonal"], "l1_radius": [1.0, 10.0], "alpha_aux": [1.0, math.e], "alpha_reg": [0.0],
+         "solver": ["sgd"]},
+    ],
 }
 QUICK_GRIDS = {
     "ERMClassifier": {"l2_reg": [1e-4, 1e-2]},
