@@ -1,6 +1,7 @@
 """skgroup: scikit-learn estimators for group-robust classification.
 
-Robust heads (Group DRO, JTT, CVaR DRO, GradTune, class balancing) trained on
+Robust heads (Group DRO, JTT, CVaR DRO, GradTune, class balancing, regularized
+multitask learning) trained on
 frozen penultimate-layer features, with worst-group metrics and scorers that
 travel through scikit-learn's metadata routing.
 """
@@ -14,6 +15,7 @@ from .estimators import (
     GroupDROClassifier,
     JTTClassifier,
     MixtureBalancedClassifier,
+    RegularizedMTLClassifier,
 )
 from .metrics import (
     group_accuracies,
@@ -31,6 +33,7 @@ __all__ = [
     "JTTClassifier",
     "GradTuneClassifier",
     "MixtureBalancedClassifier",
+    "RegularizedMTLClassifier",
     "group_accuracies",
     "make_group_labels",
     "worst_class_accuracy",

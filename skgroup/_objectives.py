@@ -13,15 +13,31 @@ need a minibatch optimizer; the others also run under full-batch L-BFGS.
 batch can be evaluated in row blocks. State that training changes (q) is
 saved and restored with ``state_dict`` / ``load_state_dict``, so a killed
 run resumes exactly.
+
+Most objectives read plain logits. :class:`MultitaskLoss` reads a
+:class:`MultitaskOutput` instead: a module trained with it returns that
+structure in training mode (logits, an auxiliary prediction and its target,
+the shared representations) and plain logits in eval mode, which is the mode
+the engine validates and predicts in.
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Objective", "MeanLoss", "WeightedLoss", "GroupDROLoss", "CVaRLoss", "cvar_of_losses"]
+__all__ = [
+    "Objective",
+    "MeanLoss",
+    "WeightedLoss",
+    "GroupDROLoss",
+    "CVaRLoss",
+    "cvar_of_losses",
+    "MultitaskOutput",
+    "MultitaskLoss",
+]
 
 
 def _world_size():
@@ -194,3 +210,93 @@ class CVaRLoss(Objective):
 
     def reduce(self, losses, idx):
         return cvar_of_losses(losses, self.alpha)
+
+
+class MultitaskOutput(NamedTuple):
+    """What a multitask module returns in training mode (eval mode: ``logits`` alone).
+
+    Attributes
+    ----------
+    logits : tensor (m, K)
+        End-task logits of the clean inputs.
+    reconstruction, target : tensors (m, d) or None
+        The auxiliary head's prediction and what it should predict (the clean
+        inputs, for denoising reconstruction); None without an auxiliary task.
+    h_end, h_aux : tensors (m, width) or None
+        The shared trunk's outputs, the inputs of the end-task and auxiliary
+        heads, whose L1 norm is penalised.
+    """
+
+    logits: torch.Tensor
+    reconstruction: torch.Tensor = None
+    target: torch.Tensor = None
+    h_end: torch.Tensor = None
+    h_aux: torch.Tensor = None
+
+
+def _at_least_float32(t):
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+class MultitaskLoss(Objective):
+    """Regularized multitask learning (Kulkarni et al., TMLR 2024, eq. 9).
+
+    .. math:: L = L_{end} + \\alpha_{aux} L_{aux}
+              + \\alpha_{reg}\\,(\\overline{|h_{end}|} + \\overline{|h_{aux}|})
+
+    ``L_end`` is the ``end`` objective (mean cross-entropy by default; any
+    objective over logits, e.g. a weighted one) of ``output.logits``;
+    ``L_aux`` the mean squared error of ``output.reconstruction`` against
+    ``output.target`` (averaged over rows and coordinates, like the mean
+    over tokens of a masked-LM loss); the penalty is the L1 norm of each
+    representation divided by its number of entries (rows x width), as the
+    authors' code normalises it, so ``alpha_reg`` does not depend on the
+    batch size or the width. Without an auxiliary output (a module built
+    without an auxiliary head, as the estimator builds it at
+    ``alpha_aux=0``) only ``h_end`` is penalised: the paper's
+    end-task-plus-L1 ablation.
+
+    The last batch's three terms are kept, detached, in ``last_terms``
+    (end, aux, L1) for :class:`skgroup.estimators.MultitaskHistory`.
+    """
+
+    separable = False
+
+    def __init__(self, alpha_aux=1.0, alpha_reg=0.0, end=None):
+        if alpha_aux < 0 or alpha_reg < 0:
+            raise ValueError(f"alpha_aux and alpha_reg must be >= 0; got {alpha_aux} and {alpha_reg}.")
+        self.alpha_aux = float(alpha_aux)
+        self.alpha_reg = float(alpha_reg)
+        self.end = MeanLoss() if end is None else end
+        self.online = self.end.online
+        self.last_terms = None
+
+    def __call__(self, output, y, idx):
+        if not isinstance(output, MultitaskOutput):
+            raise TypeError(
+                f"MultitaskLoss needs the module to return a MultitaskOutput in training mode; got "
+                f"{type(output).__name__}. Build the module with skgroup.estimators.MultitaskHead."
+            )
+        end = self.end(output.logits, y, idx)
+        zero = torch.zeros((), dtype=end.dtype, device=end.device)
+        aux = zero
+        if self.alpha_aux:
+            if output.reconstruction is None:
+                raise ValueError("alpha_aux > 0 but the module has no auxiliary head: build it with one.")
+            aux = F.mse_loss(_at_least_float32(output.reconstruction), _at_least_float32(output.target))
+        l1 = zero
+        for h in (output.h_end, output.h_aux):
+            if h is not None:
+                l1 = l1 + _at_least_float32(h).abs().mean()
+        self.last_terms = torch.stack([end.detach(), aux.detach().to(end.dtype), l1.detach().to(end.dtype)])
+        return end + self.alpha_aux * aux + self.alpha_reg * l1
+
+    def to(self, device, dtype):
+        self.end.to(device, dtype)
+        return self
+
+    def state_dict(self):
+        return self.end.state_dict()
+
+    def load_state_dict(self, state):
+        self.end.load_state_dict(state)

@@ -16,6 +16,7 @@ CHECK_PARAMS = {
     "ERMClassifier": dict(dtype="float64", tol=1e-10, max_iter=500),
     "GradTuneClassifier": dict(dtype="float64", max_iter=20),
     "MixtureBalancedClassifier": dict(dtype="float64", max_iter=10),
+    "RegularizedMTLClassifier": dict(dtype="float64", max_iter=30, learning_rate=1e-2),
 }
 
 # name -> {check name: reason}

@@ -9,7 +9,7 @@ from ._embeddings import (
     split_embeddings,
 )
 from ._real import NEGATION_WORDS, get_data_home, load_celeba_attributes, load_mnli
-from ._synthetic import make_spurious_benchmark, make_spurious_features
+from ._synthetic import make_mtl_toy, make_spurious_benchmark, make_spurious_features
 
 __all__ = [
     "CorruptCacheError",
@@ -19,6 +19,7 @@ __all__ = [
     "load_celeba_attributes",
     "load_embeddings",
     "load_mnli",
+    "make_mtl_toy",
     "make_spurious_benchmark",
     "make_spurious_features",
     "read_manifest",

@@ -171,31 +171,53 @@ class HeadExecutor:
 
     @torch.no_grad()
     def _forward(self, module, rows):
-        """``module`` over the rows (all, in contiguous blocks without a gather; or ``rows``)."""
-        module = module.to(self.device).eval()
+        """``module`` in eval mode (as in validation: a multitask module returns its logits alone only
+        there) over the rows: all, in contiguous blocks without a gather; or ``rows``."""
+        module = module.to(self.device)
+        was_training = module.training
+        module.eval()
         chunk = 65536
         out = []
-        with threads_for_step(chunk * max(module_width(module), 1), torch.device(self.device)):
-            if rows is None:
-                for start in range(0, self.X.shape[0], chunk):
-                    xb = self.source.block(start, start + chunk)
-                    out.append(module(xb).float().cpu())
-            else:
-                for _, xb, _ in self.source.ordered(chunk, rows):
-                    out.append(module(xb).float().cpu())
-        module.cpu()
+        try:
+            with threads_for_step(chunk * max(module_width(module), 1), torch.device(self.device)):
+                if rows is None:
+                    for start in range(0, self.X.shape[0], chunk):
+                        out.append(module(self.source.block(start, start + chunk)).float().cpu())
+                else:
+                    for _, xb, _ in self.source.ordered(chunk, rows):
+                        out.append(module(xb).float().cpu())
+        finally:
+            module.train(was_training)
+            module.cpu()
         return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
     def logits(self, module, rows=None):
         return self._forward(module, rows)
 
     def features(self, module, rows=None):
-        """Inputs of the last Linear layer (X itself for a linear head), float64."""
-        layers = list(module.children()) if isinstance(module, torch.nn.Sequential) else [module]
-        if len(layers) == 1:
-            X = self.X if rows is None else self.X[np.asarray(rows)]
-            return np.asarray(X, dtype=np.float64)
-        return self._forward(torch.nn.Sequential(*layers[:-1]), rows).astype(np.float64)
+        """Inputs of the end-task layer, float64: X for a linear head, the hidden layers' output for an
+        MLP head, the shared representation for a module with a ``representation`` method (multitask)."""
+        if hasattr(module, "representation"):
+            body = _Call(module.representation)
+        else:
+            layers = list(module.children()) if isinstance(module, torch.nn.Sequential) else [module]
+            if len(layers) == 1:
+                X = self.X if rows is None else self.X[np.asarray(rows)]
+                return np.asarray(X, dtype=np.float64)
+            body = torch.nn.Sequential(*layers[:-1])
+        return self._forward(body, rows).astype(np.float64)
+
+
+class _Call(torch.nn.Module):
+    """A bound method as a module (so that it can be evaluated like one)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.owner = fn.__self__
+
+    def forward(self, x):
+        return self.fn(x)
 
 
 def train_head(X, y, n_classes, objective, options, *, hidden_layer_sizes=(), sampler=None, rows=None,

@@ -7,19 +7,35 @@ from ._gradtune import GradTuneClassifier, last_layer_gradient_norms
 from ._group_dro import GroupDROClassifier
 from ._jtt import EmptyErrorSetWarning, JTTClassifier
 from ._mixture import MixtureBalancedClassifier
+from ._mtl import (
+    Diagonal,
+    MultitaskHead,
+    MultitaskHistory,
+    ProjectConstraints,
+    RegularizedMTLClassifier,
+    make_multitask_head,
+    project_l1_sphere,
+)
 
 __all__ = [
     "BaseHeadClassifier",
     "CVaRClassifier",
     "DegenerateCVaRWarning",
+    "Diagonal",
     "ERMClassifier",
     "EmptyErrorSetWarning",
     "GroupDROClassifier",
     "JTTClassifier",
     "GradTuneClassifier",
     "MixtureBalancedClassifier",
+    "MultitaskHead",
+    "MultitaskHistory",
+    "ProjectConstraints",
+    "RegularizedMTLClassifier",
     "all_estimators",
     "last_layer_gradient_norms",
+    "make_multitask_head",
+    "project_l1_sphere",
 ]
 
 
@@ -34,5 +50,6 @@ def all_estimators():
             CVaRClassifier,
             GradTuneClassifier,
             MixtureBalancedClassifier,
+            RegularizedMTLClassifier,
         )
     ]

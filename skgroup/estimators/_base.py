@@ -242,13 +242,23 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         return module
 
     # -- prediction --------------------------------------------------------
+    def _relu_after(self, layer):
+        """Whether the output of layer ``layer`` (0-based) of ``coefs_`` goes through a ReLU.
+
+        An MLP head: every layer but the last. Architectures with linear
+        layers inside (a multitask trunk's representation) override this.
+        """
+        return layer < len(self.coefs_) - 1
+
     def _logits(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
         h = X
         for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_)):
-            h = h @ W.astype(X.dtype, copy=False) + b.astype(X.dtype, copy=False)
-            if i < len(self.coefs_) - 1:
+            W = W.astype(X.dtype, copy=False)
+            # a 1-D coefficient is a diagonal layer (elementwise scaling), kept as a vector
+            h = (h * W if W.ndim == 1 else h @ W) + b.astype(X.dtype, copy=False)
+            if self._relu_after(i):
                 np.maximum(h, 0, out=h)
         return h
 
