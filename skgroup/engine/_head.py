@@ -151,7 +151,7 @@ class HeadExecutor:
             raise ValueError(f"Stage.trainable must be 'all' or 'head'; got {stage.trainable!r}.")
         trainer = Trainer(module, self.source, stage.objective, stage.options, sampler=stage.sampler,
                           rows=stage.rows, callbacks=self._stage_callbacks(stage), seed=stage.seed,
-                          name=stage.name)
+                          name=stage.name, penalty=stage.penalty)
         trainer.fit()
         for p in module.parameters():
             p.requires_grad_(True)
@@ -175,10 +175,10 @@ class HeadExecutor:
 
 
 def train_head(X, y, n_classes, objective, options, *, hidden_layer_sizes=(), sampler=None, rows=None,
-               init="fresh", seed=0, callbacks=()):
+               init="fresh", seed=0, callbacks=(), penalty=None):
     """Train one head on the features X (a one-stage plan); returns the StageResult."""
     executor = HeadExecutor(X, y, n_classes, hidden_layer_sizes=hidden_layer_sizes, dtype=options.dtype,
                             device=options.device)
     stage = Stage("train", objective, options, sampler=sampler, rows=rows, init=init, seed=seed,
-                  callbacks=list(callbacks))
+                  callbacks=list(callbacks), penalty=penalty)
     return executor.train(stage)
