@@ -1,6 +1,6 @@
 """skgroup: scikit-learn estimators for group-robust classification.
 
-Robust heads (Group DRO, JTT, CVaR DRO, GradTune, class balancing) trained on
+Robust heads (Group DRO, JTT, CVaR DRO, GradTune, class and group balancing) trained on
 frozen penultimate-layer features, with worst-group metrics and scorers that
 travel through scikit-learn's metadata routing.
 """
@@ -11,6 +11,7 @@ from .estimators import (
     CVaRClassifier,
     ERMClassifier,
     GradTuneClassifier,
+    GroupBalancedClassifier,
     GroupDROClassifier,
     JTTClassifier,
     MixtureBalancedClassifier,
@@ -31,6 +32,7 @@ __all__ = [
     "JTTClassifier",
     "GradTuneClassifier",
     "MixtureBalancedClassifier",
+    "GroupBalancedClassifier",
     "group_accuracies",
     "make_group_labels",
     "worst_class_accuracy",

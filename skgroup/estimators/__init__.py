@@ -4,6 +4,7 @@ from ._base import BaseHeadClassifier
 from ._cvar import CVaRClassifier, DegenerateCVaRWarning
 from ._erm import ERMClassifier
 from ._gradtune import GradTuneClassifier, last_layer_gradient_norms
+from ._group_balanced import GroupBalancedClassifier
 from ._group_dro import GroupDROClassifier
 from ._jtt import EmptyErrorSetWarning, JTTClassifier
 from ._mixture import MixtureBalancedClassifier
@@ -14,6 +15,7 @@ __all__ = [
     "DegenerateCVaRWarning",
     "ERMClassifier",
     "EmptyErrorSetWarning",
+    "GroupBalancedClassifier",
     "GroupDROClassifier",
     "JTTClassifier",
     "GradTuneClassifier",
@@ -34,5 +36,6 @@ def all_estimators():
             CVaRClassifier,
             GradTuneClassifier,
             MixtureBalancedClassifier,
+            GroupBalancedClassifier,
         )
     ]

@@ -52,6 +52,7 @@ FAST_PARAMS = {
     "CVaRClassifier": {"alpha": 0.5, "max_iter": 3, "batch_size": 64},
     "GradTuneClassifier": {"n_top": 40, "n_finetune": 60, "max_iter": 20, "lr_scale": 0.1},
     "MixtureBalancedClassifier": {"max_iter": 5},
+    "GroupBalancedClassifier": {"max_iter": 20},
 }
 
 
