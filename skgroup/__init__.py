@@ -8,6 +8,7 @@ travel through scikit-learn's metadata routing.
 __version__ = "0.1.0"
 
 from .estimators import (
+    AFRClassifier,
     CVaRClassifier,
     ERMClassifier,
     GradTuneClassifier,
@@ -33,6 +34,7 @@ __all__ = [
     "GradTuneClassifier",
     "MixtureBalancedClassifier",
     "GroupBalancedClassifier",
+    "AFRClassifier",
     "group_accuracies",
     "make_group_labels",
     "worst_class_accuracy",

@@ -17,6 +17,7 @@ CHECK_PARAMS = {
     "GradTuneClassifier": dict(dtype="float64", max_iter=20),
     "MixtureBalancedClassifier": dict(dtype="float64", max_iter=10),
     "GroupBalancedClassifier": dict(dtype="float64", tol=1e-10, max_iter=500),
+    "AFRClassifier": dict(dtype="float64", tol=1e-10, max_iter=500, second_stage_max_iter=500),
 }
 
 # name -> {check name: reason}

@@ -1,5 +1,6 @@
 """Group-robust classifiers on frozen features."""
 
+from ._afr import AFRClassifier, afr_weights
 from ._base import BaseHeadClassifier
 from ._cvar import CVaRClassifier, DegenerateCVaRWarning
 from ._erm import ERMClassifier
@@ -10,6 +11,7 @@ from ._jtt import EmptyErrorSetWarning, JTTClassifier
 from ._mixture import MixtureBalancedClassifier
 
 __all__ = [
+    "AFRClassifier",
     "BaseHeadClassifier",
     "CVaRClassifier",
     "DegenerateCVaRWarning",
@@ -20,6 +22,7 @@ __all__ = [
     "JTTClassifier",
     "GradTuneClassifier",
     "MixtureBalancedClassifier",
+    "afr_weights",
     "all_estimators",
     "last_layer_gradient_norms",
 ]
@@ -37,5 +40,6 @@ def all_estimators():
             GradTuneClassifier,
             MixtureBalancedClassifier,
             GroupBalancedClassifier,
+            AFRClassifier,
         )
     ]

@@ -53,6 +53,7 @@ FAST_PARAMS = {
     "GradTuneClassifier": {"n_top": 40, "n_finetune": 60, "max_iter": 20, "lr_scale": 0.1},
     "MixtureBalancedClassifier": {"max_iter": 5},
     "GroupBalancedClassifier": {"max_iter": 20},
+    "AFRClassifier": {"max_iter": 20, "second_stage_max_iter": 20},
 }
 
 
