@@ -1,6 +1,6 @@
 """skgroup: scikit-learn estimators for group-robust classification.
 
-Robust heads (Group DRO, JTT, CVaR DRO, GradTune, class and group balancing) trained on
+Robust heads (Group DRO, JTT, CVaR DRO, GradTune, DFR, AFR, class and group balancing) trained on
 frozen penultimate-layer features, with worst-group metrics and scorers that
 travel through scikit-learn's metadata routing.
 """
@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 from .estimators import (
     AFRClassifier,
     CVaRClassifier,
+    DFRClassifier,
     ERMClassifier,
     GradTuneClassifier,
     GroupBalancedClassifier,
@@ -35,6 +36,7 @@ __all__ = [
     "MixtureBalancedClassifier",
     "GroupBalancedClassifier",
     "AFRClassifier",
+    "DFRClassifier",
     "group_accuracies",
     "make_group_labels",
     "worst_class_accuracy",

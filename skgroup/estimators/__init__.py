@@ -3,6 +3,7 @@
 from ._afr import AFRClassifier, afr_weights
 from ._base import BaseHeadClassifier
 from ._cvar import CVaRClassifier, DegenerateCVaRWarning
+from ._dfr import DFRClassifier, TinyHeldOutGroupWarning
 from ._erm import ERMClassifier
 from ._gradtune import GradTuneClassifier, last_layer_gradient_norms
 from ._group_balanced import GroupBalancedClassifier
@@ -14,6 +15,7 @@ __all__ = [
     "AFRClassifier",
     "BaseHeadClassifier",
     "CVaRClassifier",
+    "DFRClassifier",
     "DegenerateCVaRWarning",
     "ERMClassifier",
     "EmptyErrorSetWarning",
@@ -22,6 +24,7 @@ __all__ = [
     "JTTClassifier",
     "GradTuneClassifier",
     "MixtureBalancedClassifier",
+    "TinyHeldOutGroupWarning",
     "afr_weights",
     "all_estimators",
     "last_layer_gradient_norms",
@@ -41,5 +44,6 @@ def all_estimators():
             MixtureBalancedClassifier,
             GroupBalancedClassifier,
             AFRClassifier,
+            DFRClassifier,
         )
     ]
