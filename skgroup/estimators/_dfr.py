@@ -254,6 +254,10 @@ class DFRClassifier(BaseHeadClassifier):
     # the held-out rows' group labels are the method: routing sends them unless a user opts out
     __metadata_request__fit = {"group_labels": True}
 
+    # trains on the validation rows and their group labels and selects C on them itself, so a
+    # comparison passes it the validation split as X_val and cannot select it on that split again
+    _fits_on_validation = True
+
     _parameter_constraints = {
         "estimator": [HasMethods(["fit", "predict"]), None],
         "prefit": ["boolean"],
