@@ -202,9 +202,13 @@ def test_tiny_heldout_groups_warn_with_the_fix():
         DFRClassifier(Cs=[1.0, 0.1], n_retrains=2, random_state=0).fit(X, y, group_labels=g)
     message = str(record[0].message)
     assert "2: 8" in message and "min_group_size=20" in message and "Hold out more rows" in message
+    # C tuning fits on half of each group: 30 rows give 15 there, under 20
+    assert "1: 30" in message and "half of that (4)" in message
     with warnings.catch_warnings():
         warnings.simplefilter("error", TinyHeldOutGroupWarning)
         DFRClassifier(Cs=[1.0], n_retrains=2, min_group_size=8, random_state=0).fit(X, y, group_labels=g)
+    with pytest.warns(TinyHeldOutGroupWarning, match="fewer than 16 rows"):
+        DFRClassifier(Cs=[1.0, 0.1], n_retrains=2, min_group_size=8, random_state=0).fit(X, y, group_labels=g)
 
 
 def test_errors_name_the_argument_and_the_fix():

@@ -156,8 +156,9 @@ class DFRClassifier(BaseHeadClassifier):
     Small held-out groups: every subset holds only ``min_g n_g`` rows of each
     group (and the tuning half half as many), so with a few dozen rows in
     the smallest group the retrained layer is fitted on a handful of rows
-    and DFR collapses; fewer than ``min_group_size`` rows in a held-out
-    group raise a :class:`TinyHeldOutGroupWarning`.
+    and DFR collapses; fewer than ``min_group_size`` rows of a group in the
+    subsets (in the tuning halves too) raise a
+    :class:`TinyHeldOutGroupWarning`.
 
     Defaults and why: ``n_retrains=20`` and ``Cs`` =
     (1, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01) are the reference code's
@@ -201,7 +202,10 @@ class DFRClassifier(BaseHeadClassifier):
     n_retrains : int, default=20
         Group-balanced subsets whose models are averaged.
     min_group_size : int, default=20
-        Held-out groups with fewer rows raise a :class:`TinyHeldOutGroupWarning`.
+        Fewest rows per group that DFR's subsets should hold: a held-out
+        group with fewer rows (fewer than twice as many when C is tuned,
+        since the tuning fits see half of each group) raises a
+        :class:`TinyHeldOutGroupWarning`.
     tol : float, default=1e-4
         liblinear's stopping tolerance.
     max_iter : int, default=100
@@ -436,17 +440,22 @@ class DFRClassifier(BaseHeadClassifier):
             self.group_names_ = tuple(membership.names)
         counts = np.bincount(ids, minlength=len(self.group_names_))
         self.group_counts_ = counts
-        small = [(g, c) for g, c in zip(self.group_names_, counts) if 0 < c < self.min_group_size]
+        # the tuning fits see half of each group: the minimum applies to what a subset holds
+        tuning = self.Cs_.shape[0] > 1
+        need = self.min_group_size * (2 if tuning else 1)
+        small = [(g, c) for g, c in zip(self.group_names_, counts) if 0 < c < need]
         if small:
             listed = ", ".join(f"{g!r}: {c}" for g, c in small)
+            smallest = int(counts[counts > 0].min())
+            tuned = f", and C is tuned on half of that ({smallest // 2})" if tuning else ""
             warn(
-                f"DFR: held-out group(s) with fewer than min_group_size={self.min_group_size} rows "
-                f"({listed}). Every group-balanced subset keeps only the smallest group's size of "
-                "each group, and C is tuned on half of that, so the last layer is fitted on a "
-                "handful of rows and DFR collapses (near-chance worst-group accuracy is common). "
-                "Hold out more rows of the small groups (a larger validation split or "
-                "holdout_fraction), merge rare groups, or use a method that trains on all rows "
-                "with group labels (GroupBalancedClassifier, GroupDROClassifier).",
+                f"DFR: held-out group(s) with fewer than {need} rows ({listed}). Every group-balanced "
+                f"subset keeps only the smallest group's size of each group ({smallest}){tuned}, under "
+                f"min_group_size={self.min_group_size}: the last layer is fitted on a handful of rows "
+                "per group and DFR collapses (near-chance worst-group accuracy is common). Hold out "
+                "more rows of the small groups (a larger validation split or holdout_fraction), merge "
+                "rare groups, or use a method that trains on all rows with group labels "
+                "(GroupBalancedClassifier, GroupDROClassifier).",
                 TinyHeldOutGroupWarning,
             )
         H = _last_layer_inputs(base, X) if base is not None else np.asarray(X, dtype=np.float64)
