@@ -18,7 +18,6 @@ The disk needs about twice the features' size (shards plus the cache).
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys

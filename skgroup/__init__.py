@@ -1,7 +1,7 @@
 """skgroup: scikit-learn estimators for group-robust classification.
 
-Robust heads (Group DRO, JTT, CVaR DRO, GradTune, class balancing, regularized
-multitask learning) trained on
+Robust heads (Group DRO, JTT, CVaR DRO, GradTune, DFR, AFR, class and group balancing,
+regularized multitask learning) trained on
 frozen penultimate-layer features, with worst-group metrics and scorers that
 travel through scikit-learn's metadata routing.
 """
@@ -9,9 +9,12 @@ travel through scikit-learn's metadata routing.
 __version__ = "0.1.0"
 
 from .estimators import (
+    AFRClassifier,
     CVaRClassifier,
+    DFRClassifier,
     ERMClassifier,
     GradTuneClassifier,
+    GroupBalancedClassifier,
     GroupDROClassifier,
     JTTClassifier,
     MixtureBalancedClassifier,
@@ -34,6 +37,9 @@ __all__ = [
     "GradTuneClassifier",
     "MixtureBalancedClassifier",
     "RegularizedMTLClassifier",
+    "GroupBalancedClassifier",
+    "AFRClassifier",
+    "DFRClassifier",
     "group_accuracies",
     "make_group_labels",
     "worst_class_accuracy",

@@ -94,19 +94,26 @@ class WeightedSampler(Sampler):
         return rng.choice(self.p.shape[0], size=self.n_draws, replace=True, p=self.p)
 
 
-def balanced_weights(strata, subset=None):
-    """Per-row weights 1 / (n_strata * n_s) that make every stratum equally likely.
+def balanced_weights(strata, subset=None, power=1.0):
+    """Per-row weights ``n_s^-power / sum_t n_t^(1 - power)`` over the strata (classes or groups).
 
-    Drawing with these weights picks a stratum (class or group) uniformly,
-    then a row uniformly within it. ``subset`` (bool mask) restricts the draw
-    to those rows, counting strata within the subset only.
+    ``power=1`` (the default) gives ``1 / (n_strata * n_s)``: drawing with
+    these weights picks a stratum uniformly, then a row uniformly within it,
+    and as loss weights every stratum counts alike (inverse-frequency
+    reweighting). ``power=0.5`` is the square-root inverse frequency of
+    SubpopBench's SqrtReWeight; ``power=0`` weighs every row alike. The
+    weights sum to 1 over the kept rows. ``subset`` (bool mask) restricts
+    them to those rows, counting strata within the subset only.
     """
     strata = np.asarray(strata)
     keep = np.ones(strata.shape[0], dtype=bool) if subset is None else np.asarray(subset, bool)
     _, inverse = np.unique(strata[keep], return_inverse=True)
-    counts = np.bincount(inverse)
+    counts = np.bincount(inverse).astype(np.float64)
     w = np.zeros(strata.shape[0], dtype=np.float64)
-    w[keep] = 1.0 / (len(counts) * counts[inverse])
+    if power == 1.0:
+        w[keep] = 1.0 / (len(counts) * counts[inverse])
+    else:
+        w[keep] = counts[inverse] ** -power / np.sum(counts ** (1.0 - power))
     return w
 
 

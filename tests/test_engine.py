@@ -345,3 +345,82 @@ def test_a_tie_goes_to_the_lower_validation_loss():
     scripted = Curve([0.0, 0.0, 0.0, 0.0])  # a worst group no epoch gets right
     trainer = _trainer(X, y, [scripted, EarlyStopping(patience=2)], max_iter=4).fit()
     assert trainer.best["epoch"] == 4 and not trainer.stopped_early
+
+
+# -- penalties -------------------------------------------------------------------
+def test_proximal_penalty_by_hand_and_only_on_trainable_parameters():
+    from skgroup.engine import ProximalPenalty
+
+    module = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        module.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        module.bias.fill_(3.0)
+    pen = ProximalPenalty({"weight": torch.tensor([[0.0, 0.0]]), "bias": torch.tensor([1.0])}, 0.5)
+    # 0.5 * ((1 + 4) + 4)
+    assert float(pen(module).detach()) == pytest.approx(4.5)
+    module.bias.requires_grad_(False)  # a frozen parameter is not penalised
+    assert float(pen(module).detach()) == pytest.approx(2.5)
+    # the anchor is a copy: moving the reference module later does not move it
+    ref = torch.nn.Linear(2, 1)
+    anchored = ProximalPenalty(ref, 1.0)
+    with torch.no_grad():
+        ref.weight.add_(1.0)
+    assert float(anchored(ref).detach()) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="shape"):
+        ProximalPenalty({"weight": torch.zeros(3, 3)}, 1.0)(module)
+    with pytest.raises(ValueError, match="strength"):
+        ProximalPenalty(ref, -1.0)
+
+
+def test_lbfgs_minimises_objective_plus_penalty():
+    """The L-BFGS optimum is a stationary point of mean CE + penalty (autograd), not of CE alone;
+    a very strong pull keeps the weights at the anchor."""
+    from skgroup.engine import ProximalPenalty
+
+    X, y, _ = _data(200)
+    X = X.astype(np.float64)
+    anchor = make_head(X.shape[1], 2, (), torch.float64, torch.Generator())
+    with torch.no_grad():
+        anchor[0].weight.copy_(torch.linspace(-1, 1, anchor[0].weight.numel()).view_as(anchor[0].weight))
+    options = TrainOptions(solver="lbfgs", max_iter=500, tol=1e-9, dtype="float64")
+    pen = ProximalPenalty(anchor, 0.3)
+    result = train_head(X, y, 2, MeanLoss(), options, penalty=pen)
+    module = result.module
+    loss = torch.nn.functional.cross_entropy(module(torch.from_numpy(X)), torch.from_numpy(y)) + pen(module)
+    grads = torch.autograd.grad(loss, list(module.parameters()))
+    assert max(float(g.abs().max()) for g in grads) < 1e-6
+    plain = train_head(X, y, 2, MeanLoss(), options).module
+    assert not torch.allclose(plain[0].weight, module[0].weight, atol=1e-3)
+    stiff = train_head(X, y, 2, MeanLoss(), options, penalty=ProximalPenalty(anchor, 1e6)).module
+    torch.testing.assert_close(stiff[0].weight, anchor[0].weight, atol=1e-5, rtol=0)
+
+
+def test_minibatch_step_includes_the_penalty():
+    """One plain SGD step on one batch: the update is lr * (grad CE + grad penalty), by hand."""
+    from skgroup.engine import ProximalPenalty
+
+    X, y, _ = _data(32)
+    X = X.astype(np.float64)
+    order = np.arange(32)
+
+    class Fixed(Sampler):
+        def epoch(self, rng):
+            return order
+
+    anchor = {"0.weight": torch.ones(2, X.shape[1], dtype=torch.float64), "0.bias": torch.zeros(2, dtype=torch.float64)}
+    module = make_head(X.shape[1], 2, (), torch.float64, torch.Generator())  # starts at zero
+    options = TrainOptions(solver="sgd", momentum=0.0, max_iter=1, batch_size=32, learning_rate=0.1, dtype="float64")
+    Trainer(module, ArrayBatches(X, y, dtype=torch.float64), MeanLoss(), options, sampler=Fixed(),
+            penalty=ProximalPenalty(anchor, 2.0)).fit()
+    # at W = 0: softmax = 1/2, so d CE / dW = (1/2 - onehot)^T X / n; d penalty / dW = 2 * 2 * (0 - 1)
+    p = np.full((32, 2), 0.5)
+    p[np.arange(32), y] -= 1.0
+    grad_w = p.T @ X / 32 - 4.0
+    np.testing.assert_allclose(module[0].weight.detach().numpy(), -0.1 * grad_w, rtol=1e-10, atol=1e-12)
+
+
+def test_penalty_must_be_callable():
+    X, y, _ = _data(32)
+    with pytest.raises(TypeError, match="penalty"):
+        Trainer(make_head(X.shape[1], 2, (), torch.float32, torch.Generator()), ArrayBatches(X, y), MeanLoss(),
+                TrainOptions(), penalty=3.0)

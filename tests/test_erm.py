@@ -62,7 +62,7 @@ def test_class_weight_balanced_raises_minority_recall(bench):
 
 
 def test_minibatch_solvers_deterministic_and_mlp(bench):
-    tr, te = bench.train, bench.test
+    tr = bench.train
     for solver in ("adamw", "sgd"):
         kw = dict(solver=solver, max_iter=5, learning_rate=1e-2, batch_size=256, random_state=3)
         a, b = ERMClassifier(**kw).fit(tr.X, tr.y), ERMClassifier(**kw).fit(tr.X, tr.y)

@@ -353,3 +353,20 @@ def test_recipes_are_valid_configs(recipe):
     assert config["data"]["path"] == "/tmp/elsewhere" and config["training"]["max_iter"] == 2
     with pytest.raises(ConfigError, match="TABLE.KEY=VALUE"):
         apply_override(config, "nodots=1")
+
+
+def test_a_whole_model_proximal_penalty_reaches_the_head_trained_alone():
+    """AFR anchors its second stage to the first stage's whole model; the fine-tuning
+    path trains that stage as ``Sequential(head)``, so the anchor is renamed, not dropped."""
+    from skgroup.engine import ProximalPenalty
+    from skgroup.finetune._executor import _head_penalty
+
+    anchor = {"body.w": torch.ones(3), "head.weight": torch.zeros(2, 3), "head.bias": torch.zeros(2)}
+    head = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    with torch.no_grad():
+        head[0].weight.fill_(1.0)
+        head[0].bias.fill_(2.0)
+    whole = ProximalPenalty(anchor, 0.5)
+    assert float(whole(head)) == 0.0  # the names do not match: this is what would be lost
+    assert float(_head_penalty(whole)(head)) == pytest.approx(0.5 * (6 * 1.0 + 2 * 4.0))
+    assert _head_penalty(None) is None

@@ -9,7 +9,6 @@ where to get them and their licences.
 
 import csv
 import gzip
-import io
 import os
 import string
 import zipfile

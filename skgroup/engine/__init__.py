@@ -4,6 +4,8 @@
 * batch sources: :class:`ArrayBatches` (cached features), :class:`LoaderBatches`
   (any dataset through a ``DataLoader``);
 * :class:`TrainOptions`, :class:`Schedule`, :func:`make_optimizer`: how to step;
+  a stage's ``penalty`` callable (e.g. :class:`ProximalPenalty`) adds a term
+  of the weights to the objective;
 * callbacks: :class:`ValidationScoring`, :class:`EarlyStopping`,
   :class:`Checkpoint`, :class:`ProgressBar`, :class:`GroupDROHistory`,
   :class:`EpochCallback`;
@@ -29,7 +31,7 @@ from ._callbacks import (
 )
 from ._head import HeadExecutor, ValidationData, linear_layers, make_head, stage_callbacks, train_head
 from ._loop import Trainer, TrainOptions, resolve_batch_size, torch_dtype
-from ._optim import Schedule, l2_penalty, make_optimizer, penalised_parameters
+from ._optim import ProximalPenalty, Schedule, l2_penalty, make_optimizer, penalised_parameters
 from ._plan import FitContext, Stage, StageResult, run_plan
 from ._state import load_checkpoint, save_checkpoint
 
@@ -47,6 +49,7 @@ __all__ = [
     "LoaderBatches",
     "PrintEpochs",
     "ProgressBar",
+    "ProximalPenalty",
     "Schedule",
     "Stage",
     "StageResult",

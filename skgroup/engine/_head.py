@@ -162,7 +162,7 @@ class HeadExecutor:
                           rows=stage.rows, seed=stage.seed,
                           callbacks=stage_callbacks(stage, self._val_source, self.validation, self.early_stopping,
                                                     self.callbacks, self.verbose),
-                          name=stage.name)
+                          name=stage.name, penalty=stage.penalty)
         trainer.fit()
         for p in module.parameters():
             p.requires_grad_(True)
@@ -221,10 +221,10 @@ class _Call(torch.nn.Module):
 
 
 def train_head(X, y, n_classes, objective, options, *, hidden_layer_sizes=(), sampler=None, rows=None,
-               init="fresh", seed=0, callbacks=()):
+               init="fresh", seed=0, callbacks=(), penalty=None):
     """Train one head on the features X (a one-stage plan); returns the StageResult."""
     executor = HeadExecutor(X, y, n_classes, hidden_layer_sizes=hidden_layer_sizes, dtype=options.dtype,
                             device=options.device)
     stage = Stage("train", objective, options, sampler=sampler, rows=rows, init=init, seed=seed,
-                  callbacks=list(callbacks))
+                  callbacks=list(callbacks), penalty=penalty)
     return executor.train(stage)

@@ -149,10 +149,16 @@ class Trainer:
     name : str
         The stage's name, stored in checkpoints (a checkpoint of another
         stage is refused).
+    penalty : callable or None
+        ``penalty(raw_module) -> scalar tensor`` added to the objective at
+        every step (each minibatch's loss, or L-BFGS's full objective), beside
+        the ``l2_reg`` penalty; e.g. :class:`~skgroup.engine.ProximalPenalty`.
+        It must be a function of the weights only (no state of its own), so
+        checkpoints and resumed runs need nothing more.
     """
 
     def __init__(self, module, source, objective, options, *, sampler=None, rows=None, callbacks=(),
-                 seed=0, param_groups=None, raw_module=None, name="train"):
+                 seed=0, param_groups=None, raw_module=None, name="train", penalty=None):
         self.module = module
         self.raw_module = raw_module if raw_module is not None else module
         self.source = source
@@ -164,6 +170,9 @@ class Trainer:
         self.seed = int(seed)
         self.param_groups = param_groups
         self.name = name
+        if penalty is not None and not callable(penalty):
+            raise TypeError(f"penalty must be a callable penalty(module) -> scalar tensor; got {type(penalty).__name__}.")
+        self.penalty = penalty
         self.device = torch.device(options.device)
         self.rank, self.world_size = _dist()
         self.history = []
@@ -359,6 +368,8 @@ class Trainer:
                         loss = self.objective(logits, yb, idx)
                         if penalised:
                             loss = loss + 0.5 * opts.l2_reg * l2_penalty(penalised)
+                        if self.penalty is not None:
+                            loss = loss + self.penalty(self.raw_module)
                         scaled = loss / accumulate if accumulate > 1 else loss
                         (scaler.scale(scaled) if scaler is not None else scaled).backward()
                     except torch.OutOfMemoryError as exc:
@@ -435,6 +446,8 @@ class Trainer:
                 loss = self.objective(module(X).double(), y, idx)
                 if penalised:
                     loss = loss + 0.5 * opts.l2_reg * l2_penalty(penalised).double()
+                if self.penalty is not None:
+                    loss = loss + self.penalty(module).double()
                 loss.backward()
                 return float(loss.detach()), _flat_grad(params)
 

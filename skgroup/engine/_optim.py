@@ -1,4 +1,4 @@
-"""Optimizers, learning-rate schedules and the L2 penalty, in one place.
+"""Optimizers, learning-rate schedules and the penalties, in one place.
 
 Two kinds of regularisation coexist on purpose:
 
@@ -10,13 +10,18 @@ Two kinds of regularisation coexist on purpose:
   ``C = 1 / (l2_reg * n)`` (``2 / (l2_reg * n)`` for two classes).
 * ``weight_decay``: the optimizer's own (decoupled for AdamW), per parameter
   group, as fine-tuning recipes state it.
+
+A stage may add any other penalty of the weights as a callable
+``penalty(module) -> scalar tensor`` (:class:`~skgroup.engine.Stage`'s and
+:class:`~skgroup.engine.Trainer`'s ``penalty``); :class:`ProximalPenalty`,
+the pull toward given weights that AFR uses, is one.
 """
 
 import math
 
 import torch
 
-__all__ = ["make_optimizer", "Schedule", "l2_penalty", "penalised_parameters"]
+__all__ = ["make_optimizer", "Schedule", "l2_penalty", "penalised_parameters", "ProximalPenalty"]
 
 
 def penalised_parameters(module):
@@ -27,6 +32,46 @@ def penalised_parameters(module):
 def l2_penalty(params):
     """Sum of squared entries of ``params`` (a scalar tensor)."""
     return sum((p**2).sum() for p in params)
+
+
+class ProximalPenalty:
+    """``strength * sum ||p - p_0||^2`` over the trainable parameters that ``reference`` names.
+
+    A penalty for :class:`~skgroup.engine.Stage` (``penalty=``): it pulls the
+    trained parameters toward fixed ones, e.g. AFR's last layer toward the
+    first stage's (Qiu et al., 2023: ``lambda * ||W - W_1||^2``, bias
+    included as in their code). ``reference`` is a module or a state dict;
+    its tensors are copied (later changes to it do not move the anchor).
+    Parameters absent from ``reference`` or frozen (``requires_grad=False``)
+    are not penalised, so with a stage's ``trainable='head'`` only the last
+    layer is. No ``1/2``: the factor is the papers'.
+    """
+
+    def __init__(self, reference, strength):
+        if strength < 0:
+            raise ValueError(f"strength must be >= 0; got {strength}.")
+        state = reference.state_dict() if isinstance(reference, torch.nn.Module) else reference
+        self.reference = {k: torch.as_tensor(v).detach().clone() for k, v in state.items()}
+        self.strength = float(strength)
+
+    def __call__(self, module):
+        total = None
+        for name, p in module.named_parameters():
+            if not p.requires_grad or name not in self.reference:
+                continue
+            ref = self.reference[name]
+            if ref.shape != p.shape:
+                raise ValueError(
+                    f"ProximalPenalty: parameter {name!r} has shape {tuple(p.shape)} but the "
+                    f"reference has {tuple(ref.shape)}; anchor to a module of the same architecture."
+                )
+            if ref.device != p.device or ref.dtype != p.dtype:
+                ref = self.reference[name] = ref.to(device=p.device, dtype=p.dtype)
+            term = ((p - ref) ** 2).sum()
+            total = term if total is None else total + term
+        if total is None:
+            return torch.zeros(())
+        return self.strength * total
 
 
 def make_optimizer(name, param_groups, *, learning_rate, weight_decay=0.0, momentum=0.9):

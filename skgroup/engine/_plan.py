@@ -48,6 +48,11 @@ class Stage:
     seed : int
     callbacks : list of Callback
         Stage-specific callbacks (e.g. Group DRO's history).
+    penalty : callable or None
+        ``penalty(module) -> scalar tensor`` added to the objective (see
+        :class:`~skgroup.engine.Trainer`), e.g. AFR's
+        :class:`~skgroup.engine.ProximalPenalty` toward the first stage's
+        last layer.
     """
 
     name: str
@@ -60,6 +65,7 @@ class Stage:
     validate: bool = True
     seed: int = 0
     callbacks: list = field(default_factory=list)
+    penalty: object = None
 
 
 @dataclass

@@ -1,9 +1,12 @@
 """Group-robust classifiers on frozen features."""
 
+from ._afr import AFRClassifier, afr_weights
 from ._base import BaseHeadClassifier
 from ._cvar import CVaRClassifier, DegenerateCVaRWarning
+from ._dfr import DFRClassifier, TinyHeldOutGroupWarning
 from ._erm import ERMClassifier
 from ._gradtune import GradTuneClassifier, last_layer_gradient_norms
+from ._group_balanced import GroupBalancedClassifier
 from ._group_dro import GroupDROClassifier
 from ._jtt import EmptyErrorSetWarning, JTTClassifier
 from ._mixture import MixtureBalancedClassifier
@@ -18,12 +21,15 @@ from ._mtl import (
 )
 
 __all__ = [
+    "AFRClassifier",
     "BaseHeadClassifier",
     "CVaRClassifier",
+    "DFRClassifier",
     "DegenerateCVaRWarning",
     "Diagonal",
     "ERMClassifier",
     "EmptyErrorSetWarning",
+    "GroupBalancedClassifier",
     "GroupDROClassifier",
     "JTTClassifier",
     "GradTuneClassifier",
@@ -32,6 +38,8 @@ __all__ = [
     "MultitaskHistory",
     "ProjectConstraints",
     "RegularizedMTLClassifier",
+    "TinyHeldOutGroupWarning",
+    "afr_weights",
     "all_estimators",
     "last_layer_gradient_norms",
     "make_multitask_head",
@@ -51,5 +59,8 @@ def all_estimators():
             GradTuneClassifier,
             MixtureBalancedClassifier,
             RegularizedMTLClassifier,
+            GroupBalancedClassifier,
+            AFRClassifier,
+            DFRClassifier,
         )
     ]

@@ -32,7 +32,7 @@ def _unwrap(estimator):
     return estimator.estimator if isinstance(estimator, FrozenEstimator) else estimator
 
 
-def _check_head(estimator, what="estimator"):
+def _check_head(estimator, what="estimator", owner="GradTuneClassifier"):
     """The fitted skgroup head inside ``estimator`` (unwrapping a FrozenEstimator)."""
     estimator = _unwrap(estimator)
     if not isinstance(estimator, BaseHeadClassifier):
@@ -45,7 +45,7 @@ def _check_head(estimator, what="estimator"):
     except NotFittedError as exc:
         raise NotFittedError(
             f"{what} ({type(estimator).__name__}) is not fitted: fit it first, or use "
-            "prefit=False to let GradTuneClassifier fit it. Note that clone() (hence "
+            f"prefit=False to let {owner} fit it. Note that clone() (hence "
             "GridSearchCV and select_on_validation) returns unfitted copies: wrap a fitted "
             "estimator as sklearn.frozen.FrozenEstimator(estimator) to keep it fitted."
         ) from exc

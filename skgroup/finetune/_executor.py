@@ -18,6 +18,7 @@ from .._samplers import RepeatSampler, WeightedSampler
 from ..engine import (
     HeadExecutor,
     LoaderBatches,
+    ProximalPenalty,
     Stage,
     StageResult,
     Trainer,
@@ -157,7 +158,7 @@ class FineTuneExecutor:
                                     self.verbose)
         trainer = Trainer(wrapped, self.source(self.train_view, self.y), stage.objective, stage.options,
                           sampler=stage.sampler, rows=stage.rows, callbacks=callbacks, seed=stage.seed,
-                          param_groups=groups, raw_module=module, name=stage.name)
+                          param_groups=groups, raw_module=module, name=stage.name, penalty=stage.penalty)
         trainer.fit()
         module.cpu()
         return StageResult(stage.name, module, trainer.history, trainer.best, trainer.converged,
@@ -178,7 +179,7 @@ class FineTuneExecutor:
                                  classes=self.classes)
         head_stage = Stage(stage.name, stage.objective, stage.options, sampler=stage.sampler, rows=stage.rows,
                            init=torch.nn.Sequential(copy.deepcopy(module.head)).float(), validate=stage.validate,
-                           seed=stage.seed, callbacks=stage.callbacks)
+                           seed=stage.seed, callbacks=stage.callbacks, penalty=_head_penalty(stage.penalty))
         result = head_exec.train(head_stage)
         module.head.load_state_dict(result.module[0].state_dict())
         return StageResult(stage.name, module, result.history, result.best, result.converged,
@@ -225,3 +226,19 @@ def _support(stage, n):
     if getattr(sampler, "rows", None) is not None:
         return np.unique(sampler.rows)
     return np.arange(n)
+
+
+def _head_penalty(penalty):
+    """A whole-model proximal penalty restated for the head trained alone.
+
+    The head stage trains ``Sequential(head)`` whose parameters are named
+    ``0.*``; an anchor on the backbone classifier names them ``head.*``, and
+    :class:`ProximalPenalty` skips names it does not hold, so without this
+    the pull would silently vanish.
+    """
+    if not isinstance(penalty, ProximalPenalty):
+        return penalty
+    ref = {"0." + k[len("head."):]: v for k, v in penalty.reference.items() if k.startswith("head.")}
+    if not ref:
+        return penalty
+    return ProximalPenalty(ref, penalty.strength)

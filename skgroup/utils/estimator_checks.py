@@ -53,6 +53,9 @@ FAST_PARAMS = {
     "GradTuneClassifier": {"n_top": 40, "n_finetune": 60, "max_iter": 20, "lr_scale": 0.1},
     "MixtureBalancedClassifier": {"max_iter": 5},
     "RegularizedMTLClassifier": {"max_iter": 5, "batch_size": 64, "learning_rate": 1e-2},
+    "GroupBalancedClassifier": {"max_iter": 20},
+    "AFRClassifier": {"max_iter": 20, "second_stage_max_iter": 20},
+    "DFRClassifier": {"Cs": (1.0, 0.1), "n_retrains": 3},
 }
 
 
@@ -143,10 +146,33 @@ def check_group_labels_routing(name, estimator):
         assert np.isfinite(search.best_score_), f"{name}: the routed worst-group score is not finite"
 
 
+def _has_epochs(estimator):
+    """Whether the method trains by epochs with early stopping (DFR tunes C on held-out halves instead)."""
+    return "early_stopping" in estimator.get_params()
+
+
 def check_validation_contract(name, estimator):
-    """``X_val``/``y_val`` switch validation on; the scores, best epoch and errors follow the contract."""
+    """``X_val``/``y_val`` switch validation on; the scores, best epoch and errors follow the contract.
+
+    A method without epochs (no ``early_stopping`` parameter, e.g. DFR,
+    whose held-out data is ``X_val``) must still take the three validation
+    arguments, use them, and refuse ``X_val`` without ``y_val``.
+    """
     X, y, g = _data()
     Xv, yv, gv = _data(200, seed=1)
+    if not _has_epochs(estimator):
+        with_val = _fit(clone(estimator).set_params(random_state=0), X, y, g, X_val=Xv, y_val=yv, group_labels_val=gv)
+        without = _fit(clone(estimator).set_params(random_state=0), X, y, g)
+        assert not np.array_equal(with_val.predict_proba(Xv), without.predict_proba(Xv)), (
+            f"{name}: passing X_val, y_val, group_labels_val did not change the model"
+        )
+        try:
+            _fit(clone(estimator), X, y, g, X_val=Xv)
+        except ValueError as exc:
+            assert "y_val" in str(exc), f"{name}: the error for X_val without y_val does not name y_val: {exc}"
+        else:
+            raise AssertionError(f"{name} accepted X_val without y_val")
+        return
     est = _fit(clone(estimator).set_params(random_state=0), X, y, g, X_val=Xv, y_val=yv, group_labels_val=gv)
     scores = est.validation_scores_
     assert scores is not None, f"{name}: validation_scores_ is None although X_val was given"
@@ -171,7 +197,9 @@ def check_validation_contract(name, estimator):
 
 
 def check_early_stopping_keeps_best(name, estimator):
-    """With ``restore_best``, the kept weights score the best validation value seen."""
+    """With ``restore_best``, the kept weights score the best validation value seen (methods with epochs)."""
+    if not _has_epochs(estimator):
+        return
     X, y, g = _data()
     Xv, yv, gv = _data(200, seed=1)
     est = _fit(clone(estimator).set_params(random_state=0, monitor="accuracy", n_iter_no_change=None),
