@@ -20,6 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from .._cache import SHARED_FITS, canonical, fingerprint
 from .._groups import GroupMembership, check_group_labels
 from ..engine import (
     FitContext,
@@ -32,7 +33,26 @@ from ..engine import (
 )
 from ..engine._callbacks import MONITORS, Callback
 
-__all__ = ["BaseHeadClassifier", "encode_labels"]
+__all__ = ["BaseHeadClassifier", "encode_labels", "biased_erm"]
+
+#: LaBonte et al.'s biased model: ERM without class balancing, the library's weak default L2.
+BIASED_ERM_PARAMS = {"l2_reg": 1e-4, "random_state": 0}
+
+
+def biased_erm(X, y, *, dtype="float32"):
+    """The ERM model (no class balancing) whose predictions stand in for the spurious attribute.
+
+    LaBonte et al. (2023) score models without group labels on the cells
+    (true class, prediction of this model). It depends on the training rows
+    only, so it is fitted once per distinct ``(X, y)`` and shared (see
+    :mod:`skgroup._cache`) by every estimator that monitors
+    ``'bias_unsupervised'`` and by :class:`~skgroup.model_selection.RobustSearchCV`.
+    Full-batch L-BFGS from a zero head: the model does not depend on a seed.
+    """
+    from ._erm import ERMClassifier
+
+    key = SHARED_FITS.key("biased_erm", fingerprint(X, y), dtype, canonical(BIASED_ERM_PARAMS))
+    return SHARED_FITS.get_or_fit(key, lambda: ERMClassifier(**BIASED_ERM_PARAMS, dtype=dtype).fit(X, y))
 
 _HEAD_CONSTRAINTS = {
     "hidden_layer_sizes": ["array-like"],
@@ -209,10 +229,16 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
 
     def _biased_predictions(self, X, y_enc, X_val, seed):
         """Encoded predictions of an ERM model of the training rows (LaBonte et al.'s biased model)."""
-        from ._erm import ERMClassifier
+        return biased_erm(X, y_enc, dtype=self.dtype).predict(X_val)
 
-        erm = ERMClassifier(l2_reg=1e-4, random_state=seed, dtype=self.dtype)
-        return erm.fit(X, y_enc).predict(X_val)
+    def _reuses_shared_fits(self):
+        """Whether sub-models may come from (and go to) the shared cache.
+
+        Only a fixed integer seed makes a sub-model a function of the data and
+        settings; user callbacks expect to see every stage run.
+        """
+        return (isinstance(self.random_state, Integral) and not isinstance(self.random_state, bool)
+                and not self.callbacks and SHARED_FITS.enabled)
 
     # -- the fit ------------------------------------------------------------
     def _fit(self, X, y, *, group_labels=None, X_val=None, y_val=None, group_labels_val=None,

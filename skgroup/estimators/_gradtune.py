@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._cache import SHARED_FITS, canonical, fingerprint
 from .._objectives import MeanLoss
 from .._samplers import BalancedSampler
 from ..engine import Stage, linear_layers, torch_dtype
@@ -374,7 +375,11 @@ class GradTuneClassifier(BaseHeadClassifier):
         params = estimator.get_params()
         if "random_state" in params and params["random_state"] is None:
             estimator.set_params(random_state=self._seed(1))
-        return _check_head(estimator.fit(X, y))
+        # the base model does not depend on what a search varies (lr_scale, n_top, ...): fit it once
+        key = None
+        if self._reuses_shared_fits() and not isinstance(estimator, FrozenEstimator):
+            key = SHARED_FITS.key("gradtune_base", fingerprint(X, y), canonical(estimator))
+        return _check_head(SHARED_FITS.get_or_fit(key, lambda: estimator.fit(X, y)))
 
     def _holdout(self, y, strata, seed, what):
         """Sorted (kept, held-out) rows: a stratified ``holdout_fraction`` of ``y``'s rows."""

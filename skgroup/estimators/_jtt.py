@@ -8,6 +8,7 @@ from sklearn.base import _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._cache import SHARED_FITS, canonical
 from .._objectives import MeanLoss, WeightedLoss
 from .._samplers import RepeatSampler
 from ..engine import Stage
@@ -269,11 +270,22 @@ class JTTClassifier(BaseHeadClassifier):
         id_options = ctx.options.replace(
             **{k: id_params[k] for k in ("solver", "max_iter", "l2_reg", "learning_rate")}
         )
-        with warnings.catch_warnings():
-            # stopping stage 1 early is the point: an L-BFGS cut at T iterations is intended
-            warnings.filterwarnings("ignore", category=ConvergenceWarning)
-            ident = yield Stage("identification", MeanLoss(), id_options, seed=ctx.seed(0),
-                                validate=self.id_early_stopping)
+        # the identification model does not depend on lambda_up: a search over it trains it once
+        key = None
+        if self._reuses_shared_fits():
+            key = SHARED_FITS.key("jtt_identification", ctx.executor.fingerprint(self.id_early_stopping),
+                                  ctx.executor.hidden_layer_sizes, canonical(id_options), ctx.seed(0),
+                                  self.id_early_stopping, canonical(ctx.executor.early_stopping))
+        cached = SHARED_FITS.get(key)
+        if cached is not None:
+            ident = ctx.executor.restore(cached)
+        else:
+            with warnings.catch_warnings():
+                # stopping stage 1 early is the point: an L-BFGS cut at T iterations is intended
+                warnings.filterwarnings("ignore", category=ConvergenceWarning)
+                ident = yield Stage("identification", MeanLoss(), id_options, seed=ctx.seed(0),
+                                    validate=self.id_early_stopping)
+            SHARED_FITS.put(key, ctx.executor.snapshot(ident))
         error_set = ident.predict() != ctx.y
         n, n_err = error_set.shape[0], int(error_set.sum())
         if n_err == 0:
