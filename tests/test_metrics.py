@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from skgroup.metrics import (
+    EmptyCellWarning,
     MissingGroupWarning,
     bias_unsupervised_score,
     group_accuracies,
@@ -90,8 +91,29 @@ def test_bias_unsupervised_score_hand_computed():
     # cells (y,b): (0,0) rows 0,1,7 -> 2/3; (0,1) row 2 -> 1; (1,1) rows 3,4,6 -> 2/3; (1,0) row 5 -> 1
     expected = np.mean([2 / 3, 1.0, 2 / 3, 1.0])
     assert bias_unsupervised_score(Y, P, y_pred_biased=b) == pytest.approx(expected)
-    # empty cells are skipped, not counted as 0 or 1
-    assert bias_unsupervised_score(Y, P, y_pred_biased=Y) == pytest.approx(np.mean([3 / 4, 3 / 4]))
+    # empty cells are skipped, not counted as 0 or 1, and a warning names them
+    with pytest.warns(EmptyCellWarning, match=r"cells \[\(0, 1\), \(1, 0\)\].*2 non-empty cells of 4"):
+        assert bias_unsupervised_score(Y, P, y_pred_biased=Y) == pytest.approx(np.mean([3 / 4, 3 / 4]))
+
+
+def test_bias_unsupervised_score_warns_for_a_biased_model_that_predicts_one_class():
+    # a biased model that always predicts class 0 leaves the cells (0, 1) and (1, 1) empty
+    with pytest.warns(EmptyCellWarning, match=r"\(0, 1\), \(1, 1\)"):
+        score = bias_unsupervised_score(Y, P, y_pred_biased=np.zeros_like(Y))
+    assert score == pytest.approx(np.mean([3 / 4, 3 / 4]))
+    # labels of any type: the cells are named by them
+    names = np.array(["a", "b"])
+    with pytest.warns(EmptyCellWarning, match=r"\('a', 'b'\)"):
+        bias_unsupervised_score(names[Y], names[P], y_pred_biased=names[Y])
+
+
+def test_bias_unsupervised_score_full_table_does_not_warn():
+    import warnings
+
+    b = np.array([0, 0, 1, 1, 1, 0, 1, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bias_unsupervised_score(Y, P, y_pred_biased=b)
 
 
 def test_make_group_labels_stable_numbering_and_way_back():

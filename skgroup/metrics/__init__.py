@@ -1,6 +1,7 @@
 """Group-robustness metrics, per-group reports and routed scorers."""
 
 from ._metrics import (
+    EmptyCellWarning,
     MissingGroupWarning,
     bias_unsupervised_score,
     per_group_accuracy,
@@ -18,6 +19,7 @@ from ._scorers import (
 from .._groups import make_group_labels
 
 __all__ = [
+    "EmptyCellWarning",
     "GroupReport",
     "MetadataRoutingRequired",
     "MissingGroupWarning",
