@@ -61,9 +61,13 @@ class JTTClassifier(BaseHeadClassifier):
     Defaults and why: T = ``id_epochs=2`` and ``lambda_up=10`` are the
     values that did best on CelebA attributes with these heads (the paper's
     choices vary by dataset, e.g. T = 1 epoch and lambda_up = 50 for
-    CelebA images with a ResNet-50); AdamW at learning rate 1e-2 and batch
-    ``'auto'`` for 2 final epochs, rather than the paper's SGD at small
-    batches, because a minibatch loop on cached features is overhead-bound.
+    CelebA images with a ResNet-50); AdamW at batch ``'auto'`` for 2 final
+    epochs, rather than the paper's SGD at small batches, because a
+    minibatch loop on cached features is overhead-bound; learning rate
+    ``'auto'``: 1e-2 on CelebA attributes, rescaled to the features' norm
+    (a fixed 1e-2 is 35x too large on the synthetic benchmark's Gaussian
+    features, where it left JTT below ERM: test worst-group accuracy 0.36
+    against ERM's 0.44; 'auto' gives 0.64, 3 seeds).
     JTT is sensitive to these settings: search ``id_epochs`` (or
     ``id_l2_reg``) together with ``lambda_up``, on small data also
     ``learning_rate``. Measurements: ``docs/methods/jtt.rst``.
@@ -146,6 +150,8 @@ class JTTClassifier(BaseHeadClassifier):
     (1000,)
     """
 
+    _reference_learning_rate = 1e-2
+
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,
         "lambda_up": [Interval(Real, 1, None, closed="left"), StrOptions({"auto"})],
@@ -172,7 +178,7 @@ class JTTClassifier(BaseHeadClassifier):
         solver="adamw",
         max_iter=2,
         batch_size="auto",
-        learning_rate=1e-2,
+        learning_rate="auto",
         lr_schedule="constant",
         tol=1e-5,
         early_stopping="auto",
@@ -267,6 +273,8 @@ class JTTClassifier(BaseHeadClassifier):
 
     def _plan(self, ctx):
         id_params = self._identification_params()
+        if self.id_learning_rate is None:  # the final model's rate, 'auto' resolved on the training rows
+            id_params["learning_rate"] = ctx.options.learning_rate
         id_options = ctx.options.replace(
             **{k: id_params[k] for k in ("solver", "max_iter", "l2_reg", "learning_rate")}
         )

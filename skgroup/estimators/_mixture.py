@@ -164,6 +164,8 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
     ([290, 50], [100, 50])
     """
 
+    _reference_learning_rate = 0.03
+
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,
         "balancing": [StrOptions({"none", "subsetting", "upsampling", "upweighting", "mixture"})],
