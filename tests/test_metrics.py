@@ -167,3 +167,37 @@ def test_group_proportions_and_bad_weights():
         group_accuracies(Y, P, group_labels=G, group_weights=[1, 2])
     with pytest.raises(ValueError, match="confidence_level"):
         group_accuracies(Y, P, group_labels=G, confidence_level=95)
+
+
+def test_paired_bootstrap_matches_the_report_and_the_metrics():
+    from skgroup.metrics import paired_bootstrap
+
+    rng = np.random.RandomState(0)
+    n = 3000
+    g = rng.randint(0, 4, n)
+    y = rng.randint(0, 2, n)
+    correct = rng.rand(3, n) < np.array([0.9, 0.8, 0.6, 0.7])[g]
+    pred = np.where(correct[0], y, 1 - y)
+    point, reps = paired_bootstrap(correct, g, n_bootstrap=2000, random_state=0)
+    assert reps.shape == (2000, 3)
+    assert point[0] == pytest.approx(worst_group_accuracy(y, pred, group_labels=g))
+    # the same stratified bootstrap as group_accuracies' interval (binomial draws there)
+    report = group_accuracies(y, pred, group_labels=g, confidence_level=0.95, random_state=1)
+    np.testing.assert_allclose(np.percentile(reps[:, 0], [2.5, 97.5]), report.worst_group_ci, atol=0.01)
+    # group sizes are kept: a model right everywhere scores 1 in every replicate
+    _, ones = paired_bootstrap(np.ones((1, n), bool), g, n_bootstrap=50, random_state=0)
+    assert np.all(ones == 1)
+    # 'mean' over cells is the bias-unsupervised score, one cell the accuracy
+    b = rng.randint(0, 2, n)
+    point, _ = paired_bootstrap(correct[:1], y * 2 + b, reduce="mean", n_bootstrap=10, random_state=0)
+    assert point[0] == pytest.approx(bias_unsupervised_score(y, pred, y_pred_biased=b))
+    point, _ = paired_bootstrap(correct, np.zeros(n), reduce="mean", n_bootstrap=10, random_state=0)
+    np.testing.assert_allclose(point, correct.mean(axis=1))
+    # overlapping groups: rows resampled together, the same point estimate
+    member = np.eye(4, dtype=bool)[g]
+    member[:50, 0] = True
+    point, reps = paired_bootstrap(correct[:1], member, n_bootstrap=200, random_state=0)
+    assert point[0] == pytest.approx(worst_group_accuracy(y, pred, group_labels=member))
+    assert np.isfinite(reps).all()
+    with pytest.raises(ValueError, match="reduce"):
+        paired_bootstrap(correct, g, reduce="max")

@@ -363,6 +363,12 @@ class GradTuneClassifier(BaseHeadClassifier):
         self.random_state = random_state
         self.verbose = verbose
 
+    def _shared_fit_signature(self):
+        """The settings the base model depends on besides the data (see JTTClassifier's)."""
+        if self.prefit:
+            return None
+        return canonical((self.estimator, self.holdout_fraction, self.random_state))
+
     # -- phase 1 ----------------------------------------------------------
     def _fit_base(self, X, y):
         """Clone ``estimator`` (default: class-balanced ERM) and fit it on (X, y)."""

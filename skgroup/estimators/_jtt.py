@@ -236,6 +236,17 @@ class JTTClassifier(BaseHeadClassifier):
             dtype=self.dtype,
         )
 
+    def _shared_fit_signature(self):
+        """The settings the identification model depends on besides the data.
+
+        Candidates of a search that agree on it share one identification
+        model (:class:`~skgroup.model_selection.RobustSearchCV` fits one of
+        them first and ships the model to the others' workers).
+        """
+        return canonical((self._identification_params(), self.id_learning_rate, self.id_early_stopping,
+                          self.random_state, self.early_stopping, self.validation_fraction, self.monitor,
+                          self.n_iter_no_change))
+
     def _check_lambda(self):
         upsample = self.upweight_mode == "upsample"
         if upsample and self.solver == "lbfgs":

@@ -8,7 +8,7 @@ from ._metrics import (
     worst_class_accuracy,
     worst_group_accuracy,
 )
-from ._report import GroupReport, group_accuracies, group_proportions
+from ._report import GroupReport, group_accuracies, group_proportions, paired_bootstrap
 from ._scorers import (
     MetadataRoutingRequired,
     bias_unsupervised_scorer,
@@ -29,6 +29,7 @@ __all__ = [
     "group_proportions",
     "make_group_labels",
     "make_group_scorer",
+    "paired_bootstrap",
     "per_group_accuracy",
     "worst_class_accuracy",
     "worst_class_scorer",
