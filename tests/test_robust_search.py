@@ -229,3 +229,20 @@ def test_sklearn_estimator_checks():
 
     failed = [r for r in check_estimator(_check_search(), on_fail=None) if r["status"] == "failed"]
     assert not failed, [(r["check_name"], str(r["exception"])[:200]) for r in failed]
+
+
+def test_plot_search_results(data):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from skgroup.analysis import plot_search_results
+
+    search = _fit(RobustSearchCV([ERM_GRID, (Spy(column=199), {})], random_state=0), data)
+    ax = plot_search_results(search)
+    assert len(ax.get_yticklabels()) == 3 and "worst class" in ax.get_xlabel()
+    assert ax.get_yticklabels()[0].get_text().startswith("ERM")  # the best on top
+    plot_search_results(search.results_, top=1)
+    plt.close("all")

@@ -11,7 +11,9 @@
   worst-alpha set over training (JTT, Fig. 4); :func:`jtt_error_set_ablation`
   - static against dynamic JTT error sets (JTT, Table 6).
 * :func:`group_accuracy_table`, :func:`hyperparameter_table` - comparisons
-  across estimators and hyperparameters.
+  across estimators and hyperparameters; :func:`plot_search_results` - a
+  :class:`~skgroup.model_selection.RobustSearchCV`'s candidates with their
+  bootstrap intervals.
 
 Tables are pandas DataFrames when pandas is installed, else dicts of numpy
 columns. The ``plot_*`` functions need matplotlib (``pip install
@@ -34,6 +36,7 @@ from ._plots import (
     plot_error_set_enrichment,
     plot_gradient_norms,
     plot_group_accuracies,
+    plot_search_results,
     plot_spectra,
     plot_worst_group_vs_param,
 )
@@ -57,6 +60,7 @@ __all__ = [
     "plot_error_set_enrichment",
     "plot_gradient_norms",
     "plot_group_accuracies",
+    "plot_search_results",
     "plot_spectra",
     "plot_worst_group_vs_param",
     "spectral_imbalance",
