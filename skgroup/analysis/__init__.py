@@ -31,6 +31,7 @@ from ._dynamics import (
 from ._error_set import error_set_analysis, misclassified
 from ._gradients import gradient_norm_summary, gradient_norms_by_group
 from ._plots import (
+    candidate_label,
     plot_cvar_set_composition,
     plot_error_set_ablation,
     plot_error_set_enrichment,
@@ -44,6 +45,7 @@ from ._spectral import group_spectra, intra_class_spectral_ratio, spectral_imbal
 from ._tables import make_table, table_columns
 
 __all__ = [
+    "candidate_label",
     "cvar_set_composition",
     "error_set_analysis",
     "gradient_norm_summary",
