@@ -1,6 +1,6 @@
 """Group-robust classifiers on frozen features."""
 
-from ._base import BaseHeadClassifier
+from ._base import BaseHeadClassifier, BelowERMWarning
 from ._cvar import CVaRClassifier, DegenerateCVaRWarning
 from ._erm import ERMClassifier
 from ._gradtune import GradTuneClassifier, last_layer_gradient_norms
@@ -10,6 +10,7 @@ from ._mixture import MixtureBalancedClassifier
 
 __all__ = [
     "BaseHeadClassifier",
+    "BelowERMWarning",
     "CVaRClassifier",
     "DegenerateCVaRWarning",
     "ERMClassifier",

@@ -33,8 +33,13 @@ from ..engine import (
     torch_dtype,
 )
 from ..engine._callbacks import MONITORS, Callback
+from ..utils._warnings import warn
 
-__all__ = ["BaseHeadClassifier", "encode_labels", "biased_erm", "auto_learning_rate"]
+__all__ = ["BaseHeadClassifier", "BelowERMWarning", "encode_labels", "biased_erm", "auto_learning_rate"]
+
+
+class BelowERMWarning(UserWarning):
+    """A fit's own validation split shows it below ERM's accuracy, with no gain in the score it monitors."""
 
 #: LaBonte et al.'s biased model: ERM without class balancing, the library's weak default L2.
 BIASED_ERM_PARAMS = {"l2_reg": 1e-4, "random_state": 0}
@@ -301,7 +306,53 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
                          groups=groups, sample_weight=sample_weight, executor=executor, rows=rows)
         result = run_plan(self._plan(ctx, **(plan_kwargs or {})), executor)
         self._store_result(result, validation is not None)
+        if validation is not None and self._compare_to_erm:
+            self._check_against_erm(X, y_enc, validation, stopping["monitor"])
         return self
+
+    #: Whether a fit with validation data compares itself with ERM (see _check_against_erm).
+    _compare_to_erm = True
+
+    def _erm_reference(self, X, y_enc):
+        """The ERM model this fit is compared with: ERM on the same training rows (cached)."""
+        return biased_erm(X, y_enc, dtype=self.dtype)
+
+    def _check_against_erm(self, X, y_enc, validation, monitor):
+        """Warn when the validation split shows this fit below ERM with nothing to show for it.
+
+        A robust method may trade average accuracy for the worst group; one
+        whose validation accuracy falls more than 5 points below ERM's while
+        the score it monitors is no better than ERM's has collapsed (settings
+        that do not suit the data), and says so instead of failing silently.
+        """
+        from ..engine import validation_metrics
+
+        reference = self._erm_reference(X, y_enc)
+        ref_logits = reference._logits(np.asarray(validation.X))
+        if getattr(reference, "classes_", None) is not None and len(reference.classes_) != len(self.classes_):
+            return
+        ours = validation_metrics(self._logits(np.asarray(validation.X)), validation.y, validation.membership,
+                                  validation.y_pred_biased)
+        erm = validation_metrics(ref_logits, validation.y, validation.membership, validation.y_pred_biased)
+        drop = erm["accuracy"] - ours["accuracy"]
+        sign = 1.0 if MONITORS[monitor] else -1.0
+        if drop > 0.05 and sign * (ours[monitor] - erm[monitor]) <= 0:
+            from ..model_selection import registered, search_space
+
+            name = type(self).__name__
+            knobs = "its settings"
+            if name in registered():
+                space = search_space(name, X.shape[0], X.shape[1], len(self.classes_))
+                keys = sorted({k for g in (space if isinstance(space, list) else [space]) for k in g})
+                knobs = ", ".join(keys)
+            warn(
+                f"{name}'s validation accuracy ({ours['accuracy']:.3f}) is {100 * drop:.0f} points below "
+                f"ERM's ({erm['accuracy']:.3f}) on the same training rows, and its validation {monitor} "
+                f"({ours[monitor]:.3f}) is no better than ERM's ({erm[monitor]:.3f}): these settings do not "
+                f"suit the data. Search {knobs} (e.g. RobustSearchCV(['{name}', 'ERMClassifier']) from "
+                "skgroup.model_selection), or use ERM.",
+                BelowERMWarning,
+            )
 
     def _store_result(self, result, validated):
         self._set_weights(result.module)

@@ -88,6 +88,7 @@ class ERMClassifier(BaseHeadClassifier):
     """
 
     _reference_learning_rate = 1e-3
+    _compare_to_erm = False  # it is the reference
 
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,

@@ -363,6 +363,10 @@ class GradTuneClassifier(BaseHeadClassifier):
         self.random_state = random_state
         self.verbose = verbose
 
+    def _erm_reference(self, X, y_enc):
+        # its own base model: fine-tuning that loses accuracy without a gain is what to flag
+        return self.estimator_
+
     def _shared_fit_signature(self):
         """The settings the base model depends on besides the data (see JTTClassifier's)."""
         if self.prefit:
