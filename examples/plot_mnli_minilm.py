@@ -38,7 +38,7 @@ if not AVAILABLE:
 
 # %%
 # Extraction: premise u and hypothesis v encoded separately, features
-# [u, v, |u - v|, u * v] (1536-d); the cache stores labels, the negation
+# ``[u, v, |u - v|, u * v]`` (1536-d); the cache stores labels, the negation
 # attribute and the train / val / test split.
 def extract():
     from feature_extraction.extract import extract_features, get_cache_root
