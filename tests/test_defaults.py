@@ -35,9 +35,12 @@ def test_auto_learning_rate_in_every_minibatch_head(data, cls):
 
 
 def test_defaults_not_below_erm_are_silent(data):
+    from skgroup.estimators import LargeErrorSetWarning
+
     tr, va = data.train, data.val
     with warnings.catch_warnings():
         warnings.simplefilter("error", BelowERMWarning)
+        warnings.simplefilter("error", LargeErrorSetWarning)
         JTTClassifier(random_state=0).fit(tr.X, tr.y, X_val=va.X, y_val=va.y)
 
 
@@ -52,3 +55,13 @@ def test_below_erm_warning_says_why_and_what_to_search(data, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", BelowERMWarning)
         JTTClassifier(random_state=0).fit(tr.X, tr.y)
+
+
+def test_jtt_warns_when_its_error_set_is_not_a_minority():
+    from skgroup.estimators import LargeErrorSetWarning
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(400, 5).astype(np.float32)
+    y = rng.randint(0, 3, 400)  # labels unrelated to X: an early model errs on most rows
+    with pytest.warns(LargeErrorSetWarning, match=r"misclassifies \d+ of 400 .*Search id_epochs"):
+        JTTClassifier(random_state=0).fit(X, y)

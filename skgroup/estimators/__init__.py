@@ -5,7 +5,7 @@ from ._cvar import CVaRClassifier, DegenerateCVaRWarning
 from ._erm import ERMClassifier
 from ._gradtune import GradTuneClassifier, last_layer_gradient_norms
 from ._group_dro import GroupDROClassifier
-from ._jtt import EmptyErrorSetWarning, JTTClassifier
+from ._jtt import EmptyErrorSetWarning, JTTClassifier, LargeErrorSetWarning
 from ._mixture import MixtureBalancedClassifier
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "EmptyErrorSetWarning",
     "GroupDROClassifier",
     "JTTClassifier",
+    "LargeErrorSetWarning",
     "GradTuneClassifier",
     "MixtureBalancedClassifier",
     "all_estimators",

@@ -17,11 +17,15 @@ from ..utils._warnings import warn
 from ._base import BaseHeadClassifier
 from ._erm import ERMClassifier
 
-__all__ = ["JTTClassifier", "EmptyErrorSetWarning"]
+__all__ = ["JTTClassifier", "EmptyErrorSetWarning", "LargeErrorSetWarning"]
 
 
 class EmptyErrorSetWarning(UserWarning):
     """JTT's identification model fits every training row: nothing to upweight."""
+
+
+class LargeErrorSetWarning(UserWarning):
+    """JTT's error set holds over a quarter of the training rows: not a minority to upweight."""
 
 
 @fill_doc
@@ -315,12 +319,23 @@ class JTTClassifier(BaseHeadClassifier):
                 EmptyErrorSetWarning,
             )
             lam = 1.0
-        elif self.lambda_up == "auto":
-            lam = max(1.0, (n - n_err) / n_err)
-            if self.upweight_mode == "upsample":
-                lam = float(max(1, round(lam)))
         else:
-            lam = float(self.lambda_up)
+            if n_err > 0.25 * n:
+                warn(
+                    f"JTT's identification model (id_epochs={self.id_epochs}) misclassifies {n_err} of {n} "
+                    f"training rows ({100 * n_err / n:.0f}%): an error set that large is not a minority to "
+                    "upweight (JTT relies on one enriched in the minority groups), and upweighting it tends to "
+                    "fit hard or noisy rows at the expense of the rest. Search id_epochs (a longer "
+                    "identification run errs less) and a smaller lambda_up (the paper uses 4-6 on its language "
+                    "tasks), e.g. with skgroup.model_selection.RobustSearchCV(['JTTClassifier', 'ERMClassifier']).",
+                    LargeErrorSetWarning,
+                )
+            if self.lambda_up == "auto":
+                lam = max(1.0, (n - n_err) / n_err)
+                if self.upweight_mode == "upsample":
+                    lam = float(max(1, round(lam)))
+            else:
+                lam = float(self.lambda_up)
 
         self.identification_model_ = ctx.executor.as_estimator(
             ident, ERMClassifier(**id_params, random_state=ctx.seed(0)), self.classes_
