@@ -246,3 +246,17 @@ def test_plot_search_results(data):
     assert ax.get_yticklabels()[0].get_text().startswith("ERM")  # the best on top
     plot_search_results(search.results_, top=1)
     plt.close("all")
+
+
+def test_dask_backend(data):
+    pytest.importorskip("distributed")
+    from dask.distributed import Client, LocalCluster
+    from joblib import parallel_backend
+
+    grid = (JTTClassifier(batch_size=64), {"lambda_up": [2, 5], "id_epochs": [1, 2]})
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster), parallel_backend("dask"):
+        par = _fit(RobustSearchCV([grid], n_jobs=-1, random_state=0), data)
+    seq = _fit(RobustSearchCV([grid], random_state=0), data)
+    np.testing.assert_array_equal(par.results_["score"], seq.results_["score"])
+    assert par.shared_fits_["jtt_identification"] == 2
