@@ -260,3 +260,16 @@ def test_dask_backend(data):
     seq = _fit(RobustSearchCV([grid], random_state=0), data)
     np.testing.assert_array_equal(par.results_["score"], seq.results_["score"])
     assert par.shared_fits_["jtt_identification"] == 2
+
+
+def test_candidate_warnings_are_recorded_not_repeated(data):
+    class Noisy(Spy):
+        def fit(self, X, y, **kw):
+            warnings.warn("settings do not suit", UserWarning)
+            return super().fit(X, y, **kw)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the search itself raises none
+        search = RobustSearchCV([(Noisy(), {}), ERM_GRID], random_state=0).fit(
+            data.train.X, data.train.y, X_val=data.val.X, y_val=data.val.y)
+    assert search.results_["warnings"][0] == "UserWarning"

@@ -63,7 +63,10 @@ def _takes(estimator, name):
 def _fit_candidate(estimator, X, y, fit_params, X_score, responses, entries, error_score):
     """Fit one candidate on one split and return what the search scores (runs in a worker)."""
     SHARED_FITS.load(entries)
-    with SHARED_FITS.recording() as record:
+    # a search explores settings that do not suit the data on purpose: what they warn about is
+    # recorded per candidate (results_['warnings']) instead of repeated once per candidate
+    with SHARED_FITS.recording() as record, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         start = time.perf_counter()
         error = None
         try:
@@ -73,7 +76,9 @@ def _fit_candidate(estimator, X, y, fit_params, X_score, responses, entries, err
                 raise
             error = f"{type(exc).__name__}: {exc}"
         seconds = time.perf_counter() - start
-    out = {"fit_time": seconds, "error": error, "entries": dict(record), "estimator": None, "responses": None}
+    names = sorted({w.category.__name__ for w in caught})
+    out = {"fit_time": seconds, "error": error, "entries": dict(record), "estimator": None, "responses": None,
+           "warnings": names}
     if error is None:
         out["estimator"] = estimator
         out["responses"] = {}
@@ -194,7 +199,9 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         interval of the winner's score minus this one), ``distinguishable``
         (that interval lies above 0: the winner is better beyond the
         bootstrap's doubt), ``rank``, ``accuracy`` (validation accuracy),
-        ``fit_time`` (seconds, summed over folds) and ``error``.
+        ``fit_time`` (seconds, summed over folds), ``error`` and ``warnings``
+        (the categories of the warnings the candidate's fits raised, e.g.
+        ``BelowERMWarning``: they are recorded here, not repeated).
     shared_fits_ : dict
         Sub-models fitted during the search, by kind (each distinct one
         once, see :mod:`skgroup._cache`).
@@ -527,6 +534,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "fit_time": [sum(outputs[(ci, si)]["fit_time"] for si in range(len(splits))) for ci in range(n_cfg)],
             "error": ["; ".join(str(outputs[(ci, si)]["error"]) for si in range(len(splits))
                             if outputs[(ci, si)]["error"]) for ci in range(n_cfg)],
+            "warnings": [", ".join(sorted({w for si in range(len(splits)) for w in outputs[(ci, si)]["warnings"]}))
+                         for ci in range(n_cfg)],
         })
         self.best_index_ = best
         self.best_score_ = float(score[best])
