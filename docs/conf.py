@@ -21,7 +21,53 @@ autodoc_default_options = {
     "set_partial_fit_request,set_transform_request,set_decision_function_request",
 }
 autodoc_typehints = "none"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py", "auto_examples/*.zip"]
 html_theme = "alabaster"
 nitpicky = False
 suppress_warnings = ["autodoc.import_object"]
+
+
+# -- examples ------------------------------------------------------------------
+# With sphinx-gallery (the docs extra) examples/ becomes a gallery; without it
+# each example is included as a literal page. The page that links them is
+# generated here (docs/generated/ is not tracked). The gallery does not run the
+# examples unless SKGROUP_DOCS_RUN_EXAMPLES=1: the test suite runs them itself.
+from pathlib import Path  # noqa: E402
+
+_HERE = Path(__file__).resolve().parent
+_EXAMPLES = sorted((_HERE.parent / "examples").glob("plot_*.py"))
+_GENERATED = _HERE / "generated"
+_GENERATED.mkdir(exist_ok=True)
+try:
+    import sphinx_gallery  # noqa: F401
+except ImportError:
+    _gallery = False
+else:
+    _gallery = True
+    extensions.append("sphinx_gallery.gen_gallery")
+    sphinx_gallery_conf = {
+        "examples_dirs": str(_HERE.parent / "examples"),
+        "gallery_dirs": str(_HERE / "auto_examples"),
+        "filename_pattern": r"/plot_",
+        "plot_gallery": os.environ.get("SKGROUP_DOCS_RUN_EXAMPLES", "0") != "0",
+        "download_all_examples": False,
+        "reset_modules": (),
+    }
+
+
+def _title(path):
+    lines = path.read_text().split('"""')[1].strip().splitlines()
+    return lines[0].strip()
+
+
+_lines = ["Examples", "========", ""]
+if _gallery:
+    _lines += [".. toctree::", "   :maxdepth: 1", "", "   /auto_examples/index", ""]
+else:
+    _lines += ["The examples in ``examples/`` (install ``sphinx-gallery`` for a gallery).", ""]
+    for _path in _EXAMPLES:
+        _t = _title(_path)
+        _lines += [_t, "-" * len(_t), "", f".. literalinclude:: ../../examples/{_path.name}", "   :language: python", ""]
+_page = "\n".join(_lines) + "\n"
+if not (_GENERATED / "examples.rst").exists() or (_GENERATED / "examples.rst").read_text() != _page:
+    (_GENERATED / "examples.rst").write_text(_page)

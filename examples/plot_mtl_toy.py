@@ -1,5 +1,4 @@
 """
-=======================================================================
 Regularized multitask learning keeps the core feature (Sec. 3, Fig. 5)
 =======================================================================
 
@@ -18,7 +17,7 @@ it can keep one feature only.
 
 The figure shows the training points by group and each model's half-space
 (the region it labels y = +1), as the paper's Fig. 5 does. Run with
-``--quick`` (or ``SKGROUP_EXAMPLE_QUICK=1``) for a short schedule.
+``--quick`` (or ``SKGROUP_EXAMPLES_QUICK=1``, as the test suite does) for a short schedule.
 """
 
 # %%
@@ -43,7 +42,7 @@ parser.add_argument("--out", default="mtl_toy_halfspaces.png")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--epochs", type=int, default=None, help="override the schedule (a smoke test)")
 args, _ = parser.parse_known_args()
-quick = args.quick or os.environ.get("SKGROUP_EXAMPLE_QUICK") == "1"
+quick = args.quick or os.environ.get("SKGROUP_EXAMPLES_QUICK", "0") != "0"
 epochs = args.epochs or (40 if quick else 500)
 
 data = make_mtl_toy(random_state=args.seed)

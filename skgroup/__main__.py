@@ -1,11 +1,21 @@
-"""``python -m skgroup``: compare every estimator on a benchmark and print a table.
+"""``python -m skgroup``: compare every estimator on a benchmark, then let the search choose.
 
 By default the built-in synthetic benchmark of Sagawa et al. (2020b) (group-
-balanced validation and test draws), each estimator with its default
-parameters, over three seeds. DFR retrains on the validation split (its
-held-out data, with group labels); the others train on the training split. ``--dataset celeba`` uses CelebA attributes
-from the data folder; ``--dataset PATH`` any embeddings cache written by
-``feature_extraction``. For tuned comparisons use ``benchmarks/``.
+balanced validation and test draws). Two tables:
+
+1. every estimator with its default parameters, over three seeds (DFR
+   retrains on the validation split, its held-out data with group labels;
+   the others train on the training split);
+2. what :class:`~skgroup.model_selection.RobustSearchCV` (``candidates='auto'``)
+   picks on the validation split under each label-free rule
+   (``worst_class``, ``bias_unsupervised``), with no group labels anywhere:
+   the pick, its validation score with a bootstrap interval, how many
+   candidates the bootstrap cannot tell from it, and its test accuracy and
+   worst-group accuracy (with a bootstrap interval).
+
+``--dataset celeba`` uses CelebA attributes from the data folder;
+``--dataset PATH`` any embeddings cache written by ``feature_extraction``.
+Tuned comparisons over seeds and datasets: ``benchmarks/``.
 """
 
 import argparse
@@ -79,23 +89,97 @@ def format_table(rows, n_seeds):
     return "\n".join(lines)
 
 
+def search_picks(dataset="synthetic", seed=0, n_train=3000, rules=("worst_class", "bias_unsupervised"),
+                 n_jobs=None):
+    """RobustSearchCV('auto') under each rule on the validation split, no group labels anywhere."""
+    from .analysis import candidate_label
+    from .metrics import group_accuracies
+    from .model_selection import RobustSearchCV
+
+    data = _load(dataset, seed, n_train)
+    tr, va, te = data.train, data.val, data.test
+    rows = []
+    for rule in rules:
+        search = RobustSearchCV("auto", selection=rule, random_state=seed, n_jobs=n_jobs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            search.fit(tr.X, tr.y, X_val=va.X, y_val=va.y)  # no group_labels, no group_labels_val
+        res = search.results_
+        best = search.best_index_
+        ties = int(sum(1 for i, d in enumerate(res["distinguishable"]) if not d and i != best
+                       and np.isfinite(res["score"][i])))
+        report = group_accuracies(te.y, search.predict(te.X), group_labels=te.group_labels,
+                                  confidence_level=0.95, n_bootstrap=1000, random_state=seed)
+        rows.append({
+            "rule": rule, "pick": candidate_label(search.best_estimator_name_, search.best_params_),
+            "score": search.best_score_, "ci": search.best_score_ci_, "ties": ties,
+            "n": len(res["score"]), "acc": report.accuracy, "wga": report.worst_group_accuracy,
+            "wga_ci": report.worst_group_ci, "seconds": search.search_time_,
+        })
+    return rows
+
+
+def below_erm_notes(rows):
+    """A note per estimator whose default is below ERM's mean test worst-group accuracy: what to search."""
+    from .model_selection import registered, search_space
+
+    erm = next((mean for name, mean, _ in rows if name == "ERMClassifier"), None)
+    if erm is None:
+        return ""
+    notes = []
+    for name, mean, _ in rows:
+        if name == "ERMClassifier" or mean[1] >= erm[1]:
+            continue
+        knobs = "its settings"
+        if name in registered():
+            space = search_space(name, 3000, 2, 2)
+            knobs = ", ".join(sorted({k for g in (space if isinstance(space, list) else [space]) for k in g}))
+        notes.append(f"  {name}: {mean[1]:.3f} < ERM's {erm[1]:.3f}; search {knobs} "
+                     f"(RobustSearchCV(['{name}', 'ERMClassifier']))")
+    if not notes:
+        return ""
+    return ("Below ERM's worst-group accuracy at default settings here (their best settings depend on the\n"
+            "data; the search below tries them):\n" + "\n".join(notes))
+
+
+def format_picks(rows):
+    lines = ["| selection (no group labels) | pick | val score [95% CI] | indistinguishable | test acc "
+             "| test worst-group acc [95% CI] | search s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['rule']} | {r['pick']} | {r['score']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] "
+            f"| {r['ties']} of {r['n'] - 1} | {r['acc']:.3f} | {r['wga']:.3f} [{r['wga_ci'][0]:.3f}, "
+            f"{r['wga_ci'][1]:.3f}] | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="skgroup", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="synthetic",
                         help="'synthetic' (default), 'celeba', or the path of an embeddings cache")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds of the defaults table (default 3)")
     parser.add_argument("--n-train", type=int, default=3000, help="synthetic training size (default 3000)")
     parser.add_argument("--estimators", nargs="*", default=None, help="names of estimators to run (default all)")
+    parser.add_argument("--no-search", action="store_true", help="only the defaults table")
+    parser.add_argument("--n-jobs", type=int, default=None, help="parallel candidates of the search")
     args = parser.parse_args(argv)
     seeds = tuple(range(args.seeds))
     start = time.perf_counter()
     rows = compare(args.dataset, seeds, args.n_train, args.estimators)
     print(f"skgroup: test metrics on '{args.dataset}', default parameters, mean ± std over {len(seeds)} seeds\n")
     print(format_table(rows, len(seeds)))
+    below = below_erm_notes(rows)
+    if below:
+        print("\n" + below)
+    if not args.no_search:
+        picks = search_picks(args.dataset, 0, args.n_train, n_jobs=args.n_jobs)
+        print("\nChoosing the method without group labels: RobustSearchCV(candidates='auto') on the validation"
+              "\nsplit (seed 0); candidates the paired bootstrap cannot tell from the pick are 'indistinguishable'\n")
+        print(format_picks(picks))
     print(f"\n(total {time.perf_counter() - start:.1f} s)")
-    print("Default parameters, no tuning. JTT, CVaR, GradTune and AFR are sensitive to their settings"
-          "\n(e.g. JTT's identification model must underfit the minority groups); the field tunes"
-          "\non validation worst-group accuracy: python benchmarks/compare.py --benchmark synthetic")
+    print("Tuned comparisons over seeds and datasets, with group labels and without:"
+          "\npython benchmarks/search.py --benchmark synthetic   (and compare.py)")
 
 
 if __name__ == "__main__":

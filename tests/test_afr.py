@@ -51,6 +51,9 @@ def test_fit_splits_stratified_and_weights_the_second_stage_rows():
     # the stage-1 model saw only its rows: it is ERM on them
     erm = ERMClassifier(random_state=0).fit(X[first], y[first])
     np.testing.assert_allclose(clf.first_stage_model_.coef_, erm.coef_, rtol=1e-4, atol=1e-5)
+    # a proper ERMClassifier: its parameters are the stage's settings and an integer seed
+    params = clf.first_stage_model_.get_params()
+    assert isinstance(params["random_state"], int) and params["l2_reg"] == clf.l2_reg
     expected = afr_weights(clf.first_stage_model_.decision_function(X[second])[:, None] * [-0.5, 0.5],
                            y[second], 3.0, "count")
     np.testing.assert_allclose(clf.sample_weight_, expected, rtol=1e-5)

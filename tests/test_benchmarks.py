@@ -29,6 +29,10 @@ def test_main_job_prints_its_table():
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| ERMClassifier" in proc.stdout and "worst-group acc" in proc.stdout
+    # the search's pick under each label-free rule, with intervals
+    for rule in ("| worst_class |", "| bias_unsupervised |"):
+        line = next(row for row in proc.stdout.splitlines() if row.startswith(rule))
+        assert line.count("[") == 2 and "of" in line
 
 
 def test_bench_merge_smoke(tmp_path):

@@ -35,9 +35,13 @@ def test_error_set_is_identification_models_misclassified_rows():
     ident = clf.identification_model_
     np.testing.assert_array_equal(clf.error_set_, ident.predict(X) != y)
     assert 0 < clf.error_set_.sum() < len(y)
-    # stage 1 is plain ERM for id_epochs epochs with the shared settings (seed = random_state)
+    # stage 1 is plain ERM for id_epochs epochs with the shared settings (seed = random_state),
+    # at the final model's learning rate ('auto': 1e-2 rescaled to the rows' median norm)
+    norm = np.median(np.linalg.norm(X, axis=1))
+    assert clf.learning_rate_ == pytest.approx(1e-2 * np.sqrt(8) / norm)
+    assert ident.learning_rate == clf.learning_rate_
     ref = ERMClassifier(
-        solver="adamw", max_iter=3, batch_size=32, learning_rate=1e-2, l2_reg=1e-4, random_state=5
+        solver="adamw", max_iter=3, batch_size=32, learning_rate=clf.learning_rate_, l2_reg=1e-4, random_state=5
     ).fit(X, y)
     np.testing.assert_array_equal(ident.coef_, ref.coef_)
     assert isinstance(ident, ERMClassifier) and ident.max_iter == 3

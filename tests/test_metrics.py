@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from skgroup.metrics import (
+    EmptyCellWarning,
     MissingGroupWarning,
     UngroupedRowsWarning,
     bias_unsupervised_score,
@@ -132,8 +133,29 @@ def test_bias_unsupervised_score_hand_computed():
     # cells (y,b): (0,0) rows 0,1,7 -> 2/3; (0,1) row 2 -> 1; (1,1) rows 3,4,6 -> 2/3; (1,0) row 5 -> 1
     expected = np.mean([2 / 3, 1.0, 2 / 3, 1.0])
     assert bias_unsupervised_score(Y, P, y_pred_biased=b) == pytest.approx(expected)
-    # empty cells are skipped, not counted as 0 or 1
-    assert bias_unsupervised_score(Y, P, y_pred_biased=Y) == pytest.approx(np.mean([3 / 4, 3 / 4]))
+    # empty cells are skipped, not counted as 0 or 1, and a warning names them
+    with pytest.warns(EmptyCellWarning, match=r"cells \[\(0, 1\), \(1, 0\)\].*2 non-empty cells of 4"):
+        assert bias_unsupervised_score(Y, P, y_pred_biased=Y) == pytest.approx(np.mean([3 / 4, 3 / 4]))
+
+
+def test_bias_unsupervised_score_warns_for_a_biased_model_that_predicts_one_class():
+    # a biased model that always predicts class 0 leaves the cells (0, 1) and (1, 1) empty
+    with pytest.warns(EmptyCellWarning, match=r"\(0, 1\), \(1, 1\)"):
+        score = bias_unsupervised_score(Y, P, y_pred_biased=np.zeros_like(Y))
+    assert score == pytest.approx(np.mean([3 / 4, 3 / 4]))
+    # labels of any type: the cells are named by them
+    names = np.array(["a", "b"])
+    with pytest.warns(EmptyCellWarning, match=r"\('a', 'b'\)"):
+        bias_unsupervised_score(names[Y], names[P], y_pred_biased=names[Y])
+
+
+def test_bias_unsupervised_score_full_table_does_not_warn():
+    import warnings
+
+    b = np.array([0, 0, 1, 1, 1, 0, 1, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bias_unsupervised_score(Y, P, y_pred_biased=b)
 
 
 def test_make_group_labels_stable_numbering_and_way_back():
@@ -229,3 +251,37 @@ def test_group_ids_of_mixed_types_are_refused_naming_group_labels():
         worst_group_accuracy([0, 1], [0, 1], group_labels=np.array(["a", 1], dtype=object))
     with pytest.raises(ValueError, match=r"group_labels mixes"):
         group_proportions(np.array(["a", 1, 2.0], dtype=object))
+
+
+def test_paired_bootstrap_matches_the_report_and_the_metrics():
+    from skgroup.metrics import paired_bootstrap
+
+    rng = np.random.RandomState(0)
+    n = 3000
+    g = rng.randint(0, 4, n)
+    y = rng.randint(0, 2, n)
+    correct = rng.rand(3, n) < np.array([0.9, 0.8, 0.6, 0.7])[g]
+    pred = np.where(correct[0], y, 1 - y)
+    point, reps = paired_bootstrap(correct, g, n_bootstrap=2000, random_state=0)
+    assert reps.shape == (2000, 3)
+    assert point[0] == pytest.approx(worst_group_accuracy(y, pred, group_labels=g))
+    # the same stratified bootstrap as group_accuracies' interval (binomial draws there)
+    report = group_accuracies(y, pred, group_labels=g, confidence_level=0.95, random_state=1)
+    np.testing.assert_allclose(np.percentile(reps[:, 0], [2.5, 97.5]), report.worst_group_ci, atol=0.01)
+    # group sizes are kept: a model right everywhere scores 1 in every replicate
+    _, ones = paired_bootstrap(np.ones((1, n), bool), g, n_bootstrap=50, random_state=0)
+    assert np.all(ones == 1)
+    # 'mean' over cells is the bias-unsupervised score, one cell the accuracy
+    b = rng.randint(0, 2, n)
+    point, _ = paired_bootstrap(correct[:1], y * 2 + b, reduce="mean", n_bootstrap=10, random_state=0)
+    assert point[0] == pytest.approx(bias_unsupervised_score(y, pred, y_pred_biased=b))
+    point, _ = paired_bootstrap(correct, np.zeros(n), reduce="mean", n_bootstrap=10, random_state=0)
+    np.testing.assert_allclose(point, correct.mean(axis=1))
+    # overlapping groups: rows resampled together, the same point estimate
+    member = np.eye(4, dtype=bool)[g]
+    member[:50, 0] = True
+    point, reps = paired_bootstrap(correct[:1], member, n_bootstrap=200, random_state=0)
+    assert point[0] == pytest.approx(worst_group_accuracy(y, pred, group_labels=member))
+    assert np.isfinite(reps).all()
+    with pytest.raises(ValueError, match="reduce"):
+        paired_bootstrap(correct, g, reduce="max")

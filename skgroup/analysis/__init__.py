@@ -11,7 +11,9 @@
   worst-alpha set over training (JTT, Fig. 4); :func:`jtt_error_set_ablation`
   - static against dynamic JTT error sets (JTT, Table 6).
 * :func:`group_accuracy_table`, :func:`hyperparameter_table` - comparisons
-  across estimators and hyperparameters.
+  across estimators and hyperparameters; :func:`plot_search_results` - a
+  :class:`~skgroup.model_selection.RobustSearchCV`'s candidates with their
+  bootstrap intervals.
 
 Tables are pandas DataFrames when pandas is installed, else dicts of numpy
 columns. The ``plot_*`` functions need matplotlib (``pip install
@@ -29,11 +31,13 @@ from ._dynamics import (
 from ._error_set import error_set_analysis, misclassified
 from ._gradients import gradient_norm_summary, gradient_norms_by_group
 from ._plots import (
+    candidate_label,
     plot_cvar_set_composition,
     plot_error_set_ablation,
     plot_error_set_enrichment,
     plot_gradient_norms,
     plot_group_accuracies,
+    plot_search_results,
     plot_spectra,
     plot_worst_group_vs_param,
 )
@@ -41,6 +45,7 @@ from ._spectral import group_spectra, intra_class_spectral_ratio, spectral_imbal
 from ._tables import make_table, table_columns
 
 __all__ = [
+    "candidate_label",
     "cvar_set_composition",
     "error_set_analysis",
     "gradient_norm_summary",
@@ -57,6 +62,7 @@ __all__ = [
     "plot_error_set_enrichment",
     "plot_gradient_norms",
     "plot_group_accuracies",
+    "plot_search_results",
     "plot_spectra",
     "plot_worst_group_vs_param",
     "spectral_imbalance",

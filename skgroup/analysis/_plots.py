@@ -19,6 +19,8 @@ __all__ = [
     "plot_spectra",
     "plot_cvar_set_composition",
     "plot_error_set_ablation",
+    "plot_search_results",
+    "candidate_label",
 ]
 
 
@@ -236,4 +238,47 @@ def plot_error_set_ablation(table, *, ax=None):
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize="small")
     ax.set_title("JTT: static vs dynamic error set")
+    return ax
+
+
+def candidate_label(estimator, params):
+    """A short label for a search candidate: the method and its grid values."""
+    name = str(estimator).replace("Classifier", "")
+    if not params:
+        return name
+    parts = []
+    for k, v in dict(params).items():
+        v = f"{v:g}" if isinstance(v, float) else str(v)
+        parts.append(f"{k}={v}")
+    return f"{name} ({', '.join(parts)})"
+
+
+def plot_search_results(results, *, ax=None, top=None, title=None):
+    """Every candidate's validation score with its bootstrap interval, best first.
+
+    ``results`` is a fitted :class:`~skgroup.model_selection.RobustSearchCV`
+    or its ``results_``. The winner is drawn in red, candidates the paired
+    bootstrap cannot tell from it in orange, the others (worse beyond the
+    bootstrap's doubt) in grey; ``top`` keeps the best ``top`` candidates.
+    """
+    rule = getattr(results, "selection_", None)
+    if hasattr(results, "results_"):
+        results = results.results_
+    cols = table_columns(results, ("estimator", "params", "score", "ci_low", "ci_high", "distinguishable", "rank"),
+                         name="results")
+    ok = np.isfinite(np.asarray(cols["score"], dtype=np.float64))
+    order = [i for i in np.argsort(np.asarray(cols["rank"])) if ok[i]]
+    if top is not None:
+        order = order[: int(top)]
+    ax = _axes(ax)
+    y = np.arange(len(order))[::-1]
+    for yi, i in zip(y, order):
+        score = float(cols["score"][i])
+        color = "tab:red" if cols["rank"][i] == 1 else ("tab:gray" if cols["distinguishable"][i] else "tab:orange")
+        ax.errorbar(score, yi, xerr=[[score - float(cols["ci_low"][i])], [float(cols["ci_high"][i]) - score]],
+                    fmt="o", color=color, capsize=3)
+    ax.set_yticks(y)
+    ax.set_yticklabels([candidate_label(cols["estimator"][i], cols["params"][i]) for i in order], fontsize="small")
+    ax.set_xlabel(f"validation {str(rule or 'score').replace('_', ' ')} (bootstrap interval)")
+    ax.set_title(title or "Candidates: winner (red), indistinguishable (orange), worse (grey)", fontsize="small")
     return ax

@@ -119,6 +119,17 @@ class HeadExecutor:
     def n_samples(self):
         return self.X.shape[0]
 
+    def fingerprint(self, with_validation=False):
+        """Hash of the training rows (and of the validation rows): the data part of a shared-fit key."""
+        from .._cache import fingerprint
+
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = fingerprint(self.X, self.y)
+        if not with_validation or self.validation is None:
+            return self._fingerprint
+        v = self.validation
+        return self._fingerprint + fingerprint(v.X, v.y, v.membership, v.y_pred_biased)
+
     def new_module(self, seed):
         generator = torch.Generator().manual_seed(int(seed))
         return make_head(self.X.shape[1], self.n_classes, self.hidden_layer_sizes, torch_dtype(self.dtype), generator)
@@ -126,6 +137,16 @@ class HeadExecutor:
     def from_module(self, module, name="given"):
         """A StageResult for a module trained elsewhere (e.g. a prefit head)."""
         return StageResult(name, module, [], None, True, False, executor=self)
+
+    @staticmethod
+    def snapshot(result):
+        """What a stage's result holds apart from its executor (to cache and restore it)."""
+        return dict(name=result.name, module=result.module, history=result.history, best=result.best,
+                    converged=result.converged, stopped_early=result.stopped_early)
+
+    def restore(self, snapshot):
+        """A StageResult on this executor's rows from :meth:`snapshot`."""
+        return StageResult(executor=self, **snapshot)
 
     def as_estimator(self, result, options, seed):
         """A fitted :class:`~skgroup.ERMClassifier` holding a stage's weights (e.g. JTT's stage 1)."""

@@ -1,14 +1,14 @@
 """Group-robust classifiers on frozen features."""
 
 from ._afr import AFRClassifier, afr_weights
-from ._base import BaseHeadClassifier
+from ._base import BaseHeadClassifier, BelowERMWarning
 from ._cvar import CVaRClassifier, DegenerateCVaRWarning
 from ._dfr import DFRClassifier, TinyHeldOutGroupWarning
 from ._erm import ERMClassifier
 from ._gradtune import GradTuneClassifier, last_layer_gradient_norms
 from ._group_balanced import GroupBalancedClassifier
 from ._group_dro import GroupDROClassifier
-from ._jtt import EmptyErrorSetWarning, JTTClassifier
+from ._jtt import EmptyErrorSetWarning, JTTClassifier, LargeErrorSetWarning
 from ._mixture import MixtureBalancedClassifier
 from ._mtl import (
     Diagonal,
@@ -23,6 +23,7 @@ from ._mtl import (
 __all__ = [
     "AFRClassifier",
     "BaseHeadClassifier",
+    "BelowERMWarning",
     "CVaRClassifier",
     "DFRClassifier",
     "DegenerateCVaRWarning",
@@ -32,6 +33,7 @@ __all__ = [
     "GroupBalancedClassifier",
     "GroupDROClassifier",
     "JTTClassifier",
+    "LargeErrorSetWarning",
     "GradTuneClassifier",
     "MixtureBalancedClassifier",
     "MultitaskHead",

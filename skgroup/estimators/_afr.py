@@ -14,7 +14,6 @@ from .._objectives import MeanLoss, WeightedLoss
 from ..engine import ProximalPenalty, Stage
 from ..utils import fill_doc
 from ._base import BaseHeadClassifier
-from ._erm import ERMClassifier
 
 __all__ = ["AFRClassifier", "afr_weights"]
 
@@ -267,14 +266,7 @@ class AFRClassifier(BaseHeadClassifier):
     def _plan(self, ctx):
         first_rows, second_rows = self._split(ctx.y, ctx.seed(0) % (2**32))
         stage1 = yield Stage("erm", MeanLoss(), ctx.options, rows=first_rows, seed=ctx.seed(1), validate=False)
-        self.first_stage_model_ = ctx.executor.as_estimator(
-            stage1,
-            ERMClassifier(**{k: getattr(self, k) for k in ("hidden_layer_sizes", "l2_reg", "solver", "max_iter",
-                                                           "batch_size", "learning_rate", "lr_schedule", "tol",
-                                                           "device", "dtype")},
-                          random_state=ctx.seed(1)),
-            self.classes_,
-        )
+        self.first_stage_model_ = ctx.executor.as_estimator(stage1, ctx.options, ctx.seed(1))
         weights = afr_weights(stage1.logits(second_rows), ctx.y[second_rows], self.gamma, self.class_balance)
         full = np.zeros(ctx.n_samples)
         full[second_rows] = weights

@@ -10,6 +10,7 @@ head), so prediction needs no torch, a fitted estimator pickles small, and
 a model trained on a GPU predicts anywhere.
 """
 
+import math
 from numbers import Integral, Real
 
 import numpy as np
@@ -26,6 +27,7 @@ from .._validation import (
     take_groups,
     validation_enabled,
 )
+from .._cache import SHARED_FITS, canonical, fingerprint
 from ..engine import (
     FitContext,
     HeadExecutor,
@@ -36,8 +38,32 @@ from ..engine import (
     torch_dtype,
 )
 from ..engine._callbacks import MONITORS, Callback
+from ..utils._warnings import warn
 
-__all__ = ["BaseHeadClassifier", "encode_labels"]
+__all__ = ["BaseHeadClassifier", "BelowERMWarning", "encode_labels", "biased_erm", "auto_learning_rate"]
+
+
+class BelowERMWarning(UserWarning):
+    """A fit's own validation split shows it below ERM's accuracy, with no gain in the score it monitors."""
+
+#: LaBonte et al.'s biased model: ERM without class balancing, the library's weak default L2.
+BIASED_ERM_PARAMS = {"l2_reg": 1e-4, "random_state": 0}
+
+
+def biased_erm(X, y, *, dtype="float32"):
+    """The ERM model (no class balancing) whose predictions stand in for the spurious attribute.
+
+    LaBonte et al. (2023) score models without group labels on the cells
+    (true class, prediction of this model). It depends on the training rows
+    only, so it is fitted once per distinct ``(X, y)`` and shared (see
+    :mod:`skgroup._cache`) by every estimator that monitors
+    ``'bias_unsupervised'`` and by :class:`~skgroup.model_selection.RobustSearchCV`.
+    Full-batch L-BFGS from a zero head: the model does not depend on a seed.
+    """
+    from ._erm import ERMClassifier
+
+    key = SHARED_FITS.key("biased_erm", fingerprint(X, y), dtype, canonical(BIASED_ERM_PARAMS))
+    return SHARED_FITS.get_or_fit(key, lambda: ERMClassifier(**BIASED_ERM_PARAMS, dtype=dtype).fit(X, y))
 
 _HEAD_CONSTRAINTS = {
     "hidden_layer_sizes": ["array-like"],
@@ -45,7 +71,7 @@ _HEAD_CONSTRAINTS = {
     "solver": [StrOptions({"lbfgs", "adamw", "sgd"})],
     "max_iter": [Interval(Integral, 1, None, closed="left")],
     "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-    "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
     "lr_schedule": [StrOptions({"constant", "cosine", "linear"})],
     "tol": [Interval(Real, 0, None, closed="left")],
     "early_stopping": ["boolean", StrOptions({"auto"})],
@@ -63,6 +89,30 @@ _HEAD_CONSTRAINTS = {
 #: TrainOptions fields an estimator's parameters of the same name set.
 _OPTION_PARAMS = ("solver", "max_iter", "batch_size", "learning_rate", "lr_schedule", "l2_reg", "tol",
                   "dtype", "device")
+
+
+#: Median row norm of the CelebA-attributes features (sqrt(8): eight of 38 binary
+#: attributes on), the data the minibatch defaults were tuned on.
+REFERENCE_ROW_NORM = math.sqrt(8.0)
+
+
+def auto_learning_rate(X, reference):
+    """``reference * sqrt(8) / median_i ||x_i||``: a learning rate tuned on CelebA attributes, moved to X.
+
+    AdamW moves every weight by about the learning rate a step, so a logit
+    moves by about ``lr * ||x||`` when the step is coherent: the same rate
+    is 100x too large on features of norm 100 (the synthetic benchmark's
+    Gaussian features) as on CelebA attributes (norm sqrt(8)), where the
+    defaults were tuned. Rescaling by the median row norm keeps the logit
+    step per update. The median is over at most 10,000 evenly spaced rows.
+    """
+    X = np.asarray(X)
+    step = max(1, X.shape[0] // 10000)
+    norms = np.linalg.norm(np.asarray(X[::step], dtype=np.float64), axis=1)
+    norm = float(np.median(norms)) if norms.size else 0.0
+    if not np.isfinite(norm) or norm <= 0:
+        return float(reference)
+    return float(reference * REFERENCE_ROW_NORM / norm)
 
 
 def encode_labels(classes, y, name="y"):
@@ -117,10 +167,19 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
     def _check_params(self):
         """Checks of parameter combinations beyond ``_parameter_constraints`` (run before every fit)."""
 
-    def _options(self, **overrides):
+    #: The minibatch learning rate tuned on CelebA attributes; ``learning_rate='auto'``
+    #: rescales it to the features' norm (see :func:`auto_learning_rate`). ERM's
+    #: rate unless a method tuned its own.
+    _reference_learning_rate = 1e-3
+
+    def _options(self, X=None, **overrides):
         params = self.get_params(deep=False)
         values = {k: params[k] for k in _OPTION_PARAMS if k in params}
         values.update(overrides)
+        ref = self._reference_learning_rate
+        if values.get("learning_rate") == "auto" and ref is not None and X is not None:
+            values["learning_rate"] = auto_learning_rate(X, ref)
+            self.learning_rate_ = values["learning_rate"]
         return TrainOptions(**values)
 
     def _seed(self, offset=0):
@@ -167,10 +226,16 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
 
     def _biased_predictions(self, X, y_enc, X_val, seed):
         """Encoded predictions of an ERM model of the training rows (LaBonte et al.'s biased model)."""
-        from ._erm import ERMClassifier
+        return biased_erm(X, y_enc, dtype=self.dtype).predict(X_val)
 
-        erm = ERMClassifier(l2_reg=1e-4, random_state=seed, dtype=self.dtype)
-        return erm.fit(X, y_enc).predict(X_val)
+    def _reuses_shared_fits(self):
+        """Whether sub-models may come from (and go to) the shared cache.
+
+        Only a fixed integer seed makes a sub-model a function of the data and
+        settings; user callbacks expect to see every stage run.
+        """
+        return (isinstance(self.random_state, Integral) and not isinstance(self.random_state, bool)
+                and not self.callbacks and SHARED_FITS.enabled)
 
     # -- the fit ------------------------------------------------------------
     def _fit(self, X, y, *, group_labels=None, X_val=None, y_val=None, group_labels_val=None,
@@ -197,11 +262,57 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
             dtype=self.dtype, device=self.device, validation=validation, early_stopping=stopping,
             callbacks=callbacks, verbose=self.verbose, classes=self.classes_,
         )
-        ctx = FitContext(y=y_enc, n_classes=len(self.classes_), options=self._options(), seed_base=seed,
+        ctx = FitContext(y=y_enc, n_classes=len(self.classes_), options=self._options(X), seed_base=seed,
                          groups=groups, sample_weight=sample_weight, executor=executor, rows=rows)
         result = run_plan(self._plan(ctx, **(plan_kwargs or {})), executor)
         self._store_result(result, validation is not None)
+        if validation is not None and self._compare_to_erm:
+            self._check_against_erm(X, y_enc, validation, stopping["monitor"])
         return self
+
+    #: Whether a fit with validation data compares itself with ERM (see _check_against_erm).
+    _compare_to_erm = True
+
+    def _erm_reference(self, X, y_enc):
+        """The ERM model this fit is compared with: ERM on the same training rows (cached)."""
+        return biased_erm(X, y_enc, dtype=self.dtype)
+
+    def _check_against_erm(self, X, y_enc, validation, monitor):
+        """Warn when the validation split shows this fit below ERM with nothing to show for it.
+
+        A robust method may trade average accuracy for the worst group; one
+        whose validation accuracy falls more than 5 points below ERM's while
+        the score it monitors is no better than ERM's has collapsed (settings
+        that do not suit the data), and says so instead of failing silently.
+        """
+        from ..engine import validation_metrics
+
+        reference = self._erm_reference(X, y_enc)
+        ref_logits = reference._logits(np.asarray(validation.X))
+        if getattr(reference, "classes_", None) is not None and len(reference.classes_) != len(self.classes_):
+            return
+        ours = validation_metrics(self._logits(np.asarray(validation.X)), validation.y, validation.membership,
+                                  validation.y_pred_biased)
+        erm = validation_metrics(ref_logits, validation.y, validation.membership, validation.y_pred_biased)
+        drop = erm["accuracy"] - ours["accuracy"]
+        sign = 1.0 if MONITORS[monitor] else -1.0
+        if drop > 0.05 and sign * (ours[monitor] - erm[monitor]) <= 0:
+            from ..model_selection import registered, search_space
+
+            name = type(self).__name__
+            knobs = "its settings"
+            if name in registered():
+                space = search_space(name, X.shape[0], X.shape[1], len(self.classes_))
+                keys = sorted({k for g in (space if isinstance(space, list) else [space]) for k in g})
+                knobs = ", ".join(keys)
+            warn(
+                f"{name}'s validation accuracy ({ours['accuracy']:.3f}) is {100 * drop:.0f} points below "
+                f"ERM's ({erm['accuracy']:.3f}) on the same training rows, and its validation {monitor} "
+                f"({ours[monitor]:.3f}) is no better than ERM's ({erm[monitor]:.3f}): these settings do not "
+                f"suit the data. Search {knobs} (e.g. RobustSearchCV(['{name}', 'ERMClassifier']) from "
+                "skgroup.model_selection), or use ERM.",
+                BelowERMWarning,
+            )
 
     def _store_result(self, result, validated):
         self._set_weights(result.module)

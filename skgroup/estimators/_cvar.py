@@ -118,6 +118,8 @@ class CVaRClassifier(BaseHeadClassifier):
     (2, 2)
     """
 
+    _reference_learning_rate = 3e-3
+
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,
         "alpha": [Interval(Real, 0, 1, closed="right")],

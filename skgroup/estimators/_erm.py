@@ -87,6 +87,9 @@ class ERMClassifier(BaseHeadClassifier):
     True
     """
 
+    _reference_learning_rate = 1e-3
+    _compare_to_erm = False  # it is the reference
+
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,
         "class_weight": [dict, StrOptions({"balanced"}), None],

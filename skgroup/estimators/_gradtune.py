@@ -15,6 +15,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._cache import SHARED_FITS, canonical, fingerprint
 from .._objectives import MeanLoss, WeightedLoss
 from .._samplers import BalancedSampler
 from ..engine import Stage, linear_layers, torch_dtype
@@ -389,6 +390,15 @@ class GradTuneClassifier(BaseHeadClassifier):
                 f"n_top (k={self.n_top}) cannot exceed n_finetune (M'={self.n_finetune}): the "
                 "fine-tuning set holds the top-k rows plus M' - k drawn ones."
             )
+    def _erm_reference(self, X, y_enc):
+        # its own base model: fine-tuning that loses accuracy without a gain is what to flag
+        return self.estimator_
+
+    def _shared_fit_signature(self):
+        """The settings the base model depends on besides the data (see JTTClassifier's)."""
+        if self.prefit:
+            return None
+        return canonical((self.estimator, self.holdout_fraction, self.random_state))
 
     # -- phase 1 ----------------------------------------------------------
     def _fit_base(self, X, y):
@@ -402,7 +412,11 @@ class GradTuneClassifier(BaseHeadClassifier):
         params = estimator.get_params()
         if "random_state" in params and params["random_state"] is None:
             estimator.set_params(random_state=self._seed(1))
-        return _check_head(estimator.fit(X, y))
+        # the base model does not depend on what a search varies (lr_scale, n_top, ...): fit it once
+        key = None
+        if self._reuses_shared_fits() and not isinstance(estimator, FrozenEstimator):
+            key = SHARED_FITS.key("gradtune_base", fingerprint(X, y), canonical(estimator))
+        return _check_head(SHARED_FITS.get_or_fit(key, lambda: estimator.fit(X, y)))
 
     def _holdout(self, y, strata, seed, what):
         """Sorted (kept, held-out) rows: a stratified ``holdout_fraction`` of ``y``'s rows."""

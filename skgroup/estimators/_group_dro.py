@@ -128,6 +128,8 @@ class GroupDROClassifier(BaseHeadClassifier):
     # group labels reach fit through metadata routing unless a user opts out
     __metadata_request__fit = {"group_labels": True}
 
+    _reference_learning_rate = 3e-3
+
     _parameter_constraints = {
         **{k: v for k, v in BaseHeadClassifier._parameter_constraints.items() if k != "tol"},
         "solver": [StrOptions({"adamw", "sgd"})],

@@ -164,6 +164,8 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
     ([290, 50], [100, 50])
     """
 
+    _reference_learning_rate = 0.03
+
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,
         "balancing": [StrOptions({"none", "subsetting", "upsampling", "upweighting", "mixture"})],
@@ -234,13 +236,13 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
         return self._fit(X, y, group_labels=group_labels, X_val=X_val, y_val=y_val,
                          group_labels_val=group_labels_val)
 
-    def _options(self, **overrides):
+    def _options(self, X=None, **overrides):
         # 'auto' resolves here so that a plan run by the fine-tuning path, whose options
         # are its own, never sees it; max_iter=None is resolved by the plan (it needs the subset)
         solver = self.solver
         if solver == "auto":
             solver = "adamw" if self.balancing in _MINIBATCH_BALANCING else "lbfgs"
-        return super()._options(solver=solver, **overrides)
+        return super()._options(X, solver=solver, **overrides)
 
     def _plan(self, ctx):
         y = ctx.y

@@ -1,13 +1,14 @@
 """Group-robustness metrics, per-group reports and routed scorers."""
 
 from ._metrics import (
+    EmptyCellWarning,
     MissingGroupWarning,
     bias_unsupervised_score,
     per_group_accuracy,
     worst_class_accuracy,
     worst_group_accuracy,
 )
-from ._report import GroupReport, group_accuracies, group_proportions
+from ._report import GroupReport, group_accuracies, group_proportions, paired_bootstrap
 from ._scorers import (
     MetadataRoutingRequired,
     bias_unsupervised_scorer,
@@ -18,6 +19,7 @@ from ._scorers import (
 from .._groups import UngroupedRowsWarning, make_group_labels
 
 __all__ = [
+    "EmptyCellWarning",
     "GroupReport",
     "MetadataRoutingRequired",
     "MissingGroupWarning",
@@ -28,6 +30,7 @@ __all__ = [
     "group_proportions",
     "make_group_labels",
     "make_group_scorer",
+    "paired_bootstrap",
     "per_group_accuracy",
     "worst_class_accuracy",
     "worst_class_scorer",

@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_consistent_length, column_or_1d
 from .._groups import check_group_labels
 
 __all__ = [
+    "EmptyCellWarning",
     "MissingGroupWarning",
     "worst_group_accuracy",
     "worst_class_accuracy",
@@ -25,6 +26,10 @@ __all__ = [
 
 class MissingGroupWarning(UserWarning):
     """A group that should be evaluated has no sample in the evaluated data."""
+
+
+class EmptyCellWarning(MissingGroupWarning):
+    """A (class, biased prediction) cell of the bias-unsupervised score has no sample."""
 
 
 def _check_predictions(y_true, y_pred):
@@ -129,19 +134,55 @@ def bias_unsupervised_score(y_true, y_pred, *, y_pred_biased):
 
     The biased predictions come from an ERM model trained without class
     balancing; its predicted class stands in for the unknown spurious
-    attribute. The score is the mean, over the non-empty cells of the K x K
-    table (true class y, biased prediction b), of the accuracy within the cell:
+    attribute. Eq. 1 averages, over the K x K cells (true class y, biased
+    prediction b), the accuracy within the cell. The K classes are those in
+    ``y_true`` or ``y_pred_biased``.
+
+    **Empty cells are left out of the average.** A cell with no validation
+    row has no accuracy: when the biased model never predicts class b for a
+    row of class y, the score is the mean over the non-empty cells only,
+    which makes it easier to score well (the missing cell is often the one a
+    spurious shortcut gets wrong). A :class:`EmptyCellWarning` names the
+    empty cells; use more validation rows, or prefer the worst-class
+    accuracy when a cell is empty:
 
     .. math:: \\frac{1}{|\\mathcal{C}|} \\sum_{(y,b) \\in \\mathcal{C}}
-              \\frac{1}{n_{y,b}} \\sum_{i:\\,y_i=y,\\,b_i=b} [\\hat y_i = y_i]
+              \\frac{1}{n_{y,b}} \\sum_{i:\\,y_i=y,\\,b_i=b} [\\hat y_i = y_i],
+              \\qquad \\mathcal{C} = \\{(y, b) : n_{y,b} > 0\\}
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+    y_pred_biased : array-like of shape (n_samples,)
+        Predictions of the biased model, in the label space of ``y_true``
+        (or any coding of its classes: only the cells matter).
+
+    Returns
+    -------
+    float
     """
     y_true, y_pred = _check_predictions(y_true, y_pred)
     y_pred_biased = column_or_1d(y_pred_biased)
     check_consistent_length(y_true, y_pred_biased)
-    _, t_rank = np.unique(y_true, return_inverse=True)
-    _, b_rank = np.unique(y_pred_biased, return_inverse=True)
-    cell = t_rank.ravel() * (b_rank.max() + 1) + b_rank.ravel()
-    counts = np.bincount(cell)
-    hits = np.bincount(cell, weights=(y_true == y_pred).astype(np.float64))
+    labels, codes = np.unique(np.concatenate([y_true, y_pred_biased]), return_inverse=True)
+    k = labels.shape[0]
+    t_rank, b_rank = codes[: y_true.shape[0]], codes[y_true.shape[0]:]
+    cell = t_rank * k + b_rank
+    counts = np.bincount(cell, minlength=k * k)
+    hits = np.bincount(cell, weights=(y_true == y_pred).astype(np.float64), minlength=k * k)
     nonempty = counts > 0
+    if not nonempty.all():
+        empty = [(_item(labels[c // k]), _item(labels[c % k])) for c in np.flatnonzero(~nonempty)]
+        warnings.warn(
+            f"bias_unsupervised_score: the (class, biased prediction) cells {empty} have no rows "
+            f"and are left out of the average, which is over the {int(nonempty.sum())} non-empty "
+            f"cells of {k * k}. Score on more validation rows, or select with the worst-class "
+            "accuracy, which needs no cell to be filled.",
+            EmptyCellWarning,
+            stacklevel=2,
+        )
     return float(np.mean(hits[nonempty] / counts[nonempty]))
+
+
+def _item(v):
+    return v.item() if hasattr(v, "item") else v

@@ -42,8 +42,12 @@ batch_size : int or 'auto', default={default}
     the data allows, and 1024 on CelebA-sized data (a minibatch loop on
     cached features is overhead-bound at small batches).""",
     "learning_rate": """
-learning_rate : float, default={default}
-    Step size of the minibatch solvers (ignored by L-BFGS).""",
+learning_rate : float or 'auto', default={default}
+    Step size of the minibatch solvers (ignored by L-BFGS). 'auto': the
+    rate tuned on CelebA attributes (this estimator's
+    ``_reference_learning_rate``) times ``sqrt(8) / median ||x_i||`` over
+    the training rows, so that a step moves the logits as much on features
+    of any scale (``learning_rate_`` holds the value used).""",
     "lr_schedule": """
 lr_schedule : {{'constant', 'cosine', 'linear'}}, default={default}
     Minibatch solvers: keep the step, or anneal it to zero over the run per

@@ -1,0 +1,649 @@
+"""RobustSearchCV: choose the method and its settings, with or without group labels.
+
+No method wins everywhere (Group DRO on CelebA attributes, class balancing or
+GradTune elsewhere), and JTT and CVaR swing from best to worse than ERM with
+their settings, so the method itself is a hyperparameter. A practitioner
+rarely has group labels, even on validation. :class:`RobustSearchCV` searches
+every candidate (method, settings) on a validation split or CV folds, selects
+by a rule that needs no group labels (or by worst-group accuracy when they
+exist), and states how sure the choice is: a bootstrap interval for every
+candidate's score and, for each, whether it is distinguishable from the
+winner.
+"""
+
+import inspect
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import ParameterGrid, check_cv
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .._cache import SHARED_FITS
+from .._groups import check_group_labels
+from ..metrics import EmptyCellWarning, paired_bootstrap
+from ._spaces import registered, search_space
+from ._validation import requests
+
+__all__ = ["RobustSearchCV", "SELECTION_RULES"]
+
+#: Built-in selection rules: the estimators' ``monitor`` that matches each, how the
+#: per-cell accuracies are reduced, and whether validation group labels are needed.
+SELECTION_RULES = {
+    "worst_group": {"monitor": "worst_group_accuracy", "reduce": "min", "group_labels": True},
+    "worst_class": {"monitor": "worst_class_accuracy", "reduce": "min", "group_labels": False},
+    "bias_unsupervised": {"monitor": "bias_unsupervised", "reduce": "mean", "group_labels": False},
+    "accuracy": {"monitor": "accuracy", "reduce": "mean", "group_labels": False},
+}
+
+_RESPONSES = ("predict", "predict_proba", "decision_function")
+
+
+def _estimator_classes():
+    from ..estimators import all_estimators
+
+    return dict(all_estimators())
+
+
+def _takes(estimator, name):
+    try:
+        return name in inspect.signature(estimator.fit).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _fit_candidate(estimator, X, y, fit_params, X_score, responses, entries, error_score):
+    """Fit one candidate on one split and return what the search scores (runs in a worker)."""
+    SHARED_FITS.load(entries)
+    # a search explores settings that do not suit the data on purpose: what they warn about is
+    # recorded per candidate (results_['warnings']) instead of repeated once per candidate
+    with SHARED_FITS.recording() as record, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        error = None
+        try:
+            estimator.fit(X, y, **fit_params)
+        except Exception as exc:
+            if error_score == "raise":
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+        seconds = time.perf_counter() - start
+    names = sorted({w.category.__name__ for w in caught})
+    out = {"fit_time": seconds, "error": error, "entries": dict(record), "estimator": None, "responses": None,
+           "warnings": names}
+    if error is None:
+        out["estimator"] = estimator
+        out["responses"] = {}
+        for method in responses:
+            if hasattr(estimator, method):
+                out["responses"][method] = getattr(estimator, method)(X_score)
+    return out
+
+
+class _Replay(ClassifierMixin, BaseEstimator):
+    """A fitted classifier replaying stored outputs; ``X`` holds row indices (for custom scorers)."""
+
+    def __init__(self, classes, outputs):
+        self.classes = classes
+        self.outputs = outputs
+        self.classes_ = classes
+
+    def _rows(self, X):
+        return np.asarray(X)[:, 0].astype(np.int64)
+
+    def predict(self, X):
+        return self.outputs["predict"][self._rows(X)]
+
+    @available_if(lambda self: "predict_proba" in self.outputs)
+    def predict_proba(self, X):
+        return self.outputs["predict_proba"][self._rows(X)]
+
+    @available_if(lambda self: "decision_function" in self.outputs)
+    def decision_function(self, X):
+        return self.outputs["decision_function"][self._rows(X)]
+
+
+def _has_best(self):
+    return hasattr(self, "best_estimator_")
+
+
+class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+    """Search methods and their settings on validation data, with or without group labels.
+
+    Every candidate configuration (an estimator with one setting of its
+    grid) is fitted on the training rows and scored on the validation rows
+    (``X_val, y_val`` passed to :meth:`fit`) or on cross-validation folds;
+    the best by ``selection`` becomes ``best_estimator_``, fitted on the
+    training rows only (never on training + validation rows, which would
+    leak the validation data the choice was made on). ``results_`` holds
+    every candidate's score with a bootstrap interval, its fit time and
+    whether it is distinguishable from the winner.
+
+    Parameters
+    ----------
+    candidates : 'auto' or list, default='auto'
+        'auto': every skgroup estimator with the library's search space for
+        it (:func:`~skgroup.model_selection.search_space`, scaled to the
+        size of the training data). A list holds any of: ``(estimator,
+        param_grid)`` pairs (``param_grid`` a dict or list of dicts, as
+        ``GridSearchCV`` takes), estimators (searched over the registered
+        space of their class on top of their own parameters, or used as
+        they are when none is registered), and estimator class names
+        (``'JTTClassifier'``: the registered space).
+    selection : str or callable, default='worst_class'
+        How candidates are compared on the validation rows:
+
+        * ``'worst_class'``: worst-class accuracy, no group labels
+          (LaBonte et al., 2023);
+        * ``'bias_unsupervised'``: LaBonte et al.'s eq. 1, no group labels:
+          the search fits its own biased ERM model (no class balancing) on
+          the training rows, and its predictions define the cells;
+        * ``'accuracy'``: no group labels (Kulkarni et al.'s "No-GP");
+        * ``'worst_group'``: worst-group accuracy, needs
+          ``group_labels_val`` (or ``group_labels`` with CV folds);
+        * any other scikit-learn scorer name or scorer callable; one that
+          requests ``group_labels`` or ``y_pred_biased`` gets them.
+    cv : int, CV splitter, iterable or None, default=None
+        Used when ``fit`` gets no ``X_val``: None means 5 stratified folds.
+        Each row must be tested at most once (scores are computed on the
+        pooled out-of-fold predictions). For a splitter that needs
+        ``groups`` (``GroupKFold``), pass ``list(splitter.split(X, y,
+        ids))``. With folds, candidates train without early stopping and
+        the winner is refitted on all rows.
+    early_stopping : bool, default=True
+        Give every candidate that takes validation data the validation
+        split (``X_val``) to select its epoch, monitoring the score that
+        matches ``selection`` (the papers' checkpoint selection). GradTune,
+        which would fine-tune on the validation rows, is fitted on the
+        training rows alone.
+    confidence_level : float in (0, 1), default=0.95
+    n_bootstrap : int, default=1000
+        Bootstrap replicates of the validation rows, resampled within the
+        cells of the rule (groups, classes, (class, biased prediction)
+        cells) and shared by all candidates (a paired bootstrap).
+    n_jobs : int or None, default=None
+        Candidates fitted in parallel by joblib (any backend, e.g. dask).
+    error_score : 'raise' or float, default=nan
+        Score of a candidate whose fit fails (its error is kept in
+        ``results_``); 'raise' stops the search.
+    random_state : int, RandomState or None, default=None
+        Seeds the bootstrap and, through one integer, every candidate whose
+        own ``random_state`` is None (so that candidates sharing work, e.g.
+        JTT's identification model, share it).
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    best_estimator_ : estimator
+        The winner, fitted on the training rows.
+    best_params_ : dict
+        Its grid parameters; ``best_estimator_name_`` its class name.
+    best_index_ : int
+        Its row in ``results_``.
+    best_score_ : float
+        Its validation score; ``best_score_ci_`` the bootstrap interval.
+    selection_ : str
+        The rule used (or the scorer's repr).
+    results_ : pandas.DataFrame or dict of arrays
+        One row per candidate configuration: ``estimator``, ``params``,
+        ``score``, ``ci_low``, ``ci_high`` (bootstrap interval of the
+        score), ``diff_ci_low``, ``diff_ci_high`` (paired-bootstrap
+        interval of the winner's score minus this one), ``distinguishable``
+        (that interval lies above 0: the winner is better beyond the
+        bootstrap's doubt), ``rank``, ``accuracy`` (validation accuracy),
+        ``fit_time`` (seconds, summed over folds), ``error`` and ``warnings``
+        (the categories of the warnings the candidate's fits raised, e.g.
+        ``BelowERMWarning``: they are recorded here, not repeated).
+    shared_fits_ : dict
+        Sub-models fitted during the search, by kind (each distinct one
+        once, see :mod:`skgroup._cache`).
+    n_splits_ : int
+    search_time_ : float
+        Wall time of the search, seconds.
+    classes_ : ndarray
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> from skgroup.datasets import make_spurious_benchmark
+    >>> from skgroup.model_selection import RobustSearchCV
+    >>> from skgroup import ERMClassifier, JTTClassifier
+    >>> data = make_spurious_benchmark(600, 300, 300, random_state=0)
+    >>> search = RobustSearchCV(
+    ...     [(ERMClassifier(), {"l2_reg": [1e-4, 1e-1]}), (JTTClassifier(), {"lambda_up": [5, 20]})],
+    ...     selection="worst_class", random_state=0,
+    ... ).fit(data.train.X, data.train.y, X_val=data.val.X, y_val=data.val.y)
+    >>> len(search.results_["score"])
+    4
+    """
+
+    _parameter_constraints = {
+        "candidates": [StrOptions({"auto"}), list, tuple],
+        "selection": [str, callable],
+        "cv": ["cv_object", None],
+        "early_stopping": ["boolean"],
+        "confidence_level": [Interval(Real, 0, 1, closed="neither")],
+        "n_bootstrap": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Integral, None],
+        "error_score": [StrOptions({"raise"}), Real],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    __metadata_request__fit = {"X_val": True, "y_val": True, "group_labels_val": True, "group_labels": False}
+
+    def __init__(
+        self,
+        candidates="auto",
+        selection="worst_class",
+        *,
+        cv=None,
+        early_stopping=True,
+        confidence_level=0.95,
+        n_bootstrap=1000,
+        n_jobs=None,
+        error_score=np.nan,
+        random_state=None,
+        verbose=0,
+    ):
+        self.candidates = candidates
+        self.selection = selection
+        self.cv = cv
+        self.early_stopping = early_stopping
+        self.confidence_level = confidence_level
+        self.n_bootstrap = n_bootstrap
+        self.n_jobs = n_jobs
+        self.error_score = error_score
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- configuration -------------------------------------------------------
+    def _rule(self):
+        """(rule name or None, scorer or None)."""
+        if isinstance(self.selection, str) and self.selection in SELECTION_RULES:
+            return self.selection, None
+        try:
+            scorer = check_scoring(None, scoring=self.selection)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(
+                f"selection={self.selection!r} is neither a rule ({sorted(SELECTION_RULES)}) nor a "
+                f"scikit-learn scorer: {exc}"
+            ) from exc
+        return None, scorer
+
+    def _configs(self, n_samples, n_features, n_classes):
+        """Candidate configurations: a list of (class name, unfitted estimator, grid params)."""
+        classes = _estimator_classes()
+        if isinstance(self.candidates, str):  # 'auto'
+            items = [name for name in registered() if name in classes]
+        else:
+            items = list(self.candidates)
+        if not items:
+            raise ValueError("candidates is empty: pass 'auto' or a list of (estimator, param_grid) pairs.")
+        configs = []
+        for item in items:
+            if isinstance(item, str):
+                if item not in classes:
+                    raise ValueError(f"candidates names {item!r}, which is not a skgroup estimator; "
+                                     f"choose from {sorted(classes)} or pass an estimator.")
+                estimator, grid = classes[item](), search_space(item, n_samples, n_features, n_classes)
+            elif isinstance(item, (tuple, list)) and len(item) == 2 and hasattr(item[0], "fit"):
+                estimator, grid = item
+            elif hasattr(item, "fit"):
+                name = type(item).__name__
+                estimator = item
+                grid = search_space(name, n_samples, n_features, n_classes) if name in registered() else {}
+            else:
+                raise ValueError(
+                    "Each entry of candidates must be an (estimator, param_grid) pair, an estimator or a "
+                    f"skgroup estimator's class name; got {item!r}."
+                )
+            for params in ParameterGrid(grid if grid else {}):
+                configs.append((type(estimator).__name__, estimator, params))
+        return configs
+
+    def _prepare(self, estimator, params, seed, monitor, validated):
+        est = clone(estimator).set_params(**params)
+        own = est.get_params(deep=False)
+        if "random_state" in own and own["random_state"] is None and "random_state" not in params:
+            est.set_params(random_state=seed)
+        if validated and monitor is not None and own.get("monitor") == "auto" and "monitor" not in params:
+            est.set_params(monitor=monitor)
+        return est
+
+    def _validates(self, estimator):
+        """Whether the candidate gets the validation split for its epoch selection."""
+        # X_val of GradTune and DFR is data they train on: scoring on it would be leakage
+        if (not self.early_stopping or getattr(estimator, "_x_val_is_heldout", False)
+                or getattr(estimator, "_fits_on_validation", False)):
+            return False
+        if not _takes(estimator, "X_val"):
+            return False
+        return estimator.get_params(deep=False).get("early_stopping", "auto") is not False
+
+    # -- fit -------------------------------------------------------------------
+    def fit(self, X, y, *, group_labels=None, X_val=None, y_val=None, group_labels_val=None):
+        """Fit every candidate, score it on the validation rows, keep the best.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows (with ``cv``: all rows, split into folds).
+        y : array-like of shape (n_samples,)
+        group_labels : array-like, default=None
+            Training group labels: reach the candidates that train on them
+            (Group DRO; without them it uses the classes as groups), and
+            with CV folds score ``selection='worst_group'``. Not needed.
+        X_val, y_val : array-like, default=None
+            The validation split (the field's protocol; no CV then).
+        group_labels_val : array-like, default=None
+            Needed by ``selection='worst_group'`` only; the label-free rules
+            never look at them.
+        """
+        self._validate_params()
+        start = time.perf_counter()
+        X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], reset=True)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        if self.classes_.shape[0] < 2:
+            raise ValueError(f"y holds one class only ({self.classes_[0]!r}); a classifier needs two.")
+        rule, scorer = self._rule()
+        self.selection_ = rule if rule is not None else repr(self.selection)
+        meta_wanted = set()
+        if scorer is not None:
+            meta_wanted = requests(scorer, "score", ["group_labels", "y_pred_biased", "sample_weight"])
+            if "sample_weight" in meta_wanted:
+                raise ValueError("selection requests sample_weight, which RobustSearchCV does not route; "
+                                 "use a scorer without it.")
+        needs_groups = (rule is not None and SELECTION_RULES[rule]["group_labels"]) or "group_labels" in meta_wanted
+        needs_biased = rule == "bias_unsupervised" or "y_pred_biased" in meta_wanted
+        splits = self._splits(X, y, group_labels, X_val, y_val, group_labels_val, needs_groups)
+        self.n_splits_ = len(splits)
+
+        rng = check_random_state(self.random_state)
+        seed = int(self.random_state) if isinstance(self.random_state, Integral) else int(rng.randint(2**31 - 1))
+        n_fit = splits[0]["train_size"]
+        configs = self._configs(n_fit, X.shape[1], self.classes_.shape[0])
+        monitor = SELECTION_RULES[rule]["monitor"] if rule is not None else None
+
+        # the biased model of the bias-unsupervised rule is shared with every candidate that
+        # monitors it: fitted here once per split, then shipped to the workers
+        with SHARED_FITS.recording() as parent_entries:
+            for split in splits:
+                if needs_biased:
+                    from ..estimators._base import biased_erm
+
+                    y_enc = np.unique(split["y"], return_inverse=True)[1]
+                    split["biased"] = biased_erm(split["X"], y_enc).predict(split["X_score"])
+        responses = ("predict",) if scorer is None else _RESPONSES
+
+        tasks = []
+        for ci, (name, estimator, params) in enumerate(configs):
+            for si, split in enumerate(splits):
+                validated = split["validation"] and self._validates(clone(estimator).set_params(**params))
+                est = self._prepare(estimator, params, seed, monitor, validated)
+                fit_params = {}
+                if split["g"] is not None and "group_labels" in requests(est, "fit", ["group_labels"]):
+                    fit_params["group_labels"] = split["g"]
+                if validated:
+                    fit_params.update(X_val=split["X_score"], y_val=split["y_score"])
+                    if needs_groups:
+                        fit_params["group_labels_val"] = split["g_score"]
+                signature = getattr(est, "_shared_fit_signature", lambda: None)()
+                key = None if signature is None else (name, signature, si)
+                tasks.append({"ci": ci, "si": si, "est": est, "fit_params": fit_params, "key": key})
+
+        # phase 1: one candidate per distinct shared sub-model (JTT's identification model,
+        # GradTune's base model) and split; phase 2: the rest, with those sub-models shipped
+        seen, first, rest = set(), [], []
+        for task in tasks:
+            if task["key"] is not None and task["key"] not in seen:
+                seen.add(task["key"])
+                first.append(task)
+            else:
+                rest.append(task)
+        entries = dict(parent_entries)
+        outputs = {}
+        for phase, batch in (("shared work", first), ("candidates", rest)):
+            if not batch:
+                continue
+            if self.verbose:
+                print(f"[RobustSearchCV] {phase}: fitting {len(batch)} candidate-split pairs")
+            results = Parallel(n_jobs=self.n_jobs, verbose=max(0, self.verbose - 1))(
+                delayed(_fit_candidate)(t["est"], splits[t["si"]]["X"], splits[t["si"]]["y"], t["fit_params"],
+                                        splits[t["si"]]["X_score"], responses, entries, self.error_score)
+                for t in batch
+            )
+            for task, result in zip(batch, results):
+                outputs[(task["ci"], task["si"])] = result
+                entries.update(result["entries"])
+        shared = {}
+        for key in entries:
+            shared[key[0]] = shared.get(key[0], 0) + 1
+        self.shared_fits_ = shared
+
+        self._score(configs, splits, outputs, rule, scorer, rng, y)
+        self._refit(configs, splits, outputs, X, y, group_labels)
+        self.search_time_ = time.perf_counter() - start
+        return self
+
+    def _splits(self, X, y, group_labels, X_val, y_val, group_labels_val, needs_groups):
+        if (X_val is None) != (y_val is None):
+            raise ValueError("Pass both X_val and y_val (validation features and labels), or neither.")
+        if X_val is not None:
+            if self.cv is not None:
+                raise ValueError(
+                    "Both cv and X_val were given, two validation schemes: pass X_val, y_val for the "
+                    "validation-split protocol, or cv (and no X_val) for cross-validation."
+                )
+            X_val = validate_data(self, X_val, dtype=X.dtype, reset=False)
+            y_val = np.asarray(y_val)
+            if y_val.shape[0] != X_val.shape[0]:
+                raise ValueError(f"X_val has {X_val.shape[0]} rows but y_val has {y_val.shape[0]}.")
+            if needs_groups and group_labels_val is None:
+                raise ValueError(
+                    f"selection={self.selection!r} needs group labels of the validation rows: pass "
+                    "group_labels_val=..., or select without them: selection='worst_class', "
+                    "'bias_unsupervised' or 'accuracy'."
+                )
+            g_val = None
+            if group_labels_val is not None and needs_groups:
+                check_group_labels(group_labels_val, X_val.shape[0], name="group_labels_val")
+                g_val = group_labels_val
+            return [{"X": X, "y": y, "g": group_labels, "X_score": X_val, "y_score": y_val, "g_score": g_val,
+                     "test": None, "validation": True, "train_size": X.shape[0]}]
+        if group_labels_val is not None:
+            raise ValueError("group_labels_val was given without X_val and y_val: pass all three.")
+        if needs_groups and group_labels is None:
+            raise ValueError(
+                f"selection={self.selection!r} with CV folds needs group_labels for the rows of X: pass "
+                "group_labels=..., or select without them: selection='worst_class', 'bias_unsupervised' "
+                "or 'accuracy'."
+            )
+        if group_labels is not None:
+            check_group_labels(group_labels, X.shape[0])
+        cv = check_cv(5 if self.cv is None else self.cv, y, classifier=True)
+        folds = list(cv.split(X, y))
+        tested = np.concatenate([test for _, test in folds])
+        if np.unique(tested).shape[0] != tested.shape[0]:
+            raise ValueError(
+                "cv tests some rows more than once (e.g. ShuffleSplit); RobustSearchCV scores the pooled "
+                "out-of-fold predictions and needs each row tested at most once: use KFold, "
+                "StratifiedKFold or GroupKFold."
+            )
+        g = None if group_labels is None else np.asarray(group_labels)
+        out = []
+        for train, test in folds:
+            out.append({"X": X[train], "y": y[train], "g": None if g is None else g[train],
+                        "X_score": X[test], "y_score": y[test], "g_score": None if g is None else g[test],
+                        "test": test, "validation": False, "train_size": train.shape[0]})
+        return out
+
+    # -- scoring ---------------------------------------------------------------
+    def _score(self, configs, splits, outputs, rule, scorer, rng, y):
+        n_cfg = len(configs)
+        ok = np.array([all(outputs[(ci, si)]["error"] is None for si in range(len(splits))) for ci in range(n_cfg)])
+        if not ok.any():
+            first = next(o["error"] for o in outputs.values() if o["error"])
+            raise ValueError(f"Every candidate failed to fit; the first error: {first}")
+        y_score = np.concatenate([s["y_score"] for s in splits])
+        preds = np.full((n_cfg, y_score.shape[0]), y_score[0], dtype=y_score.dtype)
+        for ci in np.flatnonzero(ok):
+            preds[ci] = np.concatenate([outputs[(ci, si)]["responses"]["predict"] for si in range(len(splits))])
+        correct = preds == y_score
+        alpha = (1 - self.confidence_level) / 2 * 100
+        score = np.full(n_cfg, np.nan)
+        reps = np.full((self.n_bootstrap, n_cfg), np.nan)
+        bootstrap_seed = int(rng.randint(2**31 - 1))
+        if rule is not None:
+            cells = self._cells(rule, splits, y_score)
+            reduce = SELECTION_RULES[rule]["reduce"]
+            score[ok], reps[:, ok] = paired_bootstrap(correct[ok], cells, reduce=reduce,
+                                                      n_bootstrap=self.n_bootstrap, random_state=bootstrap_seed)
+        else:
+            score[ok], reps[:, ok] = self._scorer_bootstrap(scorer, configs, splits, outputs, ok, y_score,
+                                                            bootstrap_seed)
+        best = int(np.nanargmax(np.where(ok, score, -np.inf)))
+        ci_low, ci_high = np.full(n_cfg, np.nan), np.full(n_cfg, np.nan)
+        ci_low[ok], ci_high[ok] = np.percentile(reps[:, ok], [alpha, 100 - alpha], axis=0)
+        diff = reps[:, [best]] - reps
+        d_low, d_high = np.full(n_cfg, np.nan), np.full(n_cfg, np.nan)
+        d_low[ok], d_high[ok] = np.percentile(diff[:, ok], [alpha, 100 - alpha], axis=0)
+        order = np.argsort(-np.where(ok, score, -np.inf), kind="stable")
+        rank = np.empty(n_cfg, dtype=np.int64)
+        rank[order] = np.arange(1, n_cfg + 1)
+        from ..analysis._tables import make_table
+
+        self.results_ = make_table({
+            "estimator": [name for name, _, _ in configs],
+            "params": [params for _, _, params in configs],
+            "score": score,
+            "ci_low": ci_low,
+            "ci_high": ci_high,
+            "diff_ci_low": d_low,
+            "diff_ci_high": d_high,
+            "distinguishable": np.where(ok, d_low > 0, False),
+            "rank": rank,
+            "accuracy": np.where(ok, correct.mean(axis=1), np.nan),
+            "fit_time": [sum(outputs[(ci, si)]["fit_time"] for si in range(len(splits))) for ci in range(n_cfg)],
+            "error": ["; ".join(str(outputs[(ci, si)]["error"]) for si in range(len(splits))
+                            if outputs[(ci, si)]["error"]) for ci in range(n_cfg)],
+            "warnings": [", ".join(sorted({w for si in range(len(splits)) for w in outputs[(ci, si)]["warnings"]}))
+                         for ci in range(n_cfg)],
+        })
+        self.best_index_ = best
+        self.best_score_ = float(score[best])
+        self.best_score_ci_ = (float(ci_low[best]), float(ci_high[best]))
+        self.best_params_ = dict(configs[best][2])
+        self.best_estimator_name_ = configs[best][0]
+
+    def _cells(self, rule, splits, y_score):
+        if rule == "worst_group":
+            g = np.concatenate([np.asarray(s["g_score"]) for s in splits])
+            membership = check_group_labels(g, g.shape[0], name="group_labels_val")
+            return membership.ids() if membership.disjoint else membership.matrix
+        if rule == "worst_class":
+            return y_score
+        if rule == "accuracy":
+            return np.zeros(y_score.shape[0], dtype=np.int64)
+        _, t = np.unique(y_score, return_inverse=True)
+        b = np.concatenate([s["biased"] for s in splits])
+        k = max(int(t.max()), int(b.max())) + 1
+        cells = t * k + b
+        empty = sorted(set(range(k * k)) - set(np.unique(cells).tolist()))
+        if empty:
+            names = [(self.classes_[c // k].item() if c // k < len(self.classes_) else c // k,
+                      self.classes_[c % k].item() if c % k < len(self.classes_) else c % k) for c in empty]
+            warnings.warn(
+                f"selection='bias_unsupervised': the (class, biased prediction) cells {names} have no "
+                "validation rows and are left out of the score (LaBonte et al.'s eq. 1 over the other "
+                "cells). Use more validation rows, or selection='worst_class'.",
+                EmptyCellWarning, stacklevel=3,
+            )
+        return cells
+
+    def _scorer_bootstrap(self, scorer, configs, splits, outputs, ok, y_score, seed):
+        """A scorer's value on the pooled validation rows, and its iid row bootstrap."""
+        meta = {}
+        wanted = requests(scorer, "score", ["group_labels", "y_pred_biased"])
+        if "group_labels" in wanted:
+            meta["group_labels"] = np.concatenate([np.asarray(s["g_score"]) for s in splits])
+        if "y_pred_biased" in wanted:
+            meta["y_pred_biased"] = np.concatenate([s["biased"] for s in splits])
+        n = y_score.shape[0]
+        rows = np.arange(n)[:, None]
+        rng = check_random_state(seed)
+        draws = [rng.randint(0, n, size=n) for _ in range(self.n_bootstrap)]
+        point = np.empty(int(ok.sum()))
+        reps = np.empty((self.n_bootstrap, int(ok.sum())))
+        import sklearn
+
+        with sklearn.config_context(enable_metadata_routing=True):
+            for j, ci in enumerate(np.flatnonzero(ok)):
+                outs = {}
+                for method in _RESPONSES:
+                    parts = [outputs[(ci, si)]["responses"].get(method) for si in range(len(splits))]
+                    if all(p is not None for p in parts):
+                        outs[method] = np.concatenate(parts)
+                replay = _Replay(self.classes_, outs)
+                point[j] = scorer(replay, rows, y_score, **meta)
+                for b, idx in enumerate(draws):
+                    reps[b, j] = scorer(replay, rows[idx], y_score[idx], **{k: v[idx] for k, v in meta.items()})
+        return point, reps
+
+    # -- the winner --------------------------------------------------------------
+    def _refit(self, configs, splits, outputs, X, y, group_labels):
+        best = self.best_index_
+        if splits[0]["validation"]:
+            # the candidate was fitted on the training rows with the validation split for its
+            # epoch: exactly the refit, so it is kept instead of fitted again
+            self.best_estimator_ = outputs[(best, 0)]["estimator"]
+            self.refit_time_ = 0.0
+            return
+        name, estimator, params = configs[best]
+        est = clone(estimator).set_params(**params)
+        proto = outputs[(best, 0)]["estimator"]
+        if "random_state" in est.get_params(deep=False):
+            est.set_params(random_state=proto.get_params(deep=False)["random_state"])
+        fit_params = {}
+        if group_labels is not None and "group_labels" in requests(est, "fit", ["group_labels"]):
+            fit_params["group_labels"] = group_labels
+        start = time.perf_counter()
+        self.best_estimator_ = est.fit(X, y, **fit_params)
+        self.refit_time_ = time.perf_counter() - start
+
+    # -- prediction ------------------------------------------------------------
+    def _check_X(self, X):
+        check_is_fitted(self, "best_estimator_")
+        return validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
+
+    def predict(self, X):
+        """Predictions of ``best_estimator_``."""
+        X = self._check_X(X)
+        return self.best_estimator_.predict(X)
+
+    @available_if(lambda self: not _has_best(self) or hasattr(self.best_estimator_, "predict_proba"))
+    def predict_proba(self, X):
+        """Class probabilities of ``best_estimator_``."""
+        X = self._check_X(X)
+        return self.best_estimator_.predict_proba(X)
+
+    @available_if(lambda self: not _has_best(self) or hasattr(self.best_estimator_, "decision_function"))
+    def decision_function(self, X):
+        """Decision function of ``best_estimator_``."""
+        X = self._check_X(X)
+        return self.best_estimator_.decision_function(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.classifier_tags.multi_class = True
+        return tags

@@ -1,0 +1,59 @@
+"""The search-space registry: one entry per estimator, deterministic, valid, scaled to the data."""
+
+import pytest
+from sklearn.model_selection import ParameterGrid
+
+from skgroup.estimators import all_estimators
+from skgroup.model_selection import register, registered, scaled_epochs, search_space
+from skgroup.model_selection._spaces import CELEBA_STEPS_PER_EPOCH, DataShape
+
+SHAPES = [(500, 38, 2), (3000, 200, 2), (162_770, 38, 2), (4900, 1536, 3), (1_000_000, 2048, 10)]
+
+
+def test_every_estimator_has_one_entry():
+    # adding an estimator to all_estimators() without a search space fails here: add its entry
+    assert {name for name, _ in all_estimators()} <= set(registered())
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"n{s[0]}")
+@pytest.mark.parametrize("name,cls", all_estimators(), ids=[n for n, _ in all_estimators()])
+def test_every_configuration_is_valid(name, cls, shape):
+    grid = search_space(name, *shape)
+    configs = list(ParameterGrid(grid))
+    assert 1 <= len(configs) <= 12, f"{name}: {len(configs)} configurations at {shape}"
+    for params in configs:
+        cls().set_params(**params)._validate_params()  # names and values the estimator accepts
+    assert search_space(name, *shape) == grid  # deterministic
+
+
+def test_epochs_scale_with_the_data():
+    # T = 2 CelebA epochs is about as many optimizer steps on every data size
+    assert scaled_epochs(2, DataShape(162_770, 38, 2)) == 2
+    assert scaled_epochs(2, DataShape(3000, 200, 2)) == 3
+    assert scaled_epochs(2, DataShape(500, 38, 2)) == 20
+    assert scaled_epochs(2, DataShape(1_000_000, 38, 2)) == 1
+    small, large = search_space("JTTClassifier", 3000, 200, 2), search_space("JTTClassifier", 162_770, 38, 2)
+    assert small["id_epochs"] == [2, 3] and large["id_epochs"] == [1, 2]
+    for n in (500, 3000, 162_770):
+        d = DataShape(n, 10, 2)
+        steps = scaled_epochs(2, d) * d.steps_per_epoch
+        assert abs(steps - 2 * CELEBA_STEPS_PER_EPOCH) <= d.steps_per_epoch / 2 + 1
+
+
+def test_finetuning_set_scales_and_cvar_alphas_fit_the_batch():
+    assert search_space("GradTuneClassifier", 162_770, 38, 2)["n_finetune"] == [500]
+    assert search_space("GradTuneClassifier", 600, 38, 2)["n_finetune"] == [150]
+    # batch 32 at 3,000 rows: alpha = 0.05 would average 1.6 losses, so it is left out
+    assert search_space("CVaRClassifier", 3000, 200, 2)["alpha"] == [0.2, 0.5]
+    assert 0.05 in search_space("CVaRClassifier", 162_770, 38, 2)["alpha"]
+
+
+def test_errors_name_the_fix():
+    with pytest.raises(ValueError, match="No search space is registered for 'Nope'"):
+        search_space("Nope", 100, 2, 2)
+    with pytest.raises(ValueError, match="n_samples"):
+        search_space("ERMClassifier", 0, 2, 2)
+    with pytest.raises(ValueError, match="n_classes"):
+        search_space("ERMClassifier", 100, 2, 1)
+    with pytest.raises(ValueError, match="already has a search space"):
+        register("ERMClassifier")(lambda data: {})
