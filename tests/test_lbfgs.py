@@ -1,0 +1,206 @@
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from skgroup._lbfgs import (
+    LinearHeadEvaluator,
+    TorchModuleEvaluator,
+    make_evaluator,
+    minimize_lbfgs,
+)
+from skgroup._objectives import CVaRLoss, GroupDROLoss, MeanLoss, Objective, WeightedLoss
+
+
+def _data(n=300, d=7, K=2, seed=0, dtype=np.float64):
+    rng = np.random.RandomState(seed)
+    X = rng.randn(n, d)
+    y = rng.randint(0, K, n)
+    X[np.arange(n), y % d] += 1.0
+    return X.astype(dtype), y
+
+
+def _objectives(n, seed=0):
+    w = np.random.RandomState(seed + 1).rand(n) * 3
+    return {"mean": MeanLoss(), "weighted": WeightedLoss(w), "cvar": CVaRLoss(0.3)}
+
+
+def _autograd_reference(X, y, K, objective, l2, W, b):
+    lin = torch.nn.Linear(X.shape[1], K, dtype=torch.float64)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(W))
+        lin.bias.copy_(torch.from_numpy(b))
+    loss = objective(lin(torch.from_numpy(X)), torch.from_numpy(y), torch.arange(len(y)))
+    loss = loss + 0.5 * l2 * (lin.weight**2).sum()
+    loss.backward()
+    return float(loss.detach()), np.concatenate([lin.weight.grad.numpy().ravel(), lin.bias.grad.numpy()])
+
+
+@pytest.mark.parametrize("K", [2, 3])
+@pytest.mark.parametrize("name", ["mean", "weighted", "cvar"])
+@pytest.mark.parametrize("block_bytes", [None, 512])  # 512 B: blocks of 9 rows, one pass when separable
+def test_linear_gradient_equals_autograd(K, name, block_bytes):
+    X, y = _data(K=K)
+    objective = _objectives(len(y))[name]
+    rng = np.random.RandomState(2)
+    W, b = rng.randn(K, X.shape[1]), rng.randn(K)
+    f_ref, g_ref = _autograd_reference(X, y, K, objective, 0.3, W, b)
+    for softmax_only in (None, False):
+        ev = LinearHeadEvaluator(X, y, K, objective, 0.3, block_bytes=block_bytes, softmax_only=softmax_only)
+        f, g = ev.fun_grad(ev.pack(W, b))
+        assert f == pytest.approx(f_ref, abs=1e-12, rel=1e-12)
+        np.testing.assert_allclose(g, g_ref, rtol=0, atol=1e-10)
+    one_pass = block_bytes is not None and name != "cvar"
+    assert ev.n_passes == (1 if one_pass else 2)
+
+
+def test_torch_evaluator_gradient_equals_autograd_and_linear():
+    X, y = _data(K=3)
+    objective = WeightedLoss(np.random.RandomState(0).rand(len(y)) + 0.5)
+    mlp = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3)).double()
+    ev = TorchModuleEvaluator(mlp, X, y, objective, 0.1)
+    x = ev.pack_module(mlp) + 0.01
+    f, g = ev.fun_grad(x)
+    ref = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3)).double()
+    torch.nn.utils.vector_to_parameters(torch.from_numpy(x), ref.parameters())
+    loss = objective(ref(torch.from_numpy(X)), torch.from_numpy(y), torch.arange(len(y)))
+    loss = loss + 0.05 * ((ref[0].weight**2).sum() + (ref[2].weight**2).sum())
+    loss.backward()
+    assert f == pytest.approx(float(loss.detach()), rel=1e-12)
+    np.testing.assert_allclose(g, torch.nn.utils.parameters_to_vector([p.grad for p in ref.parameters()]).numpy(),
+                               atol=1e-12)
+    # a linear head: both evaluators agree
+    lin = torch.nn.Sequential(torch.nn.Linear(7, 3)).double()
+    a, b = TorchModuleEvaluator(lin, X, y, objective, 0.1), LinearHeadEvaluator(X, y, 3, objective, 0.1)
+    x = a.pack_module(lin)
+    np.testing.assert_allclose(b.pack_module(lin), x)
+    np.testing.assert_allclose(a.fun_grad(x)[1], b.fun_grad(x)[1], atol=1e-12)
+
+
+@pytest.mark.parametrize("K", [2, 3])
+def test_optimum_equals_logistic_regression(K):
+    X, y = _data(n=600, d=8, K=K)
+    l2 = 1e-2
+    ev = LinearHeadEvaluator(X, y, K, MeanLoss(), l2)
+    res = minimize_lbfgs(ev.fun_grad, np.zeros(ev.n_params), max_iter=500, tol=1e-7)
+    assert res.converged and res.status == "converged" and res.grad_max <= 1e-7
+    W, b = ev.unpack(res.x)
+    C = (2.0 if K == 2 else 1.0) / (l2 * len(y))
+    lr = LogisticRegression(C=C, tol=1e-10, max_iter=5000).fit(X, y)
+    if K == 2:
+        np.testing.assert_allclose(W[1] - W[0], lr.coef_[0], atol=1e-6)
+        assert b[1] - b[0] == pytest.approx(lr.intercept_[0], abs=1e-6)
+    else:
+        np.testing.assert_allclose(W, lr.coef_, atol=1e-6)  # the same penalty on all K rows
+        np.testing.assert_allclose(b - b.mean(), lr.intercept_ - lr.intercept_.mean(), atol=1e-6)
+    assert len(res.loss_history) == res.n_iter + 1
+    assert np.all(np.diff(res.loss_history) <= 1e-12)  # monotone per iteration
+    assert res.n_eval == ev.n_eval >= res.n_iter
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_readonly_memmap_same_result_and_never_copied(tmp_path, dtype):
+    X, y = _data(n=4000, d=32, K=3, dtype=dtype)
+    np.save(tmp_path / "X.npy", X)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    assert not Xm.flags.writeable
+    out = []
+    for data in (X, Xm):
+        ev = LinearHeadEvaluator(data, y, 3, WeightedLoss(np.arange(4000) % 3 + 1.0), 1e-3, block_bytes=64 << 10)
+        assert np.shares_memory(ev.X, data)  # the same memory: no copy, and a read-only map suffices
+        out.append(minimize_lbfgs(ev.fun_grad, np.zeros(ev.n_params), max_iter=100, tol=1e-6))
+    np.testing.assert_allclose(out[0].x, out[1].x, rtol=1e-5, atol=1e-6)
+    assert out[0].n_iter == out[1].n_iter
+
+
+def test_evaluation_allocates_a_small_fraction_of_X():
+    X, y = _data(n=20000, d=64, K=3, dtype=np.float32)  # 5 MB
+    for objective in (MeanLoss(), CVaRLoss(0.2)):  # one pass in blocks; two whole passes
+        ev = LinearHeadEvaluator(X, y, 3, objective, 1e-3, block_bytes=256 << 10)
+        x = np.random.RandomState(0).randn(ev.n_params) * 0.01
+        ev.fun_grad(x)  # warm-up: torch's first-call allocations are not ours
+        tracemalloc.start()
+        try:
+            ev.fun_grad(x)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < X.nbytes / 4, (type(objective).__name__, peak)
+
+
+def test_callback_stops_the_run_and_sees_each_iteration():
+    X, y = _data(K=3)
+    ev = LinearHeadEvaluator(X, y, 3, MeanLoss(), 1e-3)
+    seen = []
+
+    def callback(n_iter, x, f):
+        seen.append((n_iter, f))
+        assert x.shape == (ev.n_params,)
+        return n_iter == 3
+
+    res = minimize_lbfgs(ev.fun_grad, np.zeros(ev.n_params), max_iter=100, tol=1e-12, callback=callback)
+    assert res.status == "callback" and not res.converged
+    assert res.n_iter == 3 and [s[0] for s in seen] == [1, 2, 3]
+    assert res.loss_history[1:] == [s[1] for s in seen]
+    assert res.f == pytest.approx(seen[-1][1])
+
+
+def test_max_iter_and_float32_rounding_floor_end_without_error():
+    X, y = _data(n=2000, d=20, K=2, dtype=np.float32)
+    ev = LinearHeadEvaluator(X, y, 2, MeanLoss(), 1e-4)
+    res = minimize_lbfgs(ev.fun_grad, np.zeros(ev.n_params), max_iter=3, tol=1e-5)
+    assert (res.status, res.n_iter, res.converged) == ("max_iter", 3, False)
+    # tol=0 is out of reach of float32 products: the line search ends the run, reported
+    res = minimize_lbfgs(ev.fun_grad, np.zeros(ev.n_params), max_iter=10000, tol=0.0)
+    assert res.status == "no_progress" and not res.converged and res.message
+    assert np.all(np.isfinite(res.x)) and res.grad_max < 1e-4
+
+
+def test_non_finite_trial_point_is_reported_at_the_last_finite_iterate():
+    def fun_grad(x):
+        if x[0] > 1.0:
+            return np.nan, np.full_like(x, np.nan)
+        return float(((x - 3) ** 2).sum()), 2 * (x - 3)
+
+    res = minimize_lbfgs(fun_grad, np.zeros(3), max_iter=50, tol=1e-8)
+    assert res.status == "non_finite" and not res.converged
+    assert np.all(np.isfinite(res.x)) and res.x[0] <= 1.0
+
+
+def test_objective_structure_flags():
+    assert MeanLoss.separable and MeanLoss.softmax_only
+    assert WeightedLoss.separable and WeightedLoss.softmax_only
+    assert not CVaRLoss.separable and CVaRLoss.softmax_only
+    assert not GroupDROLoss.separable
+
+    class Custom(Objective):
+        def __call__(self, logits, y, idx):
+            return (logits**2).mean()
+
+    class TopLoss(Objective):
+        def reduce(self, losses, idx):
+            return losses.max()
+
+    assert not Custom.separable and not Custom.softmax_only
+    assert not TopLoss.separable and TopLoss.softmax_only
+    # a logit penalty is not shift invariant: the evaluator must not drop W[0]
+    X, y = _data(K=3)
+    W, b = np.random.RandomState(0).randn(3, 7), np.zeros(3)
+    ev = LinearHeadEvaluator(X, y, 3, Custom(), 0.0)
+    np.testing.assert_allclose(ev.fun_grad(ev.pack(W, b))[1], _autograd_reference(X, y, 3, Custom(), 0.0, W, b)[1],
+                               atol=1e-12)
+
+
+def test_make_evaluator_picks_by_head_and_device():
+    X, y = _data()
+    lin = torch.nn.Sequential(torch.nn.Linear(7, 2))
+    mlp = torch.nn.Sequential(torch.nn.Linear(7, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    assert isinstance(make_evaluator(lin, X, y, MeanLoss(), 0.0), LinearHeadEvaluator)
+    assert isinstance(make_evaluator(mlp, X, y, MeanLoss(), 0.0), TorchModuleEvaluator)
+    ev = make_evaluator(lin, X, y, MeanLoss(), 0.0)
+    assert ev.X.dtype == np.float32  # the module's precision
+    x = np.arange(ev.n_params, dtype=np.float64)
+    ev.unpack_module(x, lin)
+    np.testing.assert_array_equal(ev.pack_module(lin), x)
