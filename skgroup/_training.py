@@ -211,50 +211,37 @@ def _row_getter(X, dtype_name):
 
 
 def _fit_lbfgs(X, y_t, module, objective, opts, dtype, device):
-    X_t = as_tensor(X, dtype).to(device)
-    idx = torch.arange(X_t.shape[0], device=device)
-    params = [p for p in module.parameters()]
-    optimizer = torch.optim.LBFGS(
-        params,
-        lr=1.0,
-        max_iter=opts.max_iter,
-        max_eval=int(opts.max_iter * 1.25) + 1,
-        tolerance_grad=opts.tol,
-        tolerance_change=1e-12 if dtype == torch.float64 else 1e-9,
-        history_size=20,
-        line_search_fn="strong_wolfe",
+    # scipy's L-BFGS-B over fused gradients (skgroup._lbfgs): for a linear head on the CPU
+    # the two products with X run in numpy's BLAS and autograd sees only the logits
+    from ._lbfgs import make_evaluator, minimize_lbfgs
+
+    evaluator = make_evaluator(module, X, y_t, objective, opts.l2_reg, device=device, dtype=dtype)
+    bar = _progress(opts.max_iter, opts.verbose, "L-BFGS iterations")
+
+    def progress(n_iter, x, f):
+        bar.update(1)
+        bar.set_postfix(loss=f"{f:.5f}")
+
+    result = minimize_lbfgs(
+        evaluator.fun_grad, evaluator.pack_module(module), max_iter=opts.max_iter, tol=opts.tol,
+        callback=progress if bar is not None else None,
     )
-    bar = _progress(int(opts.max_iter * 1.25) + 1, opts.verbose, "L-BFGS evaluations")
-    history = []
-
-    def closure():
-        optimizer.zero_grad(set_to_none=True)
-        loss = objective(module(X_t), y_t, idx) + 0.5 * opts.l2_reg * _l2(module)
-        loss.backward()
-        history.append(float(loss.detach()))
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{history[-1]:.5f}")
-        return loss
-
-    optimizer.step(closure)
     if bar is not None:
         bar.close()
-    n_iter = int(optimizer.state[params[0]].get("n_iter", 0))
-    converged = n_iter < opts.max_iter
-    if not converged:
+    evaluator.unpack_module(result.x, module)
+    if result.status == "non_finite":
+        raise FloatingPointError(
+            "The training loss became NaN/inf; scale the features (StandardScaler) "
+            "or raise l2_reg."
+        )
+    if result.status == "max_iter":
         warnings.warn(
             f"L-BFGS reached max_iter={opts.max_iter} before the gradient fell under "
             f"tol={opts.tol}; raise max_iter (or scale the features) to converge.",
             ConvergenceWarning,
             stacklevel=3,
         )
-    if not np.isfinite(history[-1]):
-        raise FloatingPointError(
-            "The training loss became NaN/inf; scale the features (StandardScaler) "
-            "or raise l2_reg."
-        )
-    return TrainResult(module.cpu(), n_iter, converged, history)
+    return TrainResult(module.cpu(), result.n_iter, result.converged, result.loss_history)
 
 
 # A step on frozen features is a few small matmuls: below this many

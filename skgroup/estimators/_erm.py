@@ -47,7 +47,7 @@ class ERMClassifier(BaseHeadClassifier):
     n_iter_ : int
         L-BFGS iterations or epochs run.
     loss_curve_ : list of float
-        Objective per L-BFGS evaluation or per epoch.
+        Objective at the start and after each L-BFGS iteration, or per epoch.
     n_features_in_ : int
 
     Examples
