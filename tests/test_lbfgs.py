@@ -27,7 +27,10 @@ def _objectives(n, seed=0):
     return {"mean": MeanLoss(), "weighted": WeightedLoss(w), "cvar": CVaRLoss(0.3)}
 
 
-def _autograd_reference(X, y, K, objective, l2, W, b):
+def _autograd_reference(X, y, K, objective, l2, W, b, mean=None):
+    """Value and gradient over [W, b] of objective((X - mean) @ W.T + b) + l2/2 ||W||^2."""
+    if mean is not None:
+        X = X - mean
     lin = torch.nn.Linear(X.shape[1], K, dtype=torch.float64)
     with torch.no_grad():
         lin.weight.copy_(torch.from_numpy(W))
@@ -43,17 +46,27 @@ def _autograd_reference(X, y, K, objective, l2, W, b):
 @pytest.mark.parametrize("block_bytes", [None, 512])  # 512 B: blocks of 9 rows, one pass when separable
 def test_linear_gradient_equals_autograd(K, name, block_bytes):
     X, y = _data(K=K)
+    X += 2.0  # off-centre features, as embeddings are
     objective = _objectives(len(y))[name]
     rng = np.random.RandomState(2)
     W, b = rng.randn(K, X.shape[1]), rng.randn(K)
     f_ref, g_ref = _autograd_reference(X, y, K, objective, 0.3, W, b)
     for softmax_only in (None, False):
-        ev = LinearHeadEvaluator(X, y, K, objective, 0.3, block_bytes=block_bytes, softmax_only=softmax_only)
+        ev = LinearHeadEvaluator(X, y, K, objective, 0.3, block_bytes=block_bytes, softmax_only=softmax_only,
+                                 center=False)
         f, g = ev.fun_grad(ev.pack(W, b))
         assert f == pytest.approx(f_ref, abs=1e-12, rel=1e-12)
         np.testing.assert_allclose(g, g_ref, rtol=0, atol=1e-10)
-    one_pass = block_bytes is not None and name != "cvar"
-    assert ev.n_passes == (1 if one_pass else 2)
+        assert ev.n_passes == (1 if block_bytes is not None and name != "cvar" else 2)
+        # centred: x = [W, b + W mu] is the same objective over the features minus their means
+        ev = LinearHeadEvaluator(X, y, K, objective, 0.3, block_bytes=block_bytes, softmax_only=softmax_only)
+        np.testing.assert_allclose(ev.mean_, X.mean(0), rtol=1e-12)
+        x = ev.pack(W, b)
+        np.testing.assert_allclose(ev.unpack(x)[1], b, rtol=1e-12)
+        f_c, g_c = _autograd_reference(X, y, K, objective, 0.3, W, x[-K:], mean=ev.mean_)
+        f, g = ev.fun_grad(x)
+        assert f == pytest.approx(f_ref, rel=1e-12) and f_c == pytest.approx(f_ref, rel=1e-12)
+        np.testing.assert_allclose(g, g_c, rtol=0, atol=1e-10)
 
 
 def test_torch_evaluator_gradient_equals_autograd_and_linear():
@@ -73,7 +86,7 @@ def test_torch_evaluator_gradient_equals_autograd_and_linear():
                                atol=1e-12)
     # a linear head: both evaluators agree
     lin = torch.nn.Sequential(torch.nn.Linear(7, 3)).double()
-    a, b = TorchModuleEvaluator(lin, X, y, objective, 0.1), LinearHeadEvaluator(X, y, 3, objective, 0.1)
+    a, b = TorchModuleEvaluator(lin, X, y, objective, 0.1), LinearHeadEvaluator(X, y, 3, objective, 0.1, center=False)
     x = a.pack_module(lin)
     np.testing.assert_allclose(b.pack_module(lin), x)
     np.testing.assert_allclose(a.fun_grad(x)[1], b.fun_grad(x)[1], atol=1e-12)
@@ -188,7 +201,7 @@ def test_objective_structure_flags():
     # a logit penalty is not shift invariant: the evaluator must not drop W[0]
     X, y = _data(K=3)
     W, b = np.random.RandomState(0).randn(3, 7), np.zeros(3)
-    ev = LinearHeadEvaluator(X, y, 3, Custom(), 0.0)
+    ev = LinearHeadEvaluator(X, y, 3, Custom(), 0.0, center=False)
     np.testing.assert_allclose(ev.fun_grad(ev.pack(W, b))[1], _autograd_reference(X, y, 3, Custom(), 0.0, W, b)[1],
                                atol=1e-12)
 
@@ -203,4 +216,4 @@ def test_make_evaluator_picks_by_head_and_device():
     assert ev.X.dtype == np.float32  # the module's precision
     x = np.arange(ev.n_params, dtype=np.float64)
     ev.unpack_module(x, lin)
-    np.testing.assert_array_equal(ev.pack_module(lin), x)
+    np.testing.assert_allclose(ev.pack_module(lin), x, rtol=1e-6)  # float32 weights
