@@ -69,6 +69,32 @@ def test_linear_gradient_equals_autograd(K, name, block_bytes):
         np.testing.assert_allclose(g, g_c, rtol=0, atol=1e-10)
 
 
+class _SmoothedLoss(Objective):
+    """Label-smoothed cross-entropy: its own __call__, so the evaluator differentiates it by autograd."""
+
+    softmax_only = True  # still a function of softmax probabilities
+    separable = True
+
+    def __call__(self, logits, y, idx):
+        return torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("K", [2, 3])
+@pytest.mark.parametrize("scale", [1.0, 40.0])  # 40: logits in the hundreds, exp overflows if done naively
+def test_autograd_path_and_saturated_logits(K, scale):
+    X, y = _data(K=K)
+    rng = np.random.RandomState(3)
+    W, b = scale * rng.randn(K, X.shape[1]), rng.randn(K)
+    for objective in (MeanLoss(), _SmoothedLoss(), CVaRLoss(0.2)):
+        f_ref, g_ref = _autograd_reference(X, y, K, objective, 0.1, W, b)
+        for block_bytes in (None, 512):
+            ev = LinearHeadEvaluator(X, y, K, objective, 0.1, center=False, block_bytes=block_bytes)
+            assert ev._per_row_cross_entropy == (not isinstance(objective, _SmoothedLoss))
+            f, g = ev.fun_grad(ev.pack(W, b))
+            assert np.isfinite(f) and f == pytest.approx(f_ref, rel=1e-12)
+            np.testing.assert_allclose(g, g_ref, rtol=1e-10, atol=1e-10)
+
+
 def test_torch_evaluator_gradient_equals_autograd_and_linear():
     X, y = _data(K=3)
     objective = WeightedLoss(np.random.RandomState(0).rand(len(y)) + 0.5)
@@ -129,7 +155,7 @@ def test_readonly_memmap_same_result_and_never_copied(tmp_path, dtype):
 
 
 def test_evaluation_allocates_a_small_fraction_of_X():
-    X, y = _data(n=20000, d=64, K=3, dtype=np.float32)  # 5 MB
+    X, y = _data(n=20000, d=256, K=3, dtype=np.float32)  # 20 MB; the (n, K) float64 work arrays are 0.5 MB each
     for objective in (MeanLoss(), CVaRLoss(0.2)):  # one pass in blocks; two whole passes
         ev = LinearHeadEvaluator(X, y, 3, objective, 1e-3, block_bytes=256 << 10)
         x = np.random.RandomState(0).randn(ev.n_params) * 0.01
