@@ -7,7 +7,7 @@ Two pieces, kept apart so that any engine can use them:
   ``LogisticRegression`` uses) and a per-iteration callback;
 * evaluators build ``fun_grad`` for a head: :class:`LinearHeadEvaluator`
   (a linear head on CPU features: the two big products in numpy's BLAS,
-  the objective by torch autograd on the logits only) and
+  the objective on the (n, K) logits only) and
   :class:`TorchModuleEvaluator` (autograd through the whole module: MLP
   heads, CUDA). :func:`make_evaluator` picks one.
 
@@ -15,17 +15,31 @@ Both evaluators minimise ``objective(logits, y, idx) + l2_reg / 2 * sum ||W||_F^
 over the weight matrices (biases unpenalised), the objective of
 :func:`skgroup._training.train_head`.
 
-Why not ``torch.optim.LBFGS`` on the module (profile, 100,000 x 2,048 float32,
-two classes, 2 cores): an evaluation cost 120-130 ms, of which the forward
-``X @ W.T`` took 34 ms and autograd's ``grad_W = dZ.T @ X`` 77 ms (a matrix
-product with an inner dimension of 100,000 and an outer one of 2 runs at a
-quarter of the memory bandwidth; ``X.T @ dZ`` in torch took a full second);
-the loss on the logits took 2 ms and the optimizer's own work under 1 ms.
-torch's strong-Wolfe search also spent 13 evaluations on 10 iterations where
-scikit-learn's L-BFGS-B spent about 8 on 7. Here an evaluation is one
-matrix-vector product each way for two classes (the logits depend only on
-``W[1] - W[0]`` when the objective is a function of softmax probabilities),
-about 20 ms each at full memory bandwidth, the same work as scikit-learn's.
+Where the time of ``torch.optim.LBFGS`` on the module went (100,000 x 2,048
+float32, two classes, 2 cores; it took 2.5-4.4x ``LogisticRegression``):
+
+* an evaluation cost 120-130 ms: the forward ``X @ W.T`` 34 ms, autograd's
+  ``grad_W = dZ.T @ X`` 77 ms (a product with an inner dimension of 100,000
+  and an outer one of 2 runs at a quarter of the memory bandwidth; written
+  ``X.T @ dZ`` in torch it took a full second), the loss on the logits 2 ms,
+  the optimizer's own work under 1 ms. numpy's gemv reads X at ~40 GB/s:
+  19-20 ms each way;
+* torch's strong-Wolfe search took 10 iterations and 13 evaluations where
+  scikit-learn's L-BFGS-B took 7 iterations;
+* on off-centre features (embeddings: non-negative activations) L-BFGS
+  needs 4-12x more iterations than on centred ones (``LogisticRegression``
+  41-120 against 10-13 at 20,000 x 38-2,048): the intercept is coupled with
+  the weights;
+* on small data (d = 38) torch's cross-entropy (~100 ns a row forward and
+  backward in float64) and, on a busy machine, BLAS's second thread (a
+  scheduler quantum per call) cost more than the products.
+
+Hence: scipy's L-BFGS-B; one gemv each way for two classes (the logits
+depend only on ``W[1] - W[0]`` under softmax), the work of scikit-learn's
+binary path; the intercept of centred features (mean subtracted by a
+rank-one correction, X untouched); per-row cross-entropy in numpy with
+autograd through the objective's reduction only; one BLAS thread for small
+products and for L-BFGS-B's own vector work.
 """
 
 import contextlib
@@ -348,7 +362,9 @@ class LinearHeadEvaluator:
     Attributes
     ----------
     mean_ : ndarray of shape (n_features,)
-        The centring vector ``mu`` (float64; zeros with ``center=False``).
+        The centring vector ``mu``: the column means, weighted by the
+        objective's ``sample_weight`` when it has one (float64; zeros with
+        ``center=False``).
     n_eval : int
         Evaluations so far.
     n_passes : int
@@ -383,9 +399,17 @@ class LinearHeadEvaluator:
         self.n_passes = 0
         self.mean_ = np.zeros(self.d)
         if center and self.n:
-            ones = np.full(self.n, 1.0 / self.n, dtype=self.X.dtype)
+            # any mu gives the same optimum; the objective's sample weights (if any) weight the
+            # mean so that integer weights and repeated rows also share the L-BFGS path
+            weights = getattr(objective, "sample_weight", None)
+            if weights is not None and tuple(np.shape(weights)) == (self.n,):
+                weights = np.asarray(torch.as_tensor(weights).detach().cpu(), dtype=np.float64)
+            else:
+                weights = np.ones(self.n)
+            total = weights.sum()
+            weights = (weights / total if total > 0 else np.full(self.n, 1.0 / self.n)).astype(self.X.dtype)
             with _blas_threads(1 if self.n * self.d < _ONE_THREAD_WORK else None):
-                self.mean_ = (ones @ self.X).astype(np.float64)  # any mu gives the same optimum
+                self.mean_ = (weights @ self.X).astype(np.float64)
             self.n_passes += 1
 
     @property

@@ -60,7 +60,8 @@ def test_linear_gradient_equals_autograd(K, name, block_bytes):
         assert ev.n_passes == (1 if block_bytes is not None and name != "cvar" else 2)
         # centred: x = [W, b + W mu] is the same objective over the features minus their means
         ev = LinearHeadEvaluator(X, y, K, objective, 0.3, block_bytes=block_bytes, softmax_only=softmax_only)
-        np.testing.assert_allclose(ev.mean_, X.mean(0), rtol=1e-12)
+        w = objective.sample_weight.numpy() if name == "weighted" else np.ones(len(y))
+        np.testing.assert_allclose(ev.mean_, w @ X / w.sum(), rtol=1e-12)
         x = ev.pack(W, b)
         np.testing.assert_allclose(ev.unpack(x)[1], b, rtol=1e-12)
         f_c, g_c = _autograd_reference(X, y, K, objective, 0.3, W, x[-K:], mean=ev.mean_)
