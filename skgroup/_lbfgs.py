@@ -280,9 +280,10 @@ def _rows_view(X, dtype):
 
 
 # Up to this many output columns a product runs as one matrix-vector product per
-# column: OpenBLAS's sgemm with 2-4 columns ran at a quarter to half the memory
-# bandwidth of its sgemv (100,000 x 2,048: 87 ms for X @ W.T with 2 columns, 19 ms a gemv).
-_GEMV_MAX_COLUMNS = 2
+# column: OpenBLAS's sgemm with few columns runs far below the memory bandwidth of its
+# sgemv (100,000 x 2,048: 87 ms for X @ W.T with 2 columns, 19 ms a gemv; 100,000 x 768,
+# both products: gemv loops 0.4-0.9x the gemm time for 2-6 columns, 1.4x for 9).
+_GEMV_MAX_COLUMNS = 6
 
 # One pass in row blocks (separable objectives) only pays where reading X twice costs
 # disk reads: a memory map that the page cache cannot hold. In RAM, blocks small enough

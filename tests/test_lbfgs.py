@@ -41,7 +41,7 @@ def _autograd_reference(X, y, K, objective, l2, W, b, mean=None):
     return float(loss.detach()), np.concatenate([lin.weight.grad.numpy().ravel(), lin.bias.grad.numpy()])
 
 
-@pytest.mark.parametrize("K", [2, 3])
+@pytest.mark.parametrize("K", [2, 3, 8])  # 8: products as gemm rather than a gemv per class
 @pytest.mark.parametrize("name", ["mean", "weighted", "cvar"])
 @pytest.mark.parametrize("block_bytes", [None, 512])  # 512 B: blocks of 9 rows, one pass when separable
 def test_linear_gradient_equals_autograd(K, name, block_bytes):
