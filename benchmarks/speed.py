@@ -302,8 +302,12 @@ def _section_lbfgs(args):
     from sklearn.linear_model import LogisticRegression
 
     from skgroup import ERMClassifier
-    from skgroup._lbfgs import LinearHeadEvaluator
     from skgroup._objectives import MeanLoss
+
+    try:
+        from skgroup._lbfgs import LinearHeadEvaluator
+    except ImportError:  # a checkout from before skgroup._lbfgs: no time per pass
+        LinearHeadEvaluator = None
 
     widths = (38, 384) if args.quick else (38, 384, 768, 2048)
     ns = (10_000, 30_000) if args.quick else tuple(n for n in (10_000, 100_000, 1_000_000) if n <= args.max_n)
@@ -363,13 +367,15 @@ def _section_lbfgs(args):
                             del Xr
                     ratio = float(np.median(np.array(t_erm) / np.array(t_lr)))
                     acc_erm, acc_lr = erm.score(X_te, y_te), lr.score(X_te, y_te)
-                    ev = LinearHeadEvaluator(data(), y, 2, MeanLoss(), l2, dtype=np.float32)
-                    x0 = np.zeros(ev.n_params)
-                    passes_before, start = ev.n_passes, time.perf_counter()
-                    for _ in range(2):
-                        ev.fun_grad(x0)
-                    per_pass = (time.perf_counter() - start) / (ev.n_passes - passes_before)
-                    del ev
+                    per_pass = float("nan")
+                    if LinearHeadEvaluator is not None:
+                        ev = LinearHeadEvaluator(data(), y, 2, MeanLoss(), l2, dtype=np.float32)
+                        x0 = np.zeros(ev.n_params)
+                        passes_before, start = ev.n_passes, time.perf_counter()
+                        for _ in range(2):
+                            ev.fun_grad(x0)
+                        per_pass = (time.perf_counter() - start) / (ev.n_passes - passes_before)
+                        del ev
                     row = dict(d=d, n=n, mode=mode, data_mb=nbytes / 2**20, erm_s=float(np.median(t_erm)),
                                lr_s=float(np.median(t_lr)), ratio=ratio, erm_iter=int(erm.n_iter_),
                                lr_iter=int(lr.n_iter_[0]), erm_acc=acc_erm, lr_acc=acc_lr, pass_s=per_pass)
