@@ -300,6 +300,10 @@ def _physical_memory():
         return None
 
 
+# Rows over which the centring vector is averaged (an evenly strided subset beyond).
+_MEAN_ROWS = 1 << 16
+
+
 class LinearHeadEvaluator:
     """``fun_grad`` of a linear softmax head over CPU features, without autograd through X.
 
@@ -364,12 +368,13 @@ class LinearHeadEvaluator:
     ----------
     mean_ : ndarray of shape (n_features,)
         The centring vector ``mu``: the column means, weighted by the
-        objective's ``sample_weight`` when it has one (float64; zeros with
-        ``center=False``).
+        objective's ``sample_weight`` when it has one, over every row up to
+        65,536 rows and over an evenly strided subset of about as many beyond
+        (float64; zeros with ``center=False``).
     n_eval : int
         Evaluations so far.
-    n_passes : int
-        Reads of X so far (one or two per evaluation, one for the means).
+    n_passes : float
+        Reads of X so far (one or two per evaluation, a fraction for the means).
     """
 
     def __init__(self, X, y, n_classes, objective, l2_reg, *, dtype=None, center=True, block_bytes="auto",
@@ -400,18 +405,22 @@ class LinearHeadEvaluator:
         self.n_passes = 0
         self.mean_ = np.zeros(self.d)
         if center and self.n:
-            # any mu gives the same optimum; the objective's sample weights (if any) weight the
-            # mean so that integer weights and repeated rows also share the L-BFGS path
+            # Any mu gives the same optimum, so beyond _MEAN_ROWS rows an evenly strided subset
+            # (a view: BLAS reads it in place) estimates it at a fraction of a pass. The
+            # objective's sample weights (if any) weight the mean, so that on smaller data
+            # integer weights and repeated rows share the L-BFGS path exactly.
+            step = -(-self.n // _MEAN_ROWS)
             weights = getattr(objective, "sample_weight", None)
             if weights is not None and tuple(np.shape(weights)) == (self.n,):
-                weights = np.asarray(torch.as_tensor(weights).detach().cpu(), dtype=np.float64)
+                weights = np.asarray(torch.as_tensor(weights).detach().cpu(), dtype=np.float64)[::step]
             else:
-                weights = np.ones(self.n)
+                weights = np.ones(-(-self.n // step))
             total = weights.sum()
-            weights = (weights / total if total > 0 else np.full(self.n, 1.0 / self.n)).astype(self.X.dtype)
-            with _blas_threads(1 if self.n * self.d < _ONE_THREAD_WORK else None):
-                self.mean_ = (weights @ self.X).astype(np.float64)
-            self.n_passes += 1
+            weights = (weights / total if total > 0 else np.full(weights.shape, 1.0 / weights.size))
+            rows = self.X[::step]
+            with _blas_threads(1 if rows.shape[0] * self.d < _ONE_THREAD_WORK else None):
+                self.mean_ = (weights.astype(self.X.dtype) @ rows).astype(np.float64)
+            self.n_passes += 1 / step
 
     @property
     def n_params(self):
@@ -453,6 +462,12 @@ class LinearHeadEvaluator:
         for k in range(r):
             np.matmul(Xb, V[k], out=out[k])
         return out.T
+
+    def _logits(self, Xb, V, c, zero):
+        """float64 logits Xb @ V.T + c (relative to class 0's when softmax_only)."""
+        if zero:
+            return np.broadcast_to(c, (Xb.shape[0], V.shape[0])).copy()
+        return self._forward(Xb, V).astype(np.float64) + c
 
     def _backward(self, dU, Xb):
         """dU.T @ Xb (r x d) as float64; dU of shape (rows, r)."""
@@ -527,13 +542,14 @@ class LinearHeadEvaluator:
         # the logits' work is n x K elementwise: torch's second thread would only
         # contend with BLAS's threads for the cores
         small = n * self.d * V.shape[0] < _ONE_THREAD_WORK
+        zero = not V.any()  # the usual start: its logits need no pass over X
         with _torch_threads(1), _blas_threads(1 if small else None):
             if self.separable and self.block_rows < n:
                 f, gV, gc = 0.0, np.zeros(V.shape), np.zeros(V.shape[0])
                 for start in range(0, n, self.block_rows):
                     rows = slice(start, min(start + self.block_rows, n))
                     Xb = self.X[rows]
-                    U = self._forward(Xb, V).astype(np.float64) + c
+                    U = self._logits(Xb, V, c, zero)
                     val, dU = self._objective_grad(U, rows)
                     share = Xb.shape[0] / n  # the objective is a mean over the block
                     f += share * val
@@ -542,11 +558,11 @@ class LinearHeadEvaluator:
                     gc += dU.sum(axis=0)
                 self.n_passes += 1
             else:
-                U = self._forward(self.X, V).astype(np.float64) + c
+                U = self._logits(self.X, V, c, zero)
                 f, dU = self._objective_grad(U, slice(None))
                 gV = self._backward(dU, self.X)
                 gc = dU.sum(axis=0)
-                self.n_passes += 2
+                self.n_passes += 1 if zero else 2
         gV -= np.outer(gc, self.mean_)
         if self.softmax_only:
             gW = np.empty_like(W)

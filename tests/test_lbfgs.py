@@ -96,6 +96,20 @@ def test_autograd_path_and_saturated_logits(K, scale):
             np.testing.assert_allclose(g, g_ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("K", [2, 3])
+def test_zero_weights_skip_the_forward_pass(K):
+    X, y = _data(K=K)
+    X += 1.0
+    W, b = np.zeros((K, X.shape[1])), np.random.RandomState(0).randn(K)
+    ev = LinearHeadEvaluator(X, y, K, MeanLoss(), 0.1)
+    f_ref, g_ref = _autograd_reference(X, y, K, MeanLoss(), 0.1, W, b, mean=ev.mean_)  # W = 0: b is the centred b
+    passes = ev.n_passes
+    f, g = ev.fun_grad(ev.pack(W, b))
+    assert ev.n_passes == passes + 1  # the backward product only
+    assert f == pytest.approx(f_ref, rel=1e-12)
+    np.testing.assert_allclose(g, g_ref, atol=1e-10)
+
+
 def test_torch_evaluator_gradient_equals_autograd_and_linear():
     X, y = _data(K=3)
     objective = WeightedLoss(np.random.RandomState(0).rand(len(y)) + 0.5)
