@@ -27,10 +27,21 @@ def _objectives(n, seed=0):
     return {"mean": MeanLoss(), "weighted": WeightedLoss(w), "cvar": CVaRLoss(0.3)}
 
 
-def _autograd_reference(X, y, K, objective, l2, W, b, mean=None):
-    """Value and gradient over [W, b] of objective((X - mean) @ W.T + b) + l2/2 ||W||^2."""
-    if mean is not None:
-        X = X - mean
+def _autograd_of_x(ev, X, y, objective, l2, x):
+    """Value and autograd gradient of the function of the evaluator's vector x:
+    W = x_W / scale_, b = x_b - W @ mean_, objective(X @ W.T + b) + l2/2 ||W||^2."""
+    x_t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    K, d = ev.n_classes, ev.d
+    W = x_t[: K * d].reshape(K, d) / torch.from_numpy(ev.scale_)
+    b = x_t[K * d:] - W @ torch.from_numpy(ev.mean_)
+    loss = objective(torch.from_numpy(X) @ W.T + b, torch.from_numpy(y), torch.arange(len(y)))
+    loss = loss + 0.5 * l2 * (W**2).sum()
+    (g,) = torch.autograd.grad(loss, x_t)
+    return float(loss.detach()), g.numpy()
+
+
+def _autograd_reference(X, y, K, objective, l2, W, b):
+    """Value and gradient over [W, b] of objective(X @ W.T + b) + l2/2 ||W||^2."""
     lin = torch.nn.Linear(X.shape[1], K, dtype=torch.float64)
     with torch.no_grad():
         lin.weight.copy_(torch.from_numpy(W))
@@ -53,21 +64,28 @@ def test_linear_gradient_equals_autograd(K, name, block_bytes):
     f_ref, g_ref = _autograd_reference(X, y, K, objective, 0.3, W, b)
     for softmax_only in (None, False):
         ev = LinearHeadEvaluator(X, y, K, objective, 0.3, block_bytes=block_bytes, softmax_only=softmax_only,
-                                 center=False)
+                                 center=False, scale=False)
         f, g = ev.fun_grad(ev.pack(W, b))
         assert f == pytest.approx(f_ref, abs=1e-12, rel=1e-12)
         np.testing.assert_allclose(g, g_ref, rtol=0, atol=1e-10)
         assert ev.n_passes == (1 if block_bytes is not None and name != "cvar" else 2)
-        # centred: x = [W, b + W mu] is the same objective over the features minus their means
+        # x = [W * s, b + W mu]: the same objective over standardised features
+        X[:, 0] *= 30.0  # a column on another scale
+        f_scaled = _autograd_reference(X, y, K, objective, 0.3, W, b)[0]
         ev = LinearHeadEvaluator(X, y, K, objective, 0.3, block_bytes=block_bytes, softmax_only=softmax_only)
         w = objective.sample_weight.numpy() if name == "weighted" else np.ones(len(y))
         np.testing.assert_allclose(ev.mean_, w @ X / w.sum(), rtol=1e-12)
+        std = np.sqrt(w @ (X - ev.mean_) ** 2 / w.sum())
+        np.testing.assert_allclose(ev.scale_, np.sqrt(std**2 + 4 * 0.3), rtol=1e-10)
         x = ev.pack(W, b)
-        np.testing.assert_allclose(ev.unpack(x)[1], b, rtol=1e-12)
-        f_c, g_c = _autograd_reference(X, y, K, objective, 0.3, W, x[-K:], mean=ev.mean_)
+        W2, b2 = ev.unpack(x)
+        np.testing.assert_allclose(W2, W, rtol=1e-12)
+        np.testing.assert_allclose(b2, b, rtol=1e-12)
+        f_x, g_x = _autograd_of_x(ev, X, y, objective, 0.3, x)
         f, g = ev.fun_grad(x)
-        assert f == pytest.approx(f_ref, rel=1e-12) and f_c == pytest.approx(f_ref, rel=1e-12)
-        np.testing.assert_allclose(g, g_c, rtol=0, atol=1e-10)
+        assert f == pytest.approx(f_scaled, rel=1e-12) and f_x == pytest.approx(f_scaled, rel=1e-12)
+        np.testing.assert_allclose(g, g_x, rtol=0, atol=1e-10)
+        X[:, 0] /= 30.0
 
 
 class _SmoothedLoss(Objective):
@@ -89,7 +107,7 @@ def test_autograd_path_and_saturated_logits(K, scale):
     for objective in (MeanLoss(), _SmoothedLoss(), CVaRLoss(0.2)):
         f_ref, g_ref = _autograd_reference(X, y, K, objective, 0.1, W, b)
         for block_bytes in (None, 512):
-            ev = LinearHeadEvaluator(X, y, K, objective, 0.1, center=False, block_bytes=block_bytes)
+            ev = LinearHeadEvaluator(X, y, K, objective, 0.1, center=False, scale=False, block_bytes=block_bytes)
             assert ev._per_row_cross_entropy == (not isinstance(objective, _SmoothedLoss))
             f, g = ev.fun_grad(ev.pack(W, b))
             assert np.isfinite(f) and f == pytest.approx(f_ref, rel=1e-12)
@@ -102,7 +120,7 @@ def test_zero_weights_skip_the_forward_pass(K):
     X += 1.0
     W, b = np.zeros((K, X.shape[1])), np.random.RandomState(0).randn(K)
     ev = LinearHeadEvaluator(X, y, K, MeanLoss(), 0.1)
-    f_ref, g_ref = _autograd_reference(X, y, K, MeanLoss(), 0.1, W, b, mean=ev.mean_)  # W = 0: b is the centred b
+    f_ref, g_ref = _autograd_of_x(ev, X, y, MeanLoss(), 0.1, ev.pack(W, b))
     passes = ev.n_passes
     f, g = ev.fun_grad(ev.pack(W, b))
     assert ev.n_passes == passes + 1  # the backward product only
@@ -127,7 +145,7 @@ def test_torch_evaluator_gradient_equals_autograd_and_linear():
                                atol=1e-12)
     # a linear head: both evaluators agree
     lin = torch.nn.Sequential(torch.nn.Linear(7, 3)).double()
-    a, b = TorchModuleEvaluator(lin, X, y, objective, 0.1), LinearHeadEvaluator(X, y, 3, objective, 0.1, center=False)
+    a, b = TorchModuleEvaluator(lin, X, y, objective, 0.1), LinearHeadEvaluator(X, y, 3, objective, 0.1, center=False, scale=False)
     x = a.pack_module(lin)
     np.testing.assert_allclose(b.pack_module(lin), x)
     np.testing.assert_allclose(a.fun_grad(x)[1], b.fun_grad(x)[1], atol=1e-12)
@@ -242,7 +260,7 @@ def test_objective_structure_flags():
     # a logit penalty is not shift invariant: the evaluator must not drop W[0]
     X, y = _data(K=3)
     W, b = np.random.RandomState(0).randn(3, 7), np.zeros(3)
-    ev = LinearHeadEvaluator(X, y, 3, Custom(), 0.0, center=False)
+    ev = LinearHeadEvaluator(X, y, 3, Custom(), 0.0, center=False, scale=False)
     np.testing.assert_allclose(ev.fun_grad(ev.pack(W, b))[1], _autograd_reference(X, y, 3, Custom(), 0.0, W, b)[1],
                                atol=1e-12)
 
