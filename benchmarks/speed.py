@@ -326,7 +326,61 @@ def _section_lbfgs(args):
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     out = []
     largest_map = None
+
+    def measure(label, n, mode, X, path, y, X_te, y_te):
+        """Paired, alternating fits of both on X in memory or on the map at ``path``; one table row."""
+        def data():
+            return X if mode == "memory" else np.load(path, mmap_mode="r")
+
+        nbytes = (X if X is not None else data()).nbytes
+        C = 2.0 / (l2 * n)
+        erm = ERMClassifier(l2_reg=l2, tol=tol, max_iter=1000)
+        lr = LogisticRegression(C=C, tol=tol, max_iter=1000)
+        repeats = args.repeats if nbytes < (1 << 30) else max(1, min(args.repeats, 2))
+        t_erm, t_lr = [], []
+        for r in range(repeats):
+            for which in (("erm", "lr") if r % 2 == 0 else ("lr", "erm")):
+                Xr = data()
+                start = time.perf_counter()
+                (erm if which == "erm" else lr).fit(Xr, y)
+                (t_erm if which == "erm" else t_lr).append(time.perf_counter() - start)
+                del Xr
+        ratio = float(np.median(np.array(t_erm) / np.array(t_lr)))
+        acc_erm, acc_lr = erm.score(X_te, y_te), lr.score(X_te, y_te)
+        per_pass = float("nan")
+        if LinearHeadEvaluator is not None:
+            ev = LinearHeadEvaluator(data(), y, 2, MeanLoss(), l2, dtype=np.float32)
+            x0 = np.zeros(ev.n_params)
+            x0[0] = 1e-3  # not the zero start, whose forward product is skipped
+            passes_before, start = ev.n_passes, time.perf_counter()
+            for _ in range(2):
+                ev.fun_grad(x0)
+            per_pass = (time.perf_counter() - start) / (ev.n_passes - passes_before)
+            del ev
+        row = dict(d=label, n=n, mode=mode, data_mb=nbytes / 2**20, erm_s=float(np.median(t_erm)),
+                   lr_s=float(np.median(t_lr)), ratio=ratio, erm_iter=int(erm.n_iter_),
+                   lr_iter=int(lr.n_iter_[0]), erm_acc=acc_erm, lr_acc=acc_lr, pass_s=per_pass)
+        print(f"| {label} | {n} | {row['data_mb']:.0f} | {mode} | {row['erm_s']:.2f} | {row['lr_s']:.2f} | "
+              f"{ratio:.2f} | {row['erm_iter']} | {row['lr_iter']} | {acc_erm:.4f} | {acc_lr:.4f} | "
+              f"{per_pass * 1e3:.1f} ({nbytes / per_pass / 1e9:.1f}) |", flush=True)
+        return row
+
     try:
+        if not args.quick:  # CelebA attributes (38-d, binary), when the data folder is there
+            try:
+                from skgroup.datasets import load_celeba_attributes
+
+                celeba = load_celeba_attributes()
+            except (FileNotFoundError, ImportError):
+                celeba = None
+            if celeba is not None:
+                Xc = np.ascontiguousarray(celeba.train.X, dtype=np.float32)
+                path = os.path.join(tmp, "celeba.npy")
+                np.save(path, Xc)
+                for mode in ("memory", "memmap"):
+                    out.append(measure("celeba 38", Xc.shape[0], mode, Xc, path, celeba.train.y,
+                                       celeba.test.X, celeba.test.y))
+                os.remove(path)
         for d in widths:
             X_te, y_te = _lbfgs_features(10_000, d, args.features, 2)
             for n in ns:
@@ -351,38 +405,7 @@ def _section_lbfgs(args):
                 if "memory" in modes:
                     X, y = (np.load(path), y) if "memmap" in modes else _lbfgs_features(n, d, args.features, 0)
                 for mode in modes:
-                    def data():
-                        return X if mode == "memory" else np.load(path, mmap_mode="r")
-
-                    erm = ERMClassifier(l2_reg=l2, tol=tol, max_iter=1000)
-                    lr = LogisticRegression(C=2.0 / (l2 * n), tol=tol, max_iter=1000)
-                    repeats = args.repeats if nbytes < (1 << 30) else max(1, min(args.repeats, 2))
-                    t_erm, t_lr = [], []
-                    for r in range(repeats):
-                        for which in (("erm", "lr") if r % 2 == 0 else ("lr", "erm")):
-                            Xr = data()
-                            start = time.perf_counter()
-                            (erm if which == "erm" else lr).fit(Xr, y)
-                            (t_erm if which == "erm" else t_lr).append(time.perf_counter() - start)
-                            del Xr
-                    ratio = float(np.median(np.array(t_erm) / np.array(t_lr)))
-                    acc_erm, acc_lr = erm.score(X_te, y_te), lr.score(X_te, y_te)
-                    per_pass = float("nan")
-                    if LinearHeadEvaluator is not None:
-                        ev = LinearHeadEvaluator(data(), y, 2, MeanLoss(), l2, dtype=np.float32)
-                        x0 = np.zeros(ev.n_params)
-                        passes_before, start = ev.n_passes, time.perf_counter()
-                        for _ in range(2):
-                            ev.fun_grad(x0)
-                        per_pass = (time.perf_counter() - start) / (ev.n_passes - passes_before)
-                        del ev
-                    row = dict(d=d, n=n, mode=mode, data_mb=nbytes / 2**20, erm_s=float(np.median(t_erm)),
-                               lr_s=float(np.median(t_lr)), ratio=ratio, erm_iter=int(erm.n_iter_),
-                               lr_iter=int(lr.n_iter_[0]), erm_acc=acc_erm, lr_acc=acc_lr, pass_s=per_pass)
-                    out.append(row)
-                    print(f"| {d} | {n} | {row['data_mb']:.0f} | {mode} | {row['erm_s']:.2f} | {row['lr_s']:.2f} | "
-                          f"{ratio:.2f} | {row['erm_iter']} | {row['lr_iter']} | {acc_erm:.4f} | {acc_lr:.4f} | "
-                          f"{per_pass * 1e3:.1f} ({nbytes / per_pass / 1e9:.1f}) |", flush=True)
+                    out.append(measure(str(d), n, mode, X, path, y, X_te, y_te))
                 del X
                 if "memmap" in modes:
                     if largest_map is not None and largest_map[0] < nbytes:
