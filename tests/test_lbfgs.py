@@ -141,11 +141,12 @@ def test_torch_evaluator_gradient_equals_autograd_and_linear():
     loss = loss + 0.05 * ((ref[0].weight**2).sum() + (ref[2].weight**2).sum())
     loss.backward()
     assert f == pytest.approx(float(loss.detach()), rel=1e-12)
-    np.testing.assert_allclose(g, torch.nn.utils.parameters_to_vector([p.grad for p in ref.parameters()]).numpy(),
-                               atol=1e-12)
+    g_ref = torch.nn.utils.parameters_to_vector([p.grad for p in ref.parameters()]).numpy()
+    np.testing.assert_allclose(g, g_ref, atol=1e-12)
     # a linear head: both evaluators agree
     lin = torch.nn.Sequential(torch.nn.Linear(7, 3)).double()
-    a, b = TorchModuleEvaluator(lin, X, y, objective, 0.1), LinearHeadEvaluator(X, y, 3, objective, 0.1, center=False, scale=False)
+    a = TorchModuleEvaluator(lin, X, y, objective, 0.1)
+    b = LinearHeadEvaluator(X, y, 3, objective, 0.1, center=False, scale=False)
     x = a.pack_module(lin)
     np.testing.assert_allclose(b.pack_module(lin), x)
     np.testing.assert_allclose(a.fun_grad(x)[1], b.fun_grad(x)[1], atol=1e-12)
@@ -217,6 +218,25 @@ def test_callback_stops_the_run_and_sees_each_iteration():
     assert res.n_iter == 3 and [s[0] for s in seen] == [1, 2, 3]
     assert res.loss_history[1:] == [s[1] for s in seen]
     assert res.f == pytest.approx(seen[-1][1])
+
+
+def test_callback_with_scipy_before_1_11(monkeypatch):
+    """Older scipy passes the iterate alone to the callback."""
+    import scipy.optimize
+
+    real = scipy.optimize.minimize
+
+    def old_style(*args, callback=None, **kwargs):
+        return real(*args, callback=lambda intermediate_result: callback(intermediate_result.x.copy()), **kwargs)
+
+    monkeypatch.setattr(scipy.optimize, "minimize", old_style)
+    X, y = _data(K=2)
+    ev = LinearHeadEvaluator(X, y, 2, MeanLoss(), 1e-3)
+    seen = []
+    res = minimize_lbfgs(ev.fun_grad, np.zeros(ev.n_params), max_iter=100, tol=1e-12,
+                         callback=lambda n_iter, x, f: seen.append(f) or n_iter == 2)
+    assert res.status == "callback" and res.n_iter == 2
+    assert seen == res.loss_history[1:] and seen[1] == pytest.approx(ev.fun_grad(res.x)[0], rel=1e-12)
 
 
 def test_max_iter_and_float32_rounding_floor_end_without_error():
