@@ -43,9 +43,7 @@ HEAD_PARAMS_DOC = """
     learning_rate : float, default={learning_rate}
         Step size of the minibatch solvers (ignored by L-BFGS).
     tol : float, default=1e-5
-        L-BFGS stops when the largest gradient entry falls below ``tol`` (for
-        a linear head, the gradient with respect to the weights of
-        standardised features, which does not depend on the features' units).
+        L-BFGS stops when the largest gradient entry falls below ``tol``.
     device : str, default='cpu'
         Torch device for training, e.g. 'cuda'. Prediction runs in numpy.
     dtype : {{'float32', 'float64'}}, default='float32'
