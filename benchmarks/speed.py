@@ -1,6 +1,6 @@
 """Speed and scale of the estimators, as ratios measured in one process.
 
-Sections (choose with --sections; default all but 'scale-large'):
+Sections (choose with --sections; default all but 'lbfgs'):
 
 * ``ratios``: fit time of every estimator (default parameters) on CelebA
   attributes (or the synthetic benchmark with --data synthetic) as a ratio to
@@ -15,6 +15,18 @@ Sections (choose with --sections; default all but 'scale-large'):
 * ``scale``: fit time and peak memory of ERMClassifier and LogisticRegression
   against n (10k ... --max-n synthetic rows, d = 512 and 2048, float32); each
   point in a fresh subprocess so peak RSS is its own.
+* ``lbfgs``: full-batch L-BFGS of ERMClassifier against ``LogisticRegression``
+  to the same objective and tolerance (``C = 2 / (l2_reg * n)``, ``tol``
+  for both), on synthetic float32 features of widths 38, 384, 768, 2048 and
+  10k, 100k and 1M rows (1M in memory only where the array takes under a
+  quarter of the available memory; always as a read-only memory map when
+  the disk has room), in memory and as a memory map opened afresh for each
+  fit: fit time ratio (median of paired repeats), iterations and test
+  accuracy of both, and the time of one pass over X by the evaluator. For the
+  largest memory map, peak RSS above the imports of each fit in a fresh
+  subprocess. ``--features embed`` (default) draws non-negative, off-centre,
+  correlated features like a network's activations; ``gauss`` the centred
+  Gaussian features of the issue that started this section.
 * ``search``: ``GridSearchCV(n_jobs=2)`` against ``n_jobs=1`` (and the torch
   thread count inside a worker: oversubscription check), and the same search
   through joblib's dask backend on a local ``dask.distributed`` cluster when
@@ -27,12 +39,19 @@ Usage::
 
     python benchmarks/speed.py                      # ratios, reference, search, scale to 200k
     python benchmarks/speed.py --sections scale --max-n 1000000
+    python benchmarks/speed.py --sections lbfgs --max-n 1000000          # L-BFGS vs LogisticRegression
+    python benchmarks/speed.py --sections lbfgs --quick                  # small sizes (a minute)
+    python benchmarks/speed.py --sections lbfgs --threads 1              # both on one BLAS/torch thread
 """
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import warnings
 
 import numpy as np
@@ -186,6 +205,237 @@ def section_scale(args):
     return out
 
 
+def _lbfgs_features(n, d, kind, seed, out=None, block=50_000):
+    """Synthetic float32 features and binary labels, written block by block into ``out`` if given.
+
+    'embed': ReLU of a Gaussian plus a rank-8 shared component and an offset
+    (non-negative, off-centre, correlated columns, as a network's
+    activations); 'gauss': standard normal. The label is a noisy linear
+    function of the features, the same direction for every seed.
+    """
+    fixed = np.random.default_rng(12345)
+    w = (fixed.standard_normal(d) / np.sqrt(d)).astype(np.float32)
+    mix = (fixed.standard_normal((8, d)) / np.sqrt(8)).astype(np.float32)
+
+    def draw(rng, m):
+        xb = rng.standard_normal((m, d), dtype=np.float32)
+        if kind == "embed":
+            xb += rng.standard_normal((m, 8), dtype=np.float32) @ mix + 0.3
+            np.maximum(xb, 0, out=xb)
+        return xb
+
+    offset = float(draw(fixed, 20_000).mean(axis=0) @ w)  # the label's threshold: balanced classes
+    X = out if out is not None else np.empty((n, d), dtype=np.float32)
+    y = np.empty(n, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, block):
+        m = min(block, n - start)
+        xb = draw(rng, m)
+        X[start:start + m] = xb
+        y[start:start + m] = (xb @ w - offset) * 3 + rng.logistic(size=m) > 0
+    return X, y
+
+
+def _mem_available():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+_RSS_CHILD = r"""
+import json, sys, time, warnings
+import numpy as np
+warnings.simplefilter("ignore")
+which, path, ypath, tol = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+from sklearn.linear_model import LogisticRegression
+from skgroup import ERMClassifier
+X = np.load(path, mmap_mode="r")
+y = np.load(ypath)
+n = X.shape[0]
+model = (LogisticRegression(C=2.0 / (1e-4 * n), tol=tol, max_iter=1000) if which == "lr"
+         else ERMClassifier(l2_reg=1e-4, tol=tol, max_iter=1000))
+model.fit(np.ascontiguousarray(X[:2000]), y[:2000])  # first-call warm-up outside the measurement
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak RSS (VmHWM) to the current RSS: the warm-up's peak does not count
+base = status("VmRSS")
+start = time.perf_counter()
+model.fit(X, y)
+secs = time.perf_counter() - start
+peak = status("VmHWM")
+n_iter = int(np.max(model.n_iter_))
+print(json.dumps(dict(seconds=secs, n_iter=n_iter, data_mb=X.nbytes / 2**20, extra_peak_mb=(peak - base) / 1024)))
+"""
+
+
+def section_lbfgs(args):
+    """ERMClassifier's L-BFGS against LogisticRegression, in memory and on a memory map."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    from skgroup import ERMClassifier
+
+    # torch's and scipy's first calls outside the timings; this also loads every thread pool
+    # (scikit-learn's OpenMP loss included) before --threads limits them
+    X_warm, y_warm = _lbfgs_features(2000, 16, args.features, 1)
+    ERMClassifier().fit(X_warm, y_warm)
+    LogisticRegression().fit(X_warm, y_warm)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        with threadpool_limits(args.threads):
+            return _section_lbfgs(args)
+    return _section_lbfgs(args)
+
+
+def _section_lbfgs(args):
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from skgroup import ERMClassifier
+    from skgroup._objectives import MeanLoss
+
+    try:
+        from skgroup._lbfgs import LinearHeadEvaluator
+    except ImportError:  # a checkout from before skgroup._lbfgs: no time per pass
+        LinearHeadEvaluator = None
+
+    widths = (38, 384) if args.quick else (38, 384, 768, 2048)
+    ns = (10_000, 30_000) if args.quick else tuple(n for n in (10_000, 100_000, 1_000_000) if n <= args.max_n)
+    l2, tol = 1e-4, args.tol
+    tmp = tempfile.mkdtemp(prefix="skgroup-lbfgs-", dir=args.tmp_dir)
+    print(f"\n## L-BFGS: ERMClassifier / LogisticRegression to the same objective and tol={tol} "
+          f"({args.features} features, float32, 2 classes, l2_reg={l2}, median of paired repeats)\n")
+    from threadpoolctl import threadpool_info
+
+    pools = {i["user_api"]: i["num_threads"] for i in threadpool_info()}
+    print(f"threads: torch {torch.get_num_threads()}, BLAS {pools.get('blas')}, OpenMP {pools.get('openmp')}, "
+          f"cpus {os.cpu_count()}; "
+          "memmap: a read-only np.load(mmap_mode='r') opened afresh for each fit (page cache warm)\n")
+    print("| d | n | data MB | X | ERM s | LR s | ERM / LR | ERM iter | LR iter | ERM test acc | LR test acc "
+          "| ms / pass (GB/s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    out = []
+    largest_map = None
+
+    def measure(label, n, mode, X, path, y, X_te, y_te):
+        """Paired, alternating fits of both on X in memory or on the map at ``path``; one table row."""
+        def data():
+            return X if mode == "memory" else np.load(path, mmap_mode="r")
+
+        nbytes = (X if X is not None else data()).nbytes
+        C = 2.0 / (l2 * n)
+        erm = ERMClassifier(l2_reg=l2, tol=tol, max_iter=1000)
+        lr = LogisticRegression(C=C, tol=tol, max_iter=1000)
+        repeats = args.repeats if nbytes < (1 << 30) else max(1, min(args.repeats, 2))
+        t_erm, t_lr = [], []
+        for r in range(repeats):
+            for which in (("erm", "lr") if r % 2 == 0 else ("lr", "erm")):
+                Xr = data()
+                start = time.perf_counter()
+                (erm if which == "erm" else lr).fit(Xr, y)
+                (t_erm if which == "erm" else t_lr).append(time.perf_counter() - start)
+                del Xr
+        ratio = float(np.median(np.array(t_erm) / np.array(t_lr)))
+        acc_erm, acc_lr = erm.score(X_te, y_te), lr.score(X_te, y_te)
+        per_pass = float("nan")
+        if LinearHeadEvaluator is not None:
+            ev = LinearHeadEvaluator(data(), y, 2, MeanLoss(), l2, dtype=np.float32)
+            x0 = np.zeros(ev.n_params)
+            x0[0] = 1e-3  # not the zero start, whose forward product is skipped
+            passes_before, start = ev.n_passes, time.perf_counter()
+            for _ in range(2):
+                ev.fun_grad(x0)
+            per_pass = (time.perf_counter() - start) / (ev.n_passes - passes_before)
+            del ev
+        row = dict(d=label, n=n, mode=mode, data_mb=nbytes / 2**20, erm_s=float(np.median(t_erm)),
+                   lr_s=float(np.median(t_lr)), ratio=ratio, erm_iter=int(erm.n_iter_),
+                   lr_iter=int(lr.n_iter_[0]), erm_acc=acc_erm, lr_acc=acc_lr, pass_s=per_pass)
+        print(f"| {label} | {n} | {row['data_mb']:.0f} | {mode} | {row['erm_s']:.2f} | {row['lr_s']:.2f} | "
+              f"{ratio:.2f} | {row['erm_iter']} | {row['lr_iter']} | {acc_erm:.4f} | {acc_lr:.4f} | "
+              f"{per_pass * 1e3:.1f} ({nbytes / per_pass / 1e9:.1f}) |", flush=True)
+        return row
+
+    try:
+        if not args.quick:  # CelebA attributes (38-d, binary), when the data folder is there
+            try:
+                from skgroup.datasets import load_celeba_attributes
+
+                celeba = load_celeba_attributes()
+            except (FileNotFoundError, ImportError):
+                celeba = None
+            if celeba is not None:
+                Xc = np.ascontiguousarray(celeba.train.X, dtype=np.float32)
+                path = os.path.join(tmp, "celeba.npy")
+                np.save(path, Xc)
+                for mode in ("memory", "memmap"):
+                    out.append(measure("celeba 38", Xc.shape[0], mode, Xc, path, celeba.train.y,
+                                       celeba.test.X, celeba.test.y))
+                os.remove(path)
+        for d in widths:
+            X_te, y_te = _lbfgs_features(10_000, d, args.features, 2)
+            for n in ns:
+                nbytes = n * d * 4
+                avail, free_disk = _mem_available(), shutil.disk_usage(tmp).free
+                modes = []
+                if avail is None or nbytes < avail / 4:
+                    modes.append("memory")
+                if nbytes + (2 << 30) < free_disk and (avail is None or nbytes < avail * 0.8):
+                    modes.append("memmap")
+                if not modes:
+                    print(f"| {d} | {n} | {nbytes / 2**20:.0f} | skipped: no room | | | | | | | | |")
+                    continue
+                X, y = None, None
+                path = os.path.join(tmp, f"X_{d}_{n}.npy")
+                if "memmap" in modes:
+                    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
+                    _, y = _lbfgs_features(n, d, args.features, 0, out=mm)
+                    mm.flush()
+                    del mm
+                    np.save(path + ".y.npy", y)
+                if "memory" in modes:
+                    X, y = (np.load(path), y) if "memmap" in modes else _lbfgs_features(n, d, args.features, 0)
+                for mode in modes:
+                    out.append(measure(str(d), n, mode, X, path, y, X_te, y_te))
+                del X
+                if "memmap" in modes:
+                    if largest_map is not None and largest_map[0] < nbytes:
+                        for f in (largest_map[1], largest_map[1] + ".y.npy"):
+                            os.remove(f)
+                    if largest_map is None or largest_map[0] < nbytes:
+                        largest_map = (nbytes, path)
+                    else:
+                        os.remove(path)
+                        os.remove(path + ".y.npy")
+        if largest_map is not None:
+            nbytes, path = largest_map
+            print(f"\nPeak RSS above the imports, one fit on the largest memory map ({nbytes / 2**20:.0f} MB), "
+                  "each in a fresh subprocess (mapped pages of X count: 1.0 is the data itself):\n")
+            print("| estimator | fit s | iterations | extra peak MB | / data |")
+            print("|---|---|---|---|---|")
+            for which in ("erm", "lr"):
+                proc = subprocess.run([sys.executable, "-c", _RSS_CHILD, which, path, path + ".y.npy", str(tol)],
+                                      capture_output=True, text=True, timeout=7200)
+                if proc.returncode:
+                    raise RuntimeError(proc.stderr[-2000:])
+                res = json.loads(proc.stdout.strip().splitlines()[-1])
+                print(f"| {'ERMClassifier' if which == 'erm' else 'LogisticRegression'} | {res['seconds']:.2f} | "
+                      f"{res['n_iter']} | {res['extra_peak_mb']:.0f} | {res['extra_peak_mb'] / res['data_mb']:.2f} |")
+                out.append(dict(rss=which, **res))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def _worker_threads(_):
     import torch
 
@@ -235,16 +485,22 @@ def section_search(args):
 
 
 SECTIONS = {"ratios": section_ratios, "reference": section_reference, "search": section_search,
-            "scale": section_scale}
+            "scale": section_scale, "lbfgs": section_lbfgs}
+DEFAULT_SECTIONS = ["ratios", "reference", "search", "scale"]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="celeba", choices=["celeba", "synthetic"])
-    p.add_argument("--sections", nargs="*", default=list(SECTIONS))
+    p.add_argument("--sections", nargs="*", default=DEFAULT_SECTIONS, choices=list(SECTIONS))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-n", type=int, default=200_000)
     p.add_argument("--json", default=None, help="also write the raw numbers to this file")
+    p.add_argument("--quick", action="store_true", help="lbfgs: small sizes only")
+    p.add_argument("--features", default="embed", choices=["embed", "gauss"], help="lbfgs: synthetic features")
+    p.add_argument("--tol", type=float, default=1e-5, help="lbfgs: gradient tolerance of both estimators")
+    p.add_argument("--tmp-dir", default=None, help="lbfgs: where the memory maps go (default: the temp dir)")
+    p.add_argument("--threads", type=int, default=None, help="lbfgs: limit BLAS and torch threads of both")
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     results = {s: SECTIONS[s](args) for s in args.sections}

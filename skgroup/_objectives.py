@@ -51,7 +51,20 @@ class Objective:
     """Mean cross-entropy; subclasses change :meth:`reduce`."""
 
     online = False
+    # What the full-batch linear evaluator (skgroup._lbfgs) may exploit. softmax_only: each
+    # row's logits count only through softmax (a constant added to a row changes nothing).
+    # separable: the value over all rows is the size-weighted mean of its values over any
+    # split of them. A subclass overriding __call__ (reduce) drops them unless it sets them.
+    softmax_only = True
     separable = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if "__call__" in own:
+            cls.softmax_only = own.get("softmax_only", False)
+        if "__call__" in own or "reduce" in own:
+            cls.separable = own.get("separable", False)
 
     def __call__(self, logits, y, idx):
         # cross-entropy in at least float32, also under bf16/fp16 autocast
@@ -87,6 +100,8 @@ class WeightedLoss(Objective):
     upsampled epoch. ``rows``: the training rows a stage visits, when not all
     (the mean weight is taken over them).
     """
+
+    separable = True  # w is normalised over the rows, so a block's mean is its share of the sum
 
     def __init__(self, sample_weight, rows=None):
         w = np.asarray(sample_weight, dtype=np.float64)

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from .._lbfgs import minimize_lbfgs
+from .._lbfgs import LinearHeadEvaluator, _single_linear, is_linear_head, minimize_lbfgs
 from .._samplers import Sampler, UniformSampler
 from ..utils._warnings import warn
-from ._batches import check_device
+from ._batches import ArrayBatches, check_device
 from ._optim import Schedule, l2_penalty, make_optimizer, penalised_parameters
 
 __all__ = ["TrainOptions", "Trainer", "resolve_batch_size"]
@@ -422,57 +422,94 @@ class Trainer:
                 "sampler: express the sampling as sample weights, or use solver='adamw'."
             )
         rows = np.arange(len(self.source)) if self.rows is None else self.rows
-        params = [p for p in self.raw_module.parameters() if p.requires_grad]
-        penalised = penalised_parameters(self.raw_module) if opts.l2_reg else []
         with threads_for_step(rows.shape[0] * module_width(self.raw_module), self.device):
             self._begin()
             if self.stopped_early or self.epoch >= self.max_epochs:
                 self._end()
                 return
-            idx = torch.as_tensor(rows)
-            # every row: the features as they are (a view of X, no gather); a subset is gathered once
-            X = self.source.block(0, len(self.source)) if self.rows is None else self.source.rows(idx)
-            y = self.source.labels(idx)
-            idx = idx.to(self.device)
-            module = self.module
-            module.train()
+            self.module.train()
+            evaluator = self._linear_evaluator()
+            if evaluator is not None:
+                x0 = evaluator.pack_module(self.raw_module)
+                fun_grad = evaluator.fun_grad
 
-            def fun_grad(x):
-                _set_flat(params, x)
-                for p in params:
-                    p.grad = None
-                # the objective in float64: L-BFGS's line search needs values more exact
-                # than a float32 sum of n losses gives
-                loss = self.objective(module(X).double(), y, idx)
-                if penalised:
-                    loss = loss + 0.5 * opts.l2_reg * l2_penalty(penalised).double()
-                if self.penalty is not None:
-                    loss = loss + self.penalty(module).double()
-                loss.backward()
-                return float(loss.detach()), _flat_grad(params)
+                def set_x(x):
+                    evaluator.unpack_module(x, self.raw_module)
+            else:
+                x0, fun_grad, set_x = self._autograd_objective(rows)
 
             def callback(n_iter, x, f):
-                _set_flat(params, x)
+                set_x(x)
                 self.history.append({"epoch": self.epoch + 1, "train_loss": float(f), "step": n_iter})
                 for cb in self.callbacks:
                     cb.on_epoch_begin(self)
                 return self._end_epoch()
 
-            result = minimize_lbfgs(fun_grad, _get_flat(params), max_iter=self.max_epochs - self.epoch,
-                                    tol=opts.tol, callback=callback)
-            _set_flat(params, result.x)
+            try:
+                result = minimize_lbfgs(fun_grad, x0, max_iter=self.max_epochs - self.epoch, tol=opts.tol,
+                                        callback=callback)
+            except FloatingPointError:  # NaN/inf at the start point
+                raise self._diverged("under L-BFGS") from None
+            set_x(result.x)
             self.step = result.n_iter
-            self.stopped_early = result.stopped
+            self.stopped_early = result.status == "callback"
             self.converged = result.converged
-            if not np.isfinite(result.f):
+            if result.status == "non_finite":
                 raise self._diverged("under L-BFGS")
-            if not result.converged and not result.stopped:
+            if result.status == "max_iter":
                 warn(
                     f"L-BFGS reached max_iter={self.max_epochs} before the gradient fell under "
                     f"tol={opts.tol}; raise max_iter (or scale the features) to converge.",
                     ConvergenceWarning,
                 )
             self._end()
+
+    def _linear_evaluator(self):
+        """The fused evaluator of :mod:`skgroup._lbfgs` for a linear head on CPU arrays, else None.
+
+        It runs the two products with X in numpy's BLAS and optimises in
+        standardised coordinates (1.5-3x fewer iterations on off-centre
+        embeddings); anything else (hidden layers, a penalty callable, a
+        GPU, loader batches, frozen parameters) takes the autograd path.
+        """
+        source, module = self.source, self.raw_module
+        if (self.device.type != "cpu" or self.penalty is not None or self.world_size > 1
+                or not isinstance(source, ArrayBatches) or not is_linear_head(module)
+                or not all(p.requires_grad for p in module.parameters())):
+            return None
+        X = source.X if self.rows is None else source.X[np.asarray(self.rows)]
+        dtype = np.dtype(str(next(module.parameters()).dtype).replace("torch.", ""))
+        y = source.y if self.rows is None else source.y[torch.as_tensor(self.rows)]
+        return LinearHeadEvaluator(X, y, _single_linear(module).out_features, self.objective,
+                                   self.options.l2_reg, dtype=dtype, idx=self.rows)
+
+    def _autograd_objective(self, rows):
+        """(x0, fun_grad, set_x) by autograd through the module, in float64 for the line search."""
+        opts = self.options
+        params = [p for p in self.raw_module.parameters() if p.requires_grad]
+        penalised = penalised_parameters(self.raw_module) if opts.l2_reg else []
+        idx = torch.as_tensor(rows)
+        # every row: the features as they are (a view of X, no gather); a subset is gathered once
+        X = self.source.block(0, len(self.source)) if self.rows is None else self.source.rows(idx)
+        y = self.source.labels(idx)
+        idx = idx.to(self.device)
+        module = self.module
+
+        def fun_grad(x):
+            _set_flat(params, x)
+            for p in params:
+                p.grad = None
+            # the objective in float64: L-BFGS's line search needs values more exact
+            # than a float32 sum of n losses gives
+            loss = self.objective(module(X).double(), y, idx)
+            if penalised:
+                loss = loss + 0.5 * opts.l2_reg * l2_penalty(penalised).double()
+            if self.penalty is not None:
+                loss = loss + self.penalty(self.raw_module).double()
+            loss.backward()
+            return float(loss.detach()), _flat_grad(params)
+
+        return _get_flat(params), fun_grad, lambda x: _set_flat(params, x)
 
 
 def _get_flat(params):
