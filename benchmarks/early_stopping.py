@@ -48,6 +48,8 @@ def run(benchmark, seeds, names=None, scale=1, out=sys.stdout):
             if names and name not in names:
                 continue
             base = cls(random_state=seed)
+            if "early_stopping" not in base.get_params():
+                continue  # DFR: X_val is its held-out training data, not an early-stopping split
             if scale != 1 and base.get_params().get("max_iter"):
                 base.set_params(max_iter=int(base.get_params()["max_iter"] * scale))
             variants = {
