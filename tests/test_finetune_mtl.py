@@ -337,3 +337,51 @@ def test_bad_auxiliary_arguments_name_the_fix(bert, vision):
             ["a b", "c d"], [0, 1])
     with pytest.raises(ValueError, match="auxiliary must be"):
         FineTuneClassifier(str(bert), auxiliary="mask").fit(["a b", "c d"], [0, 1])
+
+
+def test_cli_auxiliary_table(bert, tmp_path):
+    import json
+    import textwrap
+
+    from skgroup.finetune._cli import ConfigError, make_auxiliary
+    from skgroup.finetune._cli import main as cli_main
+
+    aux = make_auxiliary({"task": "mlm", "alpha_aux": "e^0", "alpha_reg": "e^-1", "mask_prob": 0.2})
+    assert aux.alpha_aux == 1.0 and aux.alpha_reg == pytest.approx(math.exp(-1)) and aux.mask_prob == 0.2
+    with pytest.raises(ConfigError, match="task = 'mlm'"):
+        make_auxiliary({"alpha_aux": 1.0})
+    with pytest.raises(ConfigError, match=r"\[auxiliary\]"):
+        make_auxiliary({"task": "mim", "mask_prob": 0.2})
+    with pytest.raises(ConfigError, match="e\\^K"):
+        make_auxiliary({"task": "mlm", "alpha_reg": "big"})
+    texts = random_sentences(60, seed=6)
+    y, neg = _labels(texts), np.array([int("the" in t.split()) for t in texts])
+    split = ["train"] * 30 + ["val"] * 15 + ["test"] * 15
+    rows = "".join(f"{t}\t{lab}\t{n}\t{s}\n" for t, lab, n, s in zip(texts, y, neg, split))
+    (tmp_path / "data.tsv").write_text("text\tlabel\tneg\tsplit\n" + rows)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(textwrap.dedent(f"""
+        [model]
+        backbone = "{bert}"
+        [data]
+        path = "{tmp_path / 'data.tsv'}"
+        [data.options]
+        text_columns = ["text"]
+        attribute_columns = ["neg"]
+        split_column = "split"
+        spurious_attribute = "neg"
+        [training]
+        max_iter = 1
+        batch_size = 10
+        learning_rate = 1e-3
+        [auxiliary]
+        task = "mlm"
+        alpha_reg = "e^-1"
+    """))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli_main([str(cfg), "--output", str(tmp_path / "out"), "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["auxiliary"]["task"] == "MaskedLM"
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert "aux_loss" in log[0] and "l1" in log[0]
