@@ -166,7 +166,8 @@ def mnli_mtl(args, out):
             results.append(row)
             with open(log, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
-    print("\nmnli-mtl: all-MiniLM-L6-v2 cross-encoder fine-tuned on MultiNLI dev subsamples; test avg / worst-group acc\n")
+    print("\nmnli-mtl: all-MiniLM-L6-v2 cross-encoder fine-tuned on MultiNLI dev subsamples; "
+          "test avg / worst-group acc\n")
     print("| method | selection | avg acc | worst-group acc | epoch | fit min |")
     print("|---|---|---|---|---|---|")
     for name in args.methods:

@@ -128,6 +128,9 @@ def test_mlm_loss_is_on_selected_positions_only_and_decoder_is_the_embedding(ber
     assert head.decoder.weight is body.get_input_embeddings().weight  # tied: one tensor
     twin = copy.deepcopy(module)
     assert twin.aux_head.decoder.weight is twin.body.get_input_embeddings().weight
+    # "the last layer" of the methods (the last nn.Linear) is the end head, not the MLM decoder
+    for m in (module, twin):
+        assert [x for x in m.modules() if isinstance(x, torch.nn.Linear)][-1] is m.head
     assert twin.aux_head.decoder.weight is not head.decoder.weight
 
     enc = backbone.collate(["the cat sat on the mat", "a dog ran"])["single"]
@@ -317,6 +320,20 @@ def test_l1_only_ablation_without_an_auxiliary_head(vision):
                             auxiliary=MaskedImageModeling(alpha_aux=0.0, alpha_reg=1.0), max_iter=1, batch_size=8,
                             learning_rate=1e-3, random_state=0).fit(images, np.arange(16) % 2)
     assert ft.model_.aux_head is None and ft.history_["aux_loss"][0] == 0 and ft.history_["l1"][0] > 0
+
+
+def test_group_dro_with_mim_keeps_its_history(vision):
+    # Group DRO's history callback reads q and the batch statistics through the MultitaskLoss wrapper
+    from skgroup import GroupDROClassifier
+
+    images = random_images(16, size=(32, 32), seed=3)
+    y = np.arange(16) % 2
+    g = (np.arange(16) // 2) % 2 * 2 + y
+    ft = FineTuneClassifier(str(vision["convnext"]), backbone_options={"image_size": 32, "resize": 32},
+                            method=GroupDROClassifier(record_history=True),
+                            auxiliary=MaskedImageModeling(mask_patch_size=16), max_iter=1, batch_size=8,
+                            learning_rate=1e-3, random_state=0).fit(images, y, group_labels=g)
+    assert len(ft.history_["q"][0]) == 4 and np.isfinite(ft.history_["aux_loss"]).all()
 
 
 def test_bad_auxiliary_arguments_name_the_fix(bert, vision):

@@ -211,6 +211,12 @@ class MultitaskBackboneClassifier(BackboneClassifier):
     def __init__(self, backbone, n_features, n_classes, aux_head=None):
         super().__init__(backbone, n_features, n_classes)
         self.aux_head = aux_head
+        self._head_last()
+
+    def _head_last(self):
+        # the end head stays the last registered Linear: methods find "the last layer" as the last
+        # nn.Linear of modules() (GradTune's norms, group balancing's head-only stage)
+        self._modules["head"] = self._modules.pop("head")
 
     def forward(self, batch):
         end = batch.end if isinstance(batch, AuxBatch) else batch
@@ -236,7 +242,7 @@ class MultitaskBackboneClassifier(BackboneClassifier):
         nn.Module.__init__(new)
         new.backbone = copy.deepcopy(self.backbone, memo)
         new.body = new.backbone.module
-        new.head = copy.deepcopy(self.head, memo)
         new.aux_head = copy.deepcopy(self.aux_head, memo)
+        new.head = copy.deepcopy(self.head, memo)
         new.train(self.training)
         return new
