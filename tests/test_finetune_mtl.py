@@ -58,15 +58,15 @@ def _labels(texts):
     return np.array([int(any(w in t.split() for w in ("no", "not", "never"))) for t in texts])
 
 
-def _mtl_module(backbone, task, seed=0, geometry=None):
+def _mtl_module(backbone, task, sample="the cat sat"):
+    """A text multitask module (2 classes) whose head reads what ``backbone`` gives for ``sample``."""
     bb = trainable_backbone(backbone)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        head = make_auxiliary_head(task, bb, geometry=geometry, seed=seed)
+        head = make_auxiliary_head(task, bb, seed=0)
     with torch.no_grad():
-        n_features = bb(bb.collate([bb.prepare(random_sentences(1)[0])])).shape[1] if task.modality == "text" \
-            else None
-    return MultitaskBackboneClassifier(bb, n_features or geometry[0], 2, head)
+        n_features = bb(bb.collate([bb.prepare(sample)])).shape[1]
+    return MultitaskBackboneClassifier(bb, n_features, 2, head)
 
 
 def _no_dropout(module):
@@ -145,6 +145,18 @@ def test_mlm_loss_is_on_selected_positions_only_and_decoder_is_the_embedding(ber
     # the gradient reaches the embedding matrix through the tied decoder too
     loss.backward()
     assert body.get_input_embeddings().weight.grad.abs().sum() > 0
+
+
+def test_siamese_pairs_mask_both_texts_and_h_aux_is_the_pair_representation(bert):
+    backbone = load_backbone(str(bert), pair_mode="siamese")
+    module = _no_dropout(_mtl_module(backbone, MaskedLM(), sample=("a cat", "a dog")))
+    pairs = list(zip(random_sentences(4, seed=8, min_words=8), random_sentences(4, seed=9, min_words=8)))
+    batch = AuxiliaryCollate(backbone, MaskedLM(mask_prob=0.5))(
+        [(backbone.prepare(p), backbone.prepare(p), i) for i, p in enumerate(pairs)])
+    assert set(batch.target) == {"a", "b"} and all((t != -100).any() for t in batch.target.values())
+    module.train()
+    out = module(batch)
+    assert out.h_aux.shape == out.h_end.shape == (4, 4 * 32) and torch.isfinite(out.aux_loss)
 
 
 def test_checkpoint_mlm_head_is_used_and_a_missing_one_warns(bert, bert_mlm):
