@@ -414,3 +414,37 @@ def test_cli_auxiliary_table(bert, tmp_path):
     assert metrics["auxiliary"]["task"] == "MaskedLM"
     log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
     assert "aux_loss" in log[0] and "l1" in log[0]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_interrupted_multitask_run_resumes_bit_for_bit(bert, tmp_path):
+    # the auxiliary head, the masks of epoch 2 and dropout all continue from the checkpoint
+    from skgroup.engine import Callback, Checkpoint
+
+    class StopAfterFirstEpoch(Callback):
+        def on_epoch_end(self, trainer):
+            if trainer.epoch == 1:
+                raise _Interrupted
+            return False
+
+    epochs_run = []  # the callbacks are copied per fit; the list is shared
+
+    class CountEpochs(Callback):
+        def on_epoch_begin(self, trainer):
+            epochs_run.append(trainer.epoch)
+
+    X = random_sentences(48, seed=10)
+    y = _labels(X)
+    kw = dict(auxiliary=MaskedLM(), max_iter=2, batch_size=16, learning_rate=1e-3, random_state=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = FineTuneClassifier(str(bert), **kw).fit(X, y)
+        with pytest.raises(_Interrupted):
+            FineTuneClassifier(str(bert), callbacks=[Checkpoint(tmp_path), StopAfterFirstEpoch()], **kw).fit(X, y)
+        resumed = FineTuneClassifier(str(bert), callbacks=[Checkpoint(tmp_path), CountEpochs()], **kw).fit(X, y)
+    assert epochs_run == [2]  # the resumed run trained the second epoch only (epoch counts from 1 there)
+    assert torch.equal(_params(whole), _params(resumed))
+    np.testing.assert_array_equal(whole.history_["aux_loss"], resumed.history_["aux_loss"])
