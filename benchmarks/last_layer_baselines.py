@@ -38,7 +38,7 @@ import warnings
 
 import numpy as np
 from _data import use_project_data  # benchmarks/ is on sys.path when a script runs
-from _timing import median_time
+from _timing import median_time, print_method_table
 
 GROUP_BALANCED_GRID = {"balancing": ["reweight", "sqrt_reweight", "resample"], "l2_reg": [1e-5, 1e-4, 1e-3]}
 AFR_GRID = {"class_balance": ["sum"], "gamma": [2.0, 3.0, 4.0, 6.0, 8.0], "reg_coeff": [0.0, 0.001, 0.01, 0.1]}
@@ -196,13 +196,7 @@ def main(argv=None):
 
     print(f"\n{args.benchmark}, seeds {args.seeds}; ERMClassifier fit {t_erm:.2f} s (median of {args.repeats}); "
           f"total {time.perf_counter() - t0:.0f} s\n")
-    print("| method | test avg acc | test WGA | WGA per seed | selected / used | fit time / ERM |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        acc = np.mean([a for a, _ in r["test"]])
-        wga = np.mean([w for _, w in r["test"]])
-        per = ", ".join(f"{w:.3f}" for _, w in r["test"])
-        print(f"| {r['method']} | {acc:.3f} | {wga:.3f} | {per} | {r['params']} | {r['ratio']:.2f} |")
+    print_method_table(rows, "selected / used")
     for n in notes:
         print("\n" + n)
     if args.json:

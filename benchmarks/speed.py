@@ -27,6 +27,15 @@ Sections (choose with --sections; default all but 'lbfgs'):
   subprocess. ``--features embed`` (default) draws non-negative, off-centre,
   correlated features like a network's activations; ``gauss`` the centred
   Gaussian features of the issue that started this section.
+* ``epoch``: a minibatch epoch of ERM, Group DRO, CVaR DRO and JTT at
+  d = 2,048 (100,000 rows, batch 1024, AdamW) against a bare torch loop
+  over the same index-sliced batches (Linear, cross-entropy, AdamW, nothing
+  else). Goal: within 1.2x.
+* ``outofcore``: ERMClassifier (L-BFGS, ``--ooc-iter`` iterations),
+  GroupDROClassifier and JTTClassifier (one minibatch epoch each) on a
+  read-only memory map of ``--max-n`` x 2,048 float32 rows, each in a fresh
+  subprocess: fit time, time per epoch and peak RSS above the imports as a
+  multiple of the data. Goal: <= 1.2x the data at 1M rows (8 GB).
 * ``search``: ``GridSearchCV(n_jobs=2)`` against ``n_jobs=1`` (and the torch
   thread count inside a worker: oversubscription check), and the same search
   through joblib's dask backend on a local ``dask.distributed`` cluster when
@@ -42,6 +51,8 @@ Usage::
     python benchmarks/speed.py --sections lbfgs --max-n 1000000          # L-BFGS vs LogisticRegression
     python benchmarks/speed.py --sections lbfgs --quick                  # small sizes (a minute)
     python benchmarks/speed.py --sections lbfgs --threads 1              # both on one BLAS/torch thread
+    python benchmarks/speed.py --sections epoch                          # minibatch epochs vs a bare loop
+    python benchmarks/speed.py --sections outofcore --max-n 1000000      # 8 GB memory map: peak RSS
 """
 
 import argparse
@@ -484,8 +495,145 @@ def section_search(args):
     return out
 
 
+def _bare_epoch_loop(X, y, epochs, batch_size, lr, seed):
+    """The floor for a minibatch epoch: the same index-sliced batches, a Linear layer, AdamW, nothing else.
+
+    It runs under the engine's thread policy for a step of this size (one
+    thread for small products: a second thread costs more than it gives on a
+    busy machine), so that the ratio measures the loop, not the thread count.
+    """
+    import torch
+
+    from skgroup.engine._loop import threads_for_step
+
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(X.shape[1], int(y.max()) + 1)
+    opt = torch.optim.AdamW(lin.parameters(), lr=lr, weight_decay=0.0)
+    y_t = torch.from_numpy(y)
+    rng = np.random.default_rng(seed)
+    with threads_for_step(batch_size * X.shape[1], torch.device("cpu")):
+        for _ in range(epochs):
+            order = rng.permutation(X.shape[0])
+            for start in range(0, order.shape[0], batch_size):
+                idx = np.sort(order[start:start + batch_size])
+                xb = torch.from_numpy(X[idx])
+                loss = torch.nn.functional.cross_entropy(lin(xb), y_t[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    return lin
+
+
+def section_epoch(args):
+    """Minibatch epochs of the estimators at d = 2,048 against a bare torch loop over the same batches."""
+    import torch
+
+    from skgroup import CVaRClassifier, ERMClassifier, GroupDROClassifier, JTTClassifier
+
+    n, d, bs, epochs = (20_000 if args.quick else 100_000), 2048, 1024, 2
+    X, y = _lbfgs_features(n, d, "embed", 0)
+    g = (y * 2 + (np.arange(n) % 7 == 0)).astype(np.int64)  # four groups for Group DRO
+    print(f"\n## Minibatch epochs at d = {d}: estimators against a bare torch loop ({n} x {d} float32, batch {bs}, "
+          f"AdamW, {epochs} epochs, torch threads {torch.get_num_threads()}, median of {args.repeats})\n")
+    print("| loop | s / epoch | / bare loop |")
+    print("|---|---|---|")
+    common = dict(solver="adamw", batch_size=bs, learning_rate=1e-3, l2_reg=0.0, early_stopping=False,
+                  random_state=0)
+    # first calls (torch's lazy initialisation, AdamW's kernels) outside the timings
+    _bare_epoch_loop(X[:4096], y[:4096], 1, bs, 1e-3, 0)
+    ERMClassifier(max_iter=1, **common).fit(X[:4096], y[:4096])
+    t_bare = median_time(lambda: _bare_epoch_loop(X, y, epochs, bs, 1e-3, 0), args.repeats) / epochs
+    print(f"| bare loop (index slicing, Linear, cross-entropy, AdamW) | {t_bare:.3f} | 1.00 |")
+    out = [dict(loop="bare", epoch_s=t_bare)]
+    fits = {
+        "ERMClassifier": lambda: ERMClassifier(max_iter=epochs, **common).fit(X, y),
+        "GroupDROClassifier": lambda: GroupDROClassifier(max_iter=epochs, **common).fit(X, y, group_labels=g),
+        "CVaRClassifier": lambda: CVaRClassifier(max_iter=epochs, alpha=0.1, **common).fit(X, y),
+        # JTT: 1 identification + 1 final epoch (the final epoch holds the upsampled rows too)
+        "JTTClassifier (1 + 1 epochs, per epoch)": lambda: JTTClassifier(max_iter=1, id_epochs=1, lambda_up=1,
+                                                                            **common).fit(X, y),
+    }
+    for name, fit in fits.items():
+        t = median_time(fit, args.repeats) / epochs
+        print(f"| {name} | {t:.3f} | {t / t_bare:.2f} |", flush=True)
+        out.append(dict(loop=name, epoch_s=t, ratio=t / t_bare))
+    return out
+
+
+_OOC_CHILD = r"""
+import json, sys, time, warnings
+import numpy as np
+warnings.simplefilter("ignore")
+which, path, ypath = sys.argv[1], sys.argv[2], sys.argv[3]
+import torch
+torch.set_num_threads(2)
+from skgroup import ERMClassifier, GroupDROClassifier, JTTClassifier
+X = np.load(path, mmap_mode="r")
+y = np.load(ypath)
+g = (y * 2 + (np.arange(y.shape[0]) % 7 == 0)).astype(np.int64)
+common = dict(batch_size=1024, learning_rate=1e-3, early_stopping=False, random_state=0)
+if which == "erm":
+    model, kw, epochs = ERMClassifier(l2_reg=1e-4, max_iter=int(sys.argv[4])), {}, None
+elif which == "group_dro":
+    model, kw, epochs = GroupDROClassifier(max_iter=1, **common), {"group_labels": g}, 1
+else:
+    model, kw, epochs = JTTClassifier(id_epochs=1, max_iter=1, **common), {}, 2
+warm = {k: v[:2000] for k, v in kw.items()}
+type(model)(**model.get_params()).fit(np.ascontiguousarray(X[:2000]), y[:2000], **warm)  # warm-up
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the warm-up's peak does not count
+base = status("VmRSS")
+start = time.perf_counter()
+model.fit(X, y, **kw)
+secs = time.perf_counter() - start
+peak = status("VmHWM")
+print(json.dumps(dict(seconds=secs, epochs=epochs if epochs else int(model.n_iter_), data_mb=X.nbytes / 2**20,
+                      extra_peak_mb=(peak - base) / 1024)))
+"""
+
+
+def section_outofcore(args):
+    """ERM (L-BFGS), Group DRO and JTT (minibatch) on a read-only memory map of --max-n x 2,048 float32."""
+    n, d = (50_000 if args.quick else args.max_n), 2048
+    tmp = tempfile.mkdtemp(prefix="skgroup-ooc-", dir=args.tmp_dir)
+    try:
+        path = os.path.join(tmp, "X.npy")
+        if n * d * 4 + (2 << 30) > shutil.disk_usage(tmp).free:
+            print(f"\n## Out of core: skipped, no room for {n * d * 4 / 2**30:.1f} GiB in {tmp}")
+            return []
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
+        _, y = _lbfgs_features(n, d, "embed", 0, out=mm)
+        mm.flush()
+        del mm
+        np.save(path + ".y.npy", y)
+        print(f"\n## Out of core: {n} x {d} float32 ({n * d * 4 / 2**30:.1f} GiB) as a read-only memory map, "
+              "each fit in a fresh subprocess; peak RSS above the imports and a warm-up fit (mapped pages of X "
+              "count: 1.0 is the data itself)\n")
+        print("| estimator | fit s | epochs (L-BFGS iterations) | s / epoch | extra peak MB | / data |")
+        print("|---|---|---|---|---|---|")
+        out = []
+        for which, label in (("erm", "ERMClassifier (L-BFGS)"), ("group_dro", "GroupDROClassifier (AdamW)"),
+                             ("jtt", "JTTClassifier (1 + 1 epochs)")):
+            proc = subprocess.run([sys.executable, "-c", _OOC_CHILD, which, path, path + ".y.npy",
+                                   str(args.ooc_iter)], capture_output=True, text=True, timeout=7200)
+            if proc.returncode:
+                raise RuntimeError(proc.stderr[-2000:])
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"| {label} | {res['seconds']:.1f} | {res['epochs']} | {res['seconds'] / res['epochs']:.2f} | "
+                  f"{res['extra_peak_mb']:.0f} | {res['extra_peak_mb'] / res['data_mb']:.2f} |", flush=True)
+            out.append(dict(estimator=which, **res))
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 SECTIONS = {"ratios": section_ratios, "reference": section_reference, "search": section_search,
-            "scale": section_scale, "lbfgs": section_lbfgs}
+            "scale": section_scale, "lbfgs": section_lbfgs, "epoch": section_epoch, "outofcore": section_outofcore}
 DEFAULT_SECTIONS = ["ratios", "reference", "search", "scale"]
 
 
@@ -500,6 +648,7 @@ def main(argv=None):
     p.add_argument("--features", default="embed", choices=["embed", "gauss"], help="lbfgs: synthetic features")
     p.add_argument("--tol", type=float, default=1e-5, help="lbfgs: gradient tolerance of both estimators")
     p.add_argument("--tmp-dir", default=None, help="lbfgs: where the memory maps go (default: the temp dir)")
+    p.add_argument("--ooc-iter", type=int, default=30, help="outofcore: ERM's L-BFGS iterations (default 30)")
     p.add_argument("--threads", type=int, default=None, help="lbfgs: limit BLAS and torch threads of both")
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")

@@ -40,8 +40,13 @@ __all__ = ["SHARED_FITS", "SharedFits", "fingerprint", "canonical"]
 
 
 def fingerprint(*arrays):
-    """Hex digest of the contents, dtypes and shapes of ``arrays`` (None allowed)."""
-    h = hashlib.blake2b(digest_size=16)
+    """Hex digest of the contents, dtypes and shapes of ``arrays`` (None allowed).
+
+    SHA-1 as a content key, not for security: with the CPU's SHA extensions
+    it reads 1.8 GB/s here against blake2b's 0.9 GB/s, and a JTT fit on
+    wide features hashes its training rows once.
+    """
+    h = hashlib.sha1(usedforsecurity=False)
     for a in arrays:
         if a is None:
             h.update(b"None;")

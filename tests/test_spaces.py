@@ -57,3 +57,15 @@ def test_errors_name_the_fix():
         search_space("ERMClassifier", 100, 2, 1)
     with pytest.raises(ValueError, match="already has a search space"):
         register("ERMClassifier")(lambda data: {})
+
+
+def test_auto_leaves_out_methods_that_need_training_group_labels_without_them():
+    from skgroup.model_selection import RobustSearchCV
+
+    search = RobustSearchCV("auto")
+    without = {name for name, _, _ in search._configs(3000, 20, 2, with_group_labels=False)}
+    with_labels = {name for name, _, _ in search._configs(3000, 20, 2, with_group_labels=True)}
+    assert {"DFRClassifier", "GroupBalancedClassifier"} <= with_labels - without
+    assert {"ERMClassifier", "JTTClassifier", "AFRClassifier"} <= without
+    assert set(registered(with_group_labels=False)) == set(registered()) - {"DFRClassifier",
+                                                                            "GroupBalancedClassifier"}

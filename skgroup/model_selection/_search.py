@@ -132,7 +132,9 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     candidates : 'auto' or list, default='auto'
         'auto': every skgroup estimator with the library's search space for
         it (:func:`~skgroup.model_selection.search_space`, scaled to the
-        size of the training data). A list holds any of: ``(estimator,
+        size of the training data); DFR and group balancing only when
+        ``fit`` gets training ``group_labels`` (without them they would be
+        class-balanced methods under another name). A list holds any of: ``(estimator,
         param_grid)`` pairs (``param_grid`` a dict or list of dicts, as
         ``GridSearchCV`` takes), estimators (searched over the registered
         space of their class on top of their own parameters, or used as
@@ -279,11 +281,11 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             ) from exc
         return None, scorer
 
-    def _configs(self, n_samples, n_features, n_classes):
+    def _configs(self, n_samples, n_features, n_classes, with_group_labels=True):
         """Candidate configurations: a list of (class name, unfitted estimator, grid params)."""
         classes = _estimator_classes()
         if isinstance(self.candidates, str):  # 'auto'
-            items = [name for name in registered() if name in classes]
+            items = [name for name in registered(with_group_labels=with_group_labels) if name in classes]
         else:
             items = list(self.candidates)
         if not items:
@@ -371,7 +373,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         seed = int(self.random_state) if isinstance(self.random_state, Integral) else int(rng.randint(2**31 - 1))
         n_fit = splits[0]["train_size"]
-        configs = self._configs(n_fit, X.shape[1], self.classes_.shape[0])
+        configs = self._configs(n_fit, X.shape[1], self.classes_.shape[0], group_labels is not None)
         monitor = SELECTION_RULES[rule]["monitor"] if rule is not None else None
 
         # the biased model of the bias-unsupervised rule is shared with every candidate that

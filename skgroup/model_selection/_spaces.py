@@ -72,21 +72,36 @@ def scaled_epochs(celeba_epochs, data):
     return max(1, round(steps / data.steps_per_epoch))
 
 
-def register(name):
-    """Decorator: ``fn(data: DataShape) -> grid`` is the search space of estimator ``name``."""
+_NEEDS_GROUP_LABELS = set()
+
+
+def register(name, *, needs_group_labels=False):
+    """Decorator: ``fn(data: DataShape) -> grid`` is the search space of estimator ``name``.
+
+    ``needs_group_labels``: the method is only itself with training group
+    labels (DFR's group-balanced held-out subsets, group balancing); without
+    them it would quietly become a class-balanced method, so
+    ``candidates='auto'`` leaves it out unless ``fit`` gets ``group_labels``.
+    """
 
     def decorate(fn):
         if name in _REGISTRY:
             raise ValueError(f"{name} already has a search space ({_REGISTRY[name].__name__}).")
         _REGISTRY[name] = fn
+        if needs_group_labels:
+            _NEEDS_GROUP_LABELS.add(name)
         return fn
 
     return decorate
 
 
-def registered():
-    """Names of the estimators with a search space, in registration order."""
-    return list(_REGISTRY)
+def registered(*, with_group_labels=True):
+    """Names of the estimators with a search space, in registration order.
+
+    ``with_group_labels=False``: only those that are themselves without
+    training group labels.
+    """
+    return [name for name in _REGISTRY if with_group_labels or name not in _NEEDS_GROUP_LABELS]
 
 
 def search_space(estimator_name, n_samples, n_features, n_classes):
@@ -189,11 +204,10 @@ def _mixture(data):
     return [{"balancing": ["subsetting", "upweighting"]}, {"balancing": ["mixture"], "mixture_ratio": [2.0]}]
 
 
-@register("GroupBalancedClassifier")
+@register("GroupBalancedClassifier", needs_group_labels=True)
 def _group_balanced(data):
     # Idrissi et al. (2022)'s group-balancing schemes: reweighting (their RWG), its square
-    # root, resampling (SUBG-like draws with replacement), over a weak-to-strong L2. Without
-    # group labels the classes are the groups: class balancing by the same schemes.
+    # root, resampling (SUBG-like draws with replacement), over a weak-to-strong L2.
     return {"balancing": ["reweight", "sqrt_reweight", "resample"], "l2_reg": [1e-5, 1e-4, 1e-3]}
 
 
@@ -205,11 +219,10 @@ def _afr(data):
     return {"gamma": [2.0, 4.0, 8.0], "reg_coeff": [0.0, 0.01, 0.1]}
 
 
-@register("DFRClassifier")
+@register("DFRClassifier", needs_group_labels=True)
 def _dfr(data):
     # One configuration: DFR tunes its own C on halves of its held-out rows (Kirichenko et
-    # al., 2023); the paper's 20 retrains on group-balanced subsets. Without group labels
-    # the subsets are class-balanced.
+    # al., 2023); the paper's 20 retrains on group-balanced subsets.
     return {"n_retrains": [20]}
 
 
