@@ -434,8 +434,13 @@ class TextBackbone(Backbone):
         # two separately padded batches: premises are long, hypotheses short
         return {"a": self._tok(a), "b": self._tok(b)}
 
-    def encode(self, enc):
+    def encode(self, enc, *, return_hidden=False):
+        """Pooled features of a tokenized batch; with ``return_hidden``, also the last layer's token states
+        (B, T, hidden), from the same forward pass (the fine-tuning path's masked-LM head reads them)."""
         if self.features_fn is not None:
+            if return_hidden:
+                raise ValueError(f"{self.name} is a custom text module (features_fn): its token states are "
+                                 "not known, so no masked-LM head can read them.")
             return self.features_fn(self.module, enc).float()
         out = self.module(**enc)
         if self.pooling == "pooler":
@@ -451,7 +456,7 @@ class TextBackbone(Backbone):
                 z = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         if self.normalize:
             z = torch.nn.functional.normalize(z, p=2, dim=1)
-        return z
+        return (z, out.last_hidden_state) if return_hidden else z
 
     def forward(self, batch):
         if "single" in batch:

@@ -240,6 +240,13 @@ class MultitaskOutput(NamedTuple):
     h_end, h_aux : tensors (m, width) or None
         The shared trunk's outputs, the inputs of the end-task and auxiliary
         heads, whose L1 norm is penalised.
+    aux_loss : scalar tensor or None
+        The auxiliary loss computed by the module itself, when it is not a
+        squared reconstruction error: masked language modelling's
+        cross-entropy on the selected tokens, masked image modelling's L1
+        on the masked pixels (:mod:`skgroup.finetune`), whose masks only
+        the module holds. When given, it is ``L_aux`` and ``reconstruction``
+        / ``target`` are ignored.
     """
 
     logits: torch.Tensor
@@ -247,6 +254,7 @@ class MultitaskOutput(NamedTuple):
     target: torch.Tensor = None
     h_end: torch.Tensor = None
     h_aux: torch.Tensor = None
+    aux_loss: torch.Tensor = None
 
 
 def _at_least_float32(t):
@@ -263,7 +271,9 @@ class MultitaskLoss(Objective):
     objective over logits, e.g. a weighted one) of ``output.logits``;
     ``L_aux`` the mean squared error of ``output.reconstruction`` against
     ``output.target`` (averaged over rows and coordinates, like the mean
-    over tokens of a masked-LM loss); the penalty is the L1 norm of each
+    over tokens of a masked-LM loss), or ``output.aux_loss`` when the
+    module computed its auxiliary loss itself (the fine-tuning path's
+    masked language / image modelling); the penalty is the L1 norm of each
     representation divided by its number of entries (rows x width), as the
     authors' code normalises it, so ``alpha_reg`` does not depend on the
     batch size or the width. Without an auxiliary output (a module built
@@ -273,6 +283,8 @@ class MultitaskLoss(Objective):
 
     The last batch's three terms are kept, detached, in ``last_terms``
     (end, aux, L1) for :class:`skgroup.estimators.MultitaskHistory`.
+    Attributes the wrapper lacks are read from ``end`` (Group DRO's ``q``
+    and batch statistics, which its history callback reads).
     """
 
     separable = False
@@ -295,7 +307,9 @@ class MultitaskLoss(Objective):
         end = self.end(output.logits, y, idx)
         zero = torch.zeros((), dtype=end.dtype, device=end.device)
         aux = zero
-        if self.alpha_aux:
+        if self.alpha_aux and output.aux_loss is not None:
+            aux = _at_least_float32(output.aux_loss)
+        elif self.alpha_aux:
             if output.reconstruction is None:
                 raise ValueError("alpha_aux > 0 but the module has no auxiliary head: build it with one.")
             aux = F.mse_loss(_at_least_float32(output.reconstruction), _at_least_float32(output.target))
@@ -305,6 +319,13 @@ class MultitaskLoss(Objective):
                 l1 = l1 + _at_least_float32(h).abs().mean()
         self.last_terms = torch.stack([end.detach(), aux.detach().to(end.dtype), l1.detach().to(end.dtype)])
         return end + self.alpha_aux * aux + self.alpha_reg * l1
+
+    def __getattr__(self, name):
+        # only called for attributes not found normally; "end" absent means a half-built object
+        end = self.__dict__.get("end")
+        if end is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(end, name)
 
     def to(self, device, dtype):
         self.end.to(device, dtype)

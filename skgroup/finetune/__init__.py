@@ -8,6 +8,7 @@ package needs ``feature_extraction``'s optional dependencies (transformers,
 pillow); ``skgroup`` itself imports without them.
 """
 
+from ._auxiliary import MaskedImageModeling, MaskedLM
 from ._estimator import FineTuneClassifier
 from ._inputs import BackboneDataset, Inputs, RandomResizedCropFlip, as_inputs
 from ._model import BackboneClassifier, load_finetuned, save_finetuned
@@ -17,6 +18,8 @@ __all__ = [
     "BackboneDataset",
     "FineTuneClassifier",
     "Inputs",
+    "MaskedImageModeling",
+    "MaskedLM",
     "RandomResizedCropFlip",
     "as_inputs",
     "load_finetuned",

@@ -1,6 +1,7 @@
 """``skgroup-finetune CONFIG.toml``: fine-tune a backbone with a method, from a TOML file.
 
-A config has four tables (see ``docs/finetune.rst`` and ``benchmarks/recipes/``)::
+A config has four tables, and an optional fifth (see ``docs/finetune.rst``
+and ``benchmarks/recipes/``)::
 
     [model]
     backbone = "path/to/model-folder"       # anything feature_extraction.load_backbone takes
@@ -22,6 +23,12 @@ A config has four tables (see ``docs/finetune.rst`` and ``benchmarks/recipes/``)
     learning_rate = 2e-5
     monitor = "worst_group_accuracy"
 
+    [auxiliary]                             # optional: regularized multitask fine-tuning
+    task = "mlm"                            # mlm | mim (docs/finetune_mtl.rst)
+    alpha_aux = 1.0                         # numbers, or "e^-1", "e^0", "e^1" (the paper's grid)
+    alpha_reg = "e^-1"
+    mask_prob = 0.15                        # any other MaskedLM / MaskedImageModeling parameter
+
 The run trains on the data's train split with early stopping on its
 validation split, prints a line per epoch, writes ``log.jsonl`` (one record
 per epoch), resumable checkpoints, the fine-tuned model (``model/``) and
@@ -40,7 +47,7 @@ import numpy as np
 
 __all__ = ["main", "load_config", "load_data", "run", "apply_override"]
 
-_SECTIONS = {"model", "data", "method", "training", "output"}
+_SECTIONS = {"model", "data", "method", "training", "output", "auxiliary"}
 
 
 class ConfigError(ValueError):
@@ -92,6 +99,39 @@ def _estimator_class(name):
     if name not in classes:
         raise ConfigError(f"[method] name = {name!r} is not a skgroup estimator; choose from {sorted(classes)}.")
     return classes[name]
+
+
+def make_auxiliary(table):
+    """The auxiliary task of an ``[auxiliary]`` table (None for no table)."""
+    if not table:
+        return None
+    from ._auxiliary import MaskedImageModeling, MaskedLM
+
+    table = dict(table)
+    task = table.pop("task", None)
+    kinds = {"mlm": MaskedLM, "mim": MaskedImageModeling}
+    if task not in kinds:
+        raise ConfigError(f"[auxiliary] task = {task!r}; write task = 'mlm' (text) or 'mim' (images).")
+    for key in ("alpha_aux", "alpha_reg"):
+        if isinstance(table.get(key), str):
+            table[key] = _exp_value(key, table[key])
+    try:
+        return kinds[task](**table).check()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[auxiliary]: {exc}") from exc
+
+
+def _exp_value(key, text):
+    """'e^-1' -> exp(-1): the paper's grid {e^-1, e^0, e^1} written as it is."""
+    import math
+
+    t = text.replace(" ", "")
+    if t.startswith("e^"):
+        try:
+            return math.exp(float(t[2:]))
+        except ValueError:
+            pass
+    raise ConfigError(f"[auxiliary] {key} = {text!r}: write a number or 'e^K' (e.g. 'e^-1').")
 
 
 def load_data(data, seed=0):
@@ -171,6 +211,7 @@ def run(config, output=None, *, quiet=False):
     rows = _split_rows(ds, groups, config["data"], seed)
     method_cfg = dict(config.get("method", {}))
     method = _estimator_class(method_cfg.pop("name", "ERMClassifier"))(**method_cfg)
+    auxiliary = make_auxiliary(config.get("auxiliary"))
     callbacks = [Checkpoint(output / "checkpoints"), JSONLLogger(output / "log.jsonl")]
     if not quiet:
         callbacks.append(PrintEpochs())
@@ -178,7 +219,7 @@ def run(config, output=None, *, quiet=False):
 
     backbone = load_backbone(config["model"]["backbone"], **config["model"].get("options", {}))
     try:
-        clf = FineTuneClassifier(backbone, method=method, callbacks=callbacks, random_state=seed,
+        clf = FineTuneClassifier(backbone, method=method, auxiliary=auxiliary, callbacks=callbacks, random_state=seed,
                                  **{k: v for k, v in training.items() if k != "random_state"})
         clf._validate_params()
     except TypeError as exc:
@@ -200,6 +241,7 @@ def run(config, output=None, *, quiet=False):
                    for g, acc in zip(report.groups, report.accuracies)},
         "best_iteration": clf.best_iteration_,
         "fit_seconds": seconds,
+        "auxiliary": None if auxiliary is None else {"task": type(auxiliary).__name__, **auxiliary.get_params()},
         "n_train": int(tr.size), "n_val": int(va.size), "n_test": int(te.size),
     }
     clf.save(output / "model")

@@ -19,6 +19,7 @@ from ..engine import FitContext, TrainOptions, ValidationData, run_plan
 from ..engine._callbacks import MONITORS, Callback
 from ..estimators import ERMClassifier
 from ..estimators._base import BaseHeadClassifier, encode_labels, history_columns
+from ._auxiliary import resolve_auxiliary
 from ._executor import FineTuneExecutor, SubsetInputs
 from ._inputs import RandomResizedCropFlip, as_inputs
 from ._model import save_finetuned
@@ -43,6 +44,13 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     ``X`` is what the backbone reads: image paths, PIL images, a uint8 image
     array, texts, text pairs, or a :mod:`feature_extraction` dataset.
 
+    ``auxiliary`` adds regularized multitask learning (Kulkarni et al.,
+    "Multitask Learning Can Improve Worst-Group Outcomes", TMLR 2024,
+    eq. 9): masked language modelling (text) or masked image modelling
+    (images) on the end-task inputs through the same body, and an L1
+    penalty on the pooled representations, with the method's objective as
+    the end-task loss (``docs/finetune_mtl.rst``). No group labels are used.
+
     Parameters
     ----------
     backbone : str, path, feature_extraction.Backbone or torch.nn.Module
@@ -57,6 +65,12 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     method : skgroup estimator or None, default=None
         The method; None is :class:`~skgroup.ERMClassifier`. Group labels
         reach ``fit`` by routing exactly when the method requests them.
+    auxiliary : {'mlm', 'mim'}, MaskedLM, MaskedImageModeling or None, default=None
+        The auxiliary task of regularized multitask fine-tuning, with its
+        weights ``alpha_aux`` and ``alpha_reg`` (``set_params(
+        auxiliary__alpha_reg=...)`` tunes them); 'mlm' / 'mim' are
+        ``MaskedLM()`` / ``MaskedImageModeling()`` with their defaults.
+        Every stage that trains the whole backbone (both of JTT's) gets it.
     max_iter : int, default=3
         Epochs (of each training stage; a method's own stage lengths, e.g.
         JTT's ``id_epochs``, apply to their stage).
@@ -120,6 +134,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         "backbone": "no_validation",
         "backbone_options": [dict, None],
         "method": [HasMethods(["_plan"]), None],
+        "auxiliary": "no_validation",  # resolve_auxiliary checks it against the backbone's modality
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="left")],
@@ -155,6 +170,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         *,
         backbone_options=None,
         method=None,
+        auxiliary=None,
         max_iter=3,
         batch_size=32,
         learning_rate=2e-5,
@@ -184,6 +200,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.backbone = backbone
         self.backbone_options = backbone_options
         self.method = method
+        self.auxiliary = auxiliary
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -284,6 +301,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             device = f"cuda:{dist_info.local_rank}"
         method = self._method()
         backbone = self._load_backbone()
+        auxiliary = resolve_auxiliary(self.auxiliary, backbone)
         inputs = as_inputs(X, backbone.modality)
         y = column_or_1d(np.asarray(y), warn=True)
         if y.shape[0] != len(inputs):
@@ -329,6 +347,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             pin_memory=str(self.device).startswith("cuda"), channels_last=channels_last,
             eval_batch_size=self.eval_batch_size or 2 * self.batch_size, callbacks=self.callbacks or [],
             verbose=self.verbose if dist_info.is_main else 0, classes=self.classes_, device=device, seed=seed,
+            auxiliary=auxiliary,
         )
         if validation is not None and stopping["monitor"] == "bias_unsupervised":
             validation.y_pred_biased = _frozen_erm_predictions(executor, validation, seed)

@@ -7,6 +7,14 @@ GradTune all fine-tune end to end with the objectives, samplers and loop
 of the head path. A stage that trains the last layer only (GradTune's
 second stage) runs on the backbone's features, computed once, with the head
 executor.
+
+With an auxiliary task (:mod:`skgroup.finetune._auxiliary`, Kulkarni et
+al., TMLR 2024) every stage that trains the whole backbone trains a
+:class:`~skgroup.finetune._mtl_model.MultitaskBackboneClassifier` on
+task-heterogeneous batches, with the stage's objective as the end-task
+term of :class:`~skgroup._objectives.MultitaskLoss`: one loop, whatever
+the method. Head-only stages train the head alone, as without it (the
+body is frozen there, so there is no shared representation to shape).
 """
 
 import copy
@@ -14,6 +22,7 @@ import copy
 import numpy as np
 import torch
 
+from .._objectives import MultitaskLoss
 from .._samplers import RepeatSampler, WeightedSampler
 from ..engine import (
     HeadExecutor,
@@ -25,8 +34,11 @@ from ..engine import (
     ValidationData,
     stage_callbacks,
 )
+from ..estimators._mtl import MultitaskHistory
+from ._auxiliary import AuxBatch, AuxiliaryCollate, AuxiliaryDataset
 from ._inputs import BackboneDataset
 from ._model import BackboneClassifier, trainable_backbone
+from ._mtl_model import MultitaskBackboneClassifier, image_parts, make_auxiliary_head
 
 __all__ = ["FineTuneExecutor", "SubsetInputs"]
 
@@ -64,12 +76,14 @@ class FineTuneExecutor:
     num_workers, pin_memory, channels_last : DataLoader and memory-format settings
     eval_batch_size : int
     callbacks, verbose, classes : as HeadExecutor
-    seed : seeds the augmentation draws
+    seed : seeds the augmentation draws (and the auxiliary rows and masks)
+    auxiliary : MaskedLM, MaskedImageModeling or None
+        A validated auxiliary task (regularized multitask fine-tuning).
     """
 
     def __init__(self, backbone, inputs, y, n_classes, *, validation=None, early_stopping=None,
                  head_learning_rate=None, augment=None, num_workers=0, pin_memory=False, channels_last=False,
-                 eval_batch_size=64, callbacks=(), verbose=0, classes=None, device="cpu", seed=0):
+                 eval_batch_size=64, callbacks=(), verbose=0, classes=None, device="cpu", seed=0, auxiliary=None):
         self.backbone = backbone
         self.inputs = inputs
         self.y = np.asarray(y, dtype=np.int64)
@@ -88,13 +102,28 @@ class FineTuneExecutor:
         self.train_view = BackboneDataset(inputs, backbone, augment=augment, seed=seed)
         self.eval_view = BackboneDataset(inputs, backbone)
         self._n_features = None
+        self.auxiliary = auxiliary
+        self.train_collate = backbone.collate
+        if auxiliary is not None and auxiliary.alpha_aux > 0:
+            # each row's auxiliary partner is drawn from the same training inputs (same augmentation)
+            aux_view = BackboneDataset(inputs, backbone, augment=augment, seed=seed)
+            self.train_view = AuxiliaryDataset(self.train_view, aux_view)
+            self.train_collate = AuxiliaryCollate(backbone, auxiliary)
 
     # -- sources ---------------------------------------------------------------
     def _transfer(self, batch, device, non_blocking):
-        return self.backbone.batch_to(batch, device, non_blocking=non_blocking, channels_last=self.channels_last)
+        move = self.backbone.batch_to
+        if isinstance(batch, AuxBatch):
+            target = batch.target
+            target = ({k: v.to(device, non_blocking=non_blocking) for k, v in target.items()}
+                      if isinstance(target, dict) else target.to(device, non_blocking=non_blocking))
+            return AuxBatch(move(batch.end, device, non_blocking=non_blocking, channels_last=self.channels_last),
+                            move(batch.aux, device, non_blocking=non_blocking, channels_last=self.channels_last),
+                            target)
+        return move(batch, device, non_blocking=non_blocking, channels_last=self.channels_last)
 
-    def source(self, dataset, y):
-        return LoaderBatches(dataset, y, collate_fn=self.backbone.collate, num_workers=self.num_workers,
+    def source(self, dataset, y, collate=None):
+        return LoaderBatches(dataset, y, collate_fn=collate or self.backbone.collate, num_workers=self.num_workers,
                              pin_memory=self.pin_memory, device=self.device, transfer=self._transfer)
 
     @property
@@ -113,7 +142,23 @@ class FineTuneExecutor:
 
     # -- modules -----------------------------------------------------------------
     def new_module(self, seed):
-        return BackboneClassifier(trainable_backbone(self.backbone), self.n_features, self.n_classes)
+        if self.auxiliary is None:
+            return BackboneClassifier(trainable_backbone(self.backbone), self.n_features, self.n_classes)
+        backbone = trainable_backbone(self.backbone)
+        aux_head = None
+        if self.auxiliary.alpha_aux > 0:
+            geometry = self._image_geometry() if self.auxiliary.modality == "image" else None
+            aux_head = make_auxiliary_head(self.auxiliary, backbone, geometry=geometry, seed=seed)
+        return MultitaskBackboneClassifier(backbone, self.n_features, self.n_classes, aux_head)
+
+    def _image_geometry(self):
+        """(channels, feature-map height, input height, input width) on one training input."""
+        with torch.no_grad():
+            _, xb, _ = next(self.source(self.eval_view, self.y).ordered(1, np.arange(1)))
+            if not hasattr(self.backbone.module, "base_model"):
+                return (0, 1) + tuple(xb.shape[2:])  # make_auxiliary_head names the problem
+            _, fmap = image_parts(self.backbone.module, xb)
+        return int(fmap.shape[1]), int(fmap.shape[2]), int(xb.shape[2]), int(xb.shape[3])
 
     def from_module(self, module, name="given"):
         return StageResult(name, module, [], None, True, False, executor=self)
@@ -128,7 +173,11 @@ class FineTuneExecutor:
                 raise ValueError(f"Stage.init must be 'fresh', a StageResult or a module; got {stage.init!r}.")
             return self.new_module(stage.seed)
         source = stage.init.module if isinstance(stage.init, StageResult) else stage.init
-        return copy.deepcopy(source)
+        module = copy.deepcopy(source)
+        if self.auxiliary is not None and not isinstance(module, MultitaskBackboneClassifier):
+            raise ValueError("an auxiliary task trains a multitask module; this stage starts from a plain "
+                             f"{type(module).__name__}. Fit without auxiliary=, or start the stage fresh.")
+        return module
 
     # -- training ----------------------------------------------------------------
     def train(self, stage):
@@ -142,7 +191,13 @@ class FineTuneExecutor:
             module.body.to(memory_format=torch.channels_last)
         head_lr = self.head_learning_rate or stage.options.learning_rate
         body = [p for p in module.body.parameters() if p.requires_grad]
-        groups = ([{"params": body}] if body else []) + [{"params": list(module.head.parameters()), "lr": head_lr}]
+        # new layers (the end head, and an auxiliary head's own parameters) at the head's rate
+        new = list(module.head.parameters()) + list(getattr(module, "auxiliary_parameters", list)())
+        groups = ([{"params": body}] if body else []) + [{"params": new, "lr": head_lr}]
+        objective, callbacks_extra, train_collate = stage.objective, [], self.backbone.collate
+        if self.auxiliary is not None:
+            objective = MultitaskLoss(self.auxiliary.alpha_aux, self.auxiliary.alpha_reg, end=stage.objective)
+            callbacks_extra, train_collate = [MultitaskHistory()], self.train_collate
         wrapped = module
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -154,9 +209,10 @@ class FineTuneExecutor:
         val_source = None
         if self.validation is not None:
             val_source = self.source(BackboneDataset(self.validation.X, self.backbone), self.validation.y)
-        callbacks = stage_callbacks(stage, val_source, self.validation, self.early_stopping, self.callbacks,
-                                    self.verbose)
-        trainer = Trainer(wrapped, self.source(self.train_view, self.y), stage.objective, stage.options,
+        # the multitask terms first, so the epoch's record holds them before early stopping and logs read it
+        callbacks = callbacks_extra + stage_callbacks(stage, val_source, self.validation, self.early_stopping,
+                                                      self.callbacks, self.verbose)
+        trainer = Trainer(wrapped, self.source(self.train_view, self.y, train_collate), objective, stage.options,
                           sampler=stage.sampler, rows=stage.rows, callbacks=callbacks, seed=stage.seed,
                           param_groups=groups, raw_module=module, name=stage.name, penalty=stage.penalty)
         trainer.fit()
