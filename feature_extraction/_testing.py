@@ -19,7 +19,12 @@ def make_tiny_bert(folder, *, seed=0, hidden_size=32, layers=2, pooler=True):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_lowercase) + list(string.digits)
     vocab += [f"##{c}" for c in string.ascii_lowercase + string.digits] + list(string.punctuation) + list(WORDS)
     (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True, model_max_length=64)
+    try:  # transformers 5 takes the vocabulary as ``vocab`` and ignores ``vocab_file`` (every word [UNK])
+        tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True, model_max_length=64)
+    except TypeError:  # transformers 4
+        tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True, model_max_length=64)
+    if len(tokenizer) < 100:
+        raise RuntimeError(f"the tiny tokenizer holds {len(tokenizer)} tokens: it did not read {folder / 'vocab.txt'}")
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(dict.fromkeys(vocab)), hidden_size=hidden_size, num_hidden_layers=layers,

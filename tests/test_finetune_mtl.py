@@ -26,17 +26,10 @@ from skgroup.finetune._mtl_model import (  # noqa: E402
 
 
 def _tiny_bert(folder, mlm_head=False):
-    """make_tiny_bert with a tokenizer that knows its words (under transformers 5 the helper's
-    ``vocab_file=`` is ignored and every word is [UNK]), optionally saved with BERT's MLM head."""
-    from transformers import BertForMaskedLM, BertModel, BertTokenizer
+    """make_tiny_bert, optionally saved with BERT's MLM head."""
+    from transformers import BertForMaskedLM, BertModel
 
     folder = make_tiny_bert(folder)
-    try:
-        tok = BertTokenizer(vocab=str(folder / "vocab.txt"), do_lower_case=True, model_max_length=64)
-    except TypeError:  # transformers 4
-        tok = BertTokenizer(vocab_file=str(folder / "vocab.txt"), do_lower_case=True, model_max_length=64)
-    assert len(tok) > 100
-    tok.save_pretrained(folder)
     if mlm_head:
         torch.manual_seed(1)
         mlm = BertForMaskedLM(BertModel.from_pretrained(folder).config)
