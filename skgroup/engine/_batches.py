@@ -74,10 +74,9 @@ class ArrayBatches:
 
     def rows(self, idx):
         """Inputs of rows ``idx`` (a CPU LongTensor) on the device."""
-        if self._wrapped is not None:
-            xb = self._wrapped.index_select(0, idx)
-        else:
-            xb = torch.from_numpy(np.ascontiguousarray(self.X[idx.numpy()], dtype=self._np_dtype))
+        # numpy's fancy indexing gathers 1024 rows of 2,048 floats in ~1 ms here, torch's
+        # index_select in 4-8 ms: at d = 2,048 that was most of a minibatch step
+        xb = torch.from_numpy(np.ascontiguousarray(np.asarray(self.X)[idx.numpy()], dtype=self._np_dtype))
         return xb.to(self.device, non_blocking=True)
 
     def labels(self, idx):
