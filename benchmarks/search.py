@@ -96,12 +96,10 @@ def run_seed(benchmark, seed, n_jobs=None, separate=False, exclude=()):
             search = RobustSearchCV(candidates, selection=rule, random_state=seed, n_jobs=n_jobs)
             search.fit(tr.X, tr.y, X_val=va.X, y_val=va.y)  # no group labels anywhere
             res = search.results_
-            best = search.best_index_
             record[rule] = {
                 "pick": candidate_label(search.best_estimator_name_, search.best_params_),
                 "val_score": search.best_score_, "val_ci": list(search.best_score_ci_),
-                "indistinguishable": int(sum(1 for i, d in enumerate(res["distinguishable"])
-                                             if not d and i != best and np.isfinite(res["score"][i]))),
+                "indistinguishable": search.n_indistinguishable_,
                 "n_candidates": int(len(res["score"])),
                 "search_seconds": search.search_time_,
                 "candidate_fit_seconds": float(np.nansum(np.asarray(res["fit_time"], dtype=float))),

@@ -104,16 +104,13 @@ def search_picks(dataset="synthetic", seed=0, n_train=3000, rules=("worst_class"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             search.fit(tr.X, tr.y, X_val=va.X, y_val=va.y)  # no group_labels, no group_labels_val
-        res = search.results_
-        best = search.best_index_
-        ties = int(sum(1 for i, d in enumerate(res["distinguishable"]) if not d and i != best
-                       and np.isfinite(res["score"][i])))
+        n_candidates = len(search.results_["score"])
         report = group_accuracies(te.y, search.predict(te.X), group_labels=te.group_labels,
                                   confidence_level=0.95, n_bootstrap=1000, random_state=seed)
         rows.append({
             "rule": rule, "pick": candidate_label(search.best_estimator_name_, search.best_params_),
-            "score": search.best_score_, "ci": search.best_score_ci_, "ties": ties,
-            "n": len(res["score"]), "acc": report.accuracy, "wga": report.worst_group_accuracy,
+            "score": search.best_score_, "ci": search.best_score_ci_, "ties": search.n_indistinguishable_,
+            "n": n_candidates, "acc": report.accuracy, "wga": report.worst_group_accuracy,
             "wga_ci": report.worst_group_ci, "seconds": search.search_time_,
         })
     return rows
@@ -121,7 +118,7 @@ def search_picks(dataset="synthetic", seed=0, n_train=3000, rules=("worst_class"
 
 def below_erm_notes(rows):
     """A note per estimator whose default is below ERM's mean test worst-group accuracy: what to search."""
-    from .model_selection import registered, search_space
+    from .model_selection import searched_parameters
 
     erm = next((mean for name, mean, _ in rows if name == "ERMClassifier"), None)
     if erm is None:
@@ -130,10 +127,8 @@ def below_erm_notes(rows):
     for name, mean, _ in rows:
         if name == "ERMClassifier" or mean[1] >= erm[1]:
             continue
-        knobs = "its settings"
-        if name in registered():
-            space = search_space(name, 3000, 2, 2)
-            knobs = ", ".join(sorted({k for g in (space if isinstance(space, list) else [space]) for k in g}))
+        keys = searched_parameters(name)
+        knobs = ", ".join(keys) if keys else "its settings"
         notes.append(f"  {name}: {mean[1]:.3f} < ERM's {erm[1]:.3f}; search {knobs} "
                      f"(RobustSearchCV(['{name}', 'ERMClassifier']))")
     if not notes:

@@ -166,6 +166,7 @@ def test_intervals_and_distinguishability(data):
                                  random_state=0), data)
     res = search.results_
     assert list(res["distinguishable"]) == [False, False, True]
+    assert search.n_indistinguishable_ == 1  # the identical twin; not the noise reader, not itself
     assert res["diff_ci_low"][2] > 0 and res["diff_ci_low"][search.best_index_] == 0
     assert list(res["rank"])[:2] in ([1, 2], [2, 1]) and res["rank"][2] == 3
 

@@ -69,3 +69,12 @@ def test_auto_leaves_out_methods_that_need_training_group_labels_without_them():
     assert {"ERMClassifier", "JTTClassifier", "AFRClassifier"} <= without
     assert set(registered(with_group_labels=False)) == set(registered()) - {"DFRClassifier",
                                                                             "GroupBalancedClassifier"}
+
+
+def test_searched_parameters_names_the_grid_keys():
+    from skgroup.model_selection import searched_parameters
+
+    assert searched_parameters("JTTClassifier") == ["id_epochs", "lambda_up", "max_iter"]
+    assert "hidden_layer_sizes" in searched_parameters("RegularizedMTLClassifier", 3000, 1536, 3)
+    assert "hidden_layer_sizes" not in searched_parameters("RegularizedMTLClassifier")
+    assert searched_parameters("Nope") is None

@@ -297,14 +297,11 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         drop = erm["accuracy"] - ours["accuracy"]
         sign = 1.0 if MONITORS[monitor] else -1.0
         if drop > 0.05 and sign * (ours[monitor] - erm[monitor]) <= 0:
-            from ..model_selection import registered, search_space
+            from ..model_selection import searched_parameters
 
             name = type(self).__name__
-            knobs = "its settings"
-            if name in registered():
-                space = search_space(name, X.shape[0], X.shape[1], len(self.classes_))
-                keys = sorted({k for g in (space if isinstance(space, list) else [space]) for k in g})
-                knobs = ", ".join(keys)
+            keys = searched_parameters(name, X.shape[0], X.shape[1], len(self.classes_))
+            knobs = ", ".join(keys) if keys else "its settings"
             warn(
                 f"{name}'s validation accuracy ({ours['accuracy']:.3f}) is {100 * drop:.0f} points below "
                 f"ERM's ({erm['accuracy']:.3f}) on the same training rows, and its validation {monitor} "

@@ -12,7 +12,7 @@
 """
 
 from ._search import SELECTION_RULES, RobustSearchCV
-from ._spaces import register, registered, scaled_epochs, search_space
+from ._spaces import register, registered, scaled_epochs, search_space, searched_parameters
 from ._validation import ValidationSplit, select_on_validation
 
 __all__ = [
@@ -23,5 +23,6 @@ __all__ = [
     "registered",
     "scaled_epochs",
     "search_space",
+    "searched_parameters",
     "select_on_validation",
 ]

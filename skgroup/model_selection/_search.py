@@ -192,6 +192,9 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Its row in ``results_``.
     best_score_ : float
         Its validation score; ``best_score_ci_`` the bootstrap interval.
+    n_indistinguishable_ : int
+        How many other candidates (that fitted) the paired bootstrap cannot
+        tell from the winner: the size of the coin toss the pick was.
     selection_ : str
         The rule used (or the scorer's repr).
     results_ : pandas.DataFrame or dict of arrays
@@ -524,6 +527,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         rank[order] = np.arange(1, n_cfg + 1)
         from ..analysis._tables import make_table
 
+        distinguishable = np.where(ok, d_low > 0, False)
         self.results_ = make_table({
             "estimator": [name for name, _, _ in configs],
             "params": [params for _, _, params in configs],
@@ -532,7 +536,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "ci_high": ci_high,
             "diff_ci_low": d_low,
             "diff_ci_high": d_high,
-            "distinguishable": np.where(ok, d_low > 0, False),
+            "distinguishable": distinguishable,
             "rank": rank,
             "accuracy": np.where(ok, correct.mean(axis=1), np.nan),
             "fit_time": [sum(outputs[(ci, si)]["fit_time"] for si in range(len(splits))) for ci in range(n_cfg)],
@@ -542,6 +546,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                          for ci in range(n_cfg)],
         })
         self.best_index_ = best
+        self.n_indistinguishable_ = int(np.sum(ok & ~distinguishable)) - 1  # the winner is not told from itself
         self.best_score_ = float(score[best])
         self.best_score_ci_ = (float(ci_low[best]), float(ci_high[best]))
         self.best_params_ = dict(configs[best][2])

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 from ..engine import resolve_batch_size
 
-__all__ = ["search_space", "register", "registered", "scaled_epochs", "DataShape"]
+__all__ = ["search_space", "searched_parameters", "register", "registered", "scaled_epochs", "DataShape"]
 
 #: Optimizer steps an epoch on CelebA attributes at the default batch size: the
 #: unit in which the minibatch epoch defaults were tuned.
@@ -140,6 +140,15 @@ def search_space(estimator_name, n_samples, n_features, n_classes):
         raise ValueError(f"n_classes must be at least 2; got {n_classes}.")
     grid = _REGISTRY[estimator_name](DataShape(int(n_samples), int(n_features), int(n_classes)))
     return [dict(g) for g in grid] if isinstance(grid, list) else dict(grid)
+
+
+def searched_parameters(estimator_name, n_samples=3000, n_features=2, n_classes=2):
+    """Sorted names of the parameters the registry searches for ``estimator_name`` on data of this
+    shape (what a warning tells a user to search), or None when none is registered."""
+    if estimator_name not in _REGISTRY:
+        return None
+    space = search_space(estimator_name, n_samples, n_features, n_classes)
+    return sorted({k for grid in (space if isinstance(space, list) else [space]) for k in grid})
 
 
 # ---------------------------------------------------------------------------
