@@ -218,10 +218,10 @@ def minimize_lbfgs(fun_grad, x0, *, max_iter, tol, callback=None, history_size=2
 # evaluators
 
 
-# Below this many multiply-adds a product, BLAS runs on one thread: on a busy 2-core
-# machine a 2-thread gemv on 3,000 x 200 floats waited ~14 ms for its second thread
-# (a fit took 5.3 s against 0.13 s on one thread), the lesson of
-# skgroup._training._ONE_THREAD_WORK for torch's pool.
+# Below this many multiply-adds a product (or a training step), one thread: on a busy 2-core
+# machine a 2-thread gemv on 3,000 x 200 floats waited ~14 ms for its second thread (a fit
+# took 5.3 s against 0.13 s on one thread), and torch's second thread made Group DRO epochs
+# 30x and L-BFGS 3x slower. The engine's thread policy (threads_for_step) reads it too.
 _ONE_THREAD_WORK = 1 << 24
 
 _blas = {}

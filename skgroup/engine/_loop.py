@@ -32,7 +32,13 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from .._lbfgs import LinearHeadEvaluator, _single_linear, is_linear_head, minimize_lbfgs
+from .._lbfgs import (
+    _ONE_THREAD_WORK,
+    LinearHeadEvaluator,
+    _single_linear,
+    is_linear_head,
+    minimize_lbfgs,
+)
 from .._samplers import Sampler, UniformSampler
 from ..utils._warnings import warn
 from ._batches import ArrayBatches, check_device
@@ -93,11 +99,6 @@ def torch_dtype(name):
     return {"float32": torch.float32, "float64": torch.float64}[name]
 
 
-# A step on frozen features is a few small matmuls: below this many
-# multiply-adds a step (minibatch, or full batch for L-BFGS), intra-op threads
-# cost more than they give, and on a busy 2-core machine torch's second thread
-# made Group DRO epochs 30x and ERM's L-BFGS 3x slower.
-_ONE_THREAD_WORK = 1 << 24
 
 
 @contextlib.contextmanager
