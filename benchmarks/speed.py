@@ -313,7 +313,7 @@ def _section_lbfgs(args):
     from sklearn.linear_model import LogisticRegression
 
     from skgroup import ERMClassifier
-    from skgroup._objectives import MeanLoss
+    from skgroup.objectives import Objective
 
     try:
         from skgroup._lbfgs import LinearHeadEvaluator
@@ -360,7 +360,7 @@ def _section_lbfgs(args):
         acc_erm, acc_lr = erm.score(X_te, y_te), lr.score(X_te, y_te)
         per_pass = float("nan")
         if LinearHeadEvaluator is not None:
-            ev = LinearHeadEvaluator(data(), y, 2, MeanLoss(), l2, dtype=np.float32)
+            ev = LinearHeadEvaluator(data(), y, 2, Objective(), l2, dtype=np.float32)
             x0 = np.zeros(ev.n_params)
             x0[0] = 1e-3  # not the zero start, whose forward product is skipped
             passes_before, start = ev.n_passes, time.perf_counter()

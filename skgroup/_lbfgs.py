@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._objectives import Objective
+from .objectives import Objective
 
 __all__ = ["LBFGSResult", "minimize_lbfgs", "LinearHeadEvaluator", "is_linear_head"]
 
@@ -313,12 +313,12 @@ class LinearHeadEvaluator:
     The logits come from numpy's BLAS in the features' dtype (float32 products
     at full memory bandwidth), the objective and ``dL/dlogits`` from the
     (n, K) logits in float64 (accurate sums over n for the line search), and
-    ``grad_W = dL/dlogits.T @ X`` from BLAS again. For an objective that keeps
-    :class:`skgroup._objectives.Objective`'s ``__call__`` (cross-entropy per
-    row, then any ``reduce``: mean, weighted, CVaR) the per-row losses and
-    their gradients are computed in numpy and only ``reduce`` goes through
-    torch autograd; any other objective is differentiated by autograd on the
-    logits. X is never copied when it is a C-ordered array of ``dtype`` (a
+    ``grad_W = dL/dlogits.T @ X`` from BLAS again. For an
+    :class:`skgroup.objectives.Objective` of cross-entropy and any reduction
+    (mean, weighted, CVaR) without penalties, the per-row losses and their
+    gradients are computed in numpy and only the reduction goes through
+    torch autograd; any other objective (another loss, penalties) is
+    differentiated by autograd on the (n, K) logits. X is never copied when it is a C-ordered array of ``dtype`` (a
     read-only ``np.memmap`` included): products read it in place.
 
     The parameter vector is ``x = [(W * s).ravel() (K x d, row-major), b + W @ mu]``
@@ -411,9 +411,10 @@ class LinearHeadEvaluator:
         self.objective = objective
         self.l2_reg = float(l2_reg)
         self.separable = bool(getattr(objective, "separable", False) if separable is None else separable)
-        # Objective's own __call__: cross-entropy per row, then reduce (any reduce)
+        # cross-entropy per row, then any reduction: the losses in numpy, autograd through the reduction
         self._per_row_cross_entropy = (
             isinstance(objective, Objective) and type(objective).__call__ is Objective.__call__
+            and objective.per_row_cross_entropy
         )
         self.y_np = self.y.numpy()
         self._is_one = (self.y_np == 1).astype(np.float64)
@@ -434,7 +435,7 @@ class LinearHeadEvaluator:
             # objective's sample weights (if any) weight the mean, so that on smaller data
             # integer weights and repeated rows share the L-BFGS path exactly.
             step = -(-self.n // _MEAN_ROWS)
-            weights = getattr(objective, "sample_weight", None)
+            weights = getattr(getattr(objective, "reduction", None), "sample_weight", None)
             if weights is not None and np.ndim(weights) == 1 and idx is not None:
                 weights = np.asarray(torch.as_tensor(weights).detach().cpu(), dtype=np.float64)[self.idx.numpy()]
             if weights is not None and tuple(np.shape(weights)) == (self.n,):
@@ -529,7 +530,7 @@ class LinearHeadEvaluator:
         return float(loss.detach()), grad.numpy()
 
     def _reduced_cross_entropy_grad(self, U, rows):
-        """``Objective.__call__``'s cross-entropy per row in numpy, autograd through ``reduce`` only.
+        """The objective's cross-entropy per row in numpy, autograd through its reduction only.
 
         torch's cross_entropy on (n, 2) float64 logits took ~100 ns a row forward and
         backward, five times the products' work at d = 38; this is ~15 ns a row.

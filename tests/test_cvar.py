@@ -7,7 +7,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skgroup._objectives import CVaRLoss, cvar_of_losses
+from skgroup.objectives import CVaR, Objective, cvar_of_losses
 from skgroup.datasets import make_spurious_benchmark
 from skgroup.estimators import ERMClassifier
 from skgroup.estimators._cvar import CVaRClassifier, DegenerateCVaRWarning
@@ -46,7 +46,7 @@ def test_cvar_of_a_fixed_batch_is_the_top_alpha_mean():
 def test_cvar_gradient_reaches_only_the_top_rows():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.5, 0.0], [0.0, 3.0], [1.0, 1.0]], requires_grad=True)
     y = torch.tensor([1, 0, 1, 0, 1])
-    loss = CVaRLoss(0.5)(logits, y, torch.arange(5))
+    loss = Objective(reduction=CVaR(0.5))(logits, y, torch.arange(5))
     assert loss.requires_grad
     per_row = torch.nn.functional.cross_entropy(logits.detach(), y, reduction="none")
     order = torch.argsort(per_row, descending=True)

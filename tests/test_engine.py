@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from skgroup import ERMClassifier, GroupDROClassifier
-from skgroup._objectives import GroupDROLoss, MeanLoss
+from skgroup.objectives import GroupDRO, Objective
 from skgroup._samplers import Sampler, UniformSampler
 from skgroup.datasets import make_spurious_features
 from skgroup.engine import (
@@ -41,7 +41,7 @@ def _data(n=300, seed=0):
 def _trainer(X, y, callbacks=(), max_iter=6, seed=0, **opts):
     module = make_head(X.shape[1], 2, (), torch.float32, torch.Generator().manual_seed(0))
     options = TrainOptions(solver="adamw", max_iter=max_iter, batch_size=32, learning_rate=1e-2, **opts)
-    return Trainer(module, ArrayBatches(X, y), MeanLoss(), options, callbacks=list(callbacks), seed=seed)
+    return Trainer(module, ArrayBatches(X, y), Objective(), options, callbacks=list(callbacks), seed=seed)
 
 
 # -- schedules ----------------------------------------------------------------
@@ -131,7 +131,7 @@ def test_estimator_selects_the_best_epoch_on_validation():
 def test_lbfgs_calls_callbacks_per_iteration_and_can_stop():
     X, y, _ = _data()
     calls = []
-    result = train_head(X, y, 2, MeanLoss(), TrainOptions(solver="lbfgs", max_iter=50),
+    result = train_head(X, y, 2, Objective(), TrainOptions(solver="lbfgs", max_iter=50),
                         callbacks=[EpochCallback(lambda e, m: calls.append(e) or e == 2)])
     assert calls == [0, 1, 2] and result.stopped_early and result.n_iter == 3
 
@@ -145,7 +145,7 @@ def test_state_round_trip_continues_exactly(tmp_path):
         module = make_head(X.shape[1], 2, (), torch.float32, torch.Generator().manual_seed(0))
         options = TrainOptions(solver="adamw", max_iter=epochs, batch_size=32, learning_rate=1e-2,
                                lr_schedule="cosine")
-        trainer = Trainer(module, ArrayBatches(X, y), GroupDROLoss(membership, eta=0.1), options,
+        trainer = Trainer(module, ArrayBatches(X, y), Objective(reduction=GroupDRO(membership, eta=0.1)), options,
                           sampler=UniformSampler(len(y)), seed=5)
         if state is not None:
             # what Checkpoint does on_train_begin (an optimizer exists once the loop starts)
@@ -157,7 +157,7 @@ def test_state_round_trip_continues_exactly(tmp_path):
     resumed = run(6, state=load_checkpoint(tmp_path / "s.pt"))
     for a, b in zip(full.raw_module.parameters(), resumed.raw_module.parameters()):
         assert torch.equal(a, b)
-    assert torch.equal(full.objective.q, resumed.objective.q)
+    assert torch.equal(full.objective.reduction.q, resumed.objective.reduction.q)
     assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
 
 
@@ -181,7 +181,7 @@ def _state_after(X, y, membership, epochs):
     """The state of the 6-epoch run of the test above, after ``epochs`` epochs."""
     module = make_head(X.shape[1], 2, (), torch.float32, torch.Generator().manual_seed(0))
     options = TrainOptions(solver="adamw", max_iter=6, batch_size=32, learning_rate=1e-2, lr_schedule="cosine")
-    trainer = Trainer(module, ArrayBatches(X, y), GroupDROLoss(membership, eta=0.1), options,
+    trainer = Trainer(module, ArrayBatches(X, y), Objective(reduction=GroupDRO(membership, eta=0.1)), options,
                       sampler=UniformSampler(len(y)), seed=5, callbacks=[_StopAfter(epochs)])
     trainer.fit()
     trainer.stopped_early = False  # a kill, not an early stop: the resumed run goes on
@@ -270,7 +270,7 @@ def test_loader_source_trains_like_the_array_source():
 
     def fit(source):
         module = make_head(X.shape[1], 2, (4,), torch.float32, torch.Generator().manual_seed(0))
-        return Trainer(module, source, MeanLoss(), options, seed=2).fit().raw_module
+        return Trainer(module, source, Objective(), options, seed=2).fit().raw_module
 
     a = fit(ArrayBatches(X, y))
     b = fit(LoaderBatches(_Rows(X), y))
@@ -290,7 +290,7 @@ def test_gradient_accumulation_equals_the_larger_batch():
         module = make_head(X.shape[1], 2, (), torch.float64, torch.Generator())
         options = TrainOptions(solver="sgd", momentum=0.0, max_iter=2, batch_size=batch, learning_rate=0.1,
                                accumulate=accumulate, dtype="float64")
-        return Trainer(module, ArrayBatches(X, y, dtype=torch.float64), MeanLoss(), options,
+        return Trainer(module, ArrayBatches(X, y, dtype=torch.float64), Objective(), options,
                        sampler=Fixed()).fit().raw_module
 
     a, b = fit(64, 1), fit(32, 2)
@@ -384,14 +384,14 @@ def test_lbfgs_minimises_objective_plus_penalty():
         anchor[0].weight.copy_(torch.linspace(-1, 1, anchor[0].weight.numel()).view_as(anchor[0].weight))
     options = TrainOptions(solver="lbfgs", max_iter=500, tol=1e-9, dtype="float64")
     pen = ProximalPenalty(anchor, 0.3)
-    result = train_head(X, y, 2, MeanLoss(), options, penalty=pen)
+    result = train_head(X, y, 2, Objective(), options, penalty=pen)
     module = result.module
     loss = torch.nn.functional.cross_entropy(module(torch.from_numpy(X)), torch.from_numpy(y)) + pen(module)
     grads = torch.autograd.grad(loss, list(module.parameters()))
     assert max(float(g.abs().max()) for g in grads) < 1e-6
-    plain = train_head(X, y, 2, MeanLoss(), options).module
+    plain = train_head(X, y, 2, Objective(), options).module
     assert not torch.allclose(plain[0].weight, module[0].weight, atol=1e-3)
-    stiff = train_head(X, y, 2, MeanLoss(), options, penalty=ProximalPenalty(anchor, 1e6)).module
+    stiff = train_head(X, y, 2, Objective(), options, penalty=ProximalPenalty(anchor, 1e6)).module
     torch.testing.assert_close(stiff[0].weight, anchor[0].weight, atol=1e-5, rtol=0)
 
 
@@ -410,7 +410,7 @@ def test_minibatch_step_includes_the_penalty():
     anchor = {"0.weight": torch.ones(2, X.shape[1], dtype=torch.float64), "0.bias": torch.zeros(2, dtype=torch.float64)}
     module = make_head(X.shape[1], 2, (), torch.float64, torch.Generator())  # starts at zero
     options = TrainOptions(solver="sgd", momentum=0.0, max_iter=1, batch_size=32, learning_rate=0.1, dtype="float64")
-    Trainer(module, ArrayBatches(X, y, dtype=torch.float64), MeanLoss(), options, sampler=Fixed(),
+    Trainer(module, ArrayBatches(X, y, dtype=torch.float64), Objective(), options, sampler=Fixed(),
             penalty=ProximalPenalty(anchor, 2.0)).fit()
     # at W = 0: softmax = 1/2, so d CE / dW = (1/2 - onehot)^T X / n; d penalty / dW = 2 * 2 * (0 - 1)
     p = np.full((32, 2), 0.5)
@@ -422,5 +422,5 @@ def test_minibatch_step_includes_the_penalty():
 def test_penalty_must_be_callable():
     X, y, _ = _data(32)
     with pytest.raises(TypeError, match="penalty"):
-        Trainer(make_head(X.shape[1], 2, (), torch.float32, torch.Generator()), ArrayBatches(X, y), MeanLoss(),
+        Trainer(make_head(X.shape[1], 2, (), torch.float32, torch.Generator()), ArrayBatches(X, y), Objective(),
                 TrainOptions(), penalty=3.0)

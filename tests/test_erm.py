@@ -7,7 +7,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from skgroup import ERMClassifier
-from skgroup._objectives import WeightedLoss
+from skgroup.objectives import Objective, Weighted
 from skgroup._samplers import RepeatSampler, balanced_weights
 from skgroup.engine import TrainOptions, train_head
 from skgroup.datasets import make_spurious_benchmark
@@ -151,13 +151,13 @@ def test_bad_parameters_name_the_argument():
 
 
 def test_training_core_rejects_sampler_with_lbfgs_and_online_objectives():
-    from skgroup._objectives import GroupDROLoss
+    from skgroup.objectives import GroupDRO, Objective
 
     X, y = np.random.RandomState(0).randn(20, 2).astype(np.float32), np.arange(20) % 2
     with pytest.raises(ValueError, match="minibatch solver"):
-        train_head(X, y, 2, GroupDROLoss(np.eye(2, dtype=bool)[y]), TrainOptions())
+        train_head(X, y, 2, Objective(reduction=GroupDRO(np.eye(2, dtype=bool)[y])), TrainOptions())
     with pytest.raises(ValueError, match="cannot follow a sampler"):
-        train_head(X, y, 2, WeightedLoss(np.ones(20)), TrainOptions(), sampler=RepeatSampler(np.ones(20)))
+        train_head(X, y, 2, Objective(reduction=Weighted(np.ones(20))), TrainOptions(), sampler=RepeatSampler(np.ones(20)))
 
 
 def test_samplers():

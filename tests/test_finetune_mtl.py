@@ -14,7 +14,7 @@ pytest.importorskip("transformers")
 from feature_extraction import load_backbone  # noqa: E402
 from feature_extraction._testing import make_tiny_bert, make_tiny_vision, random_images, random_sentences  # noqa: E402
 from skgroup import JTTClassifier  # noqa: E402
-from skgroup._objectives import MultitaskLoss  # noqa: E402
+from skgroup.objectives import MultitaskLoss  # noqa: E402
 from skgroup.finetune import FineTuneClassifier, MaskedImageModeling, MaskedLM, load_finetuned  # noqa: E402
 from skgroup.finetune._auxiliary import AuxBatch, AuxiliaryCollate, mask_patches, mask_tokens  # noqa: E402
 from skgroup.finetune._model import trainable_backbone  # noqa: E402

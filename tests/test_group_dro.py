@@ -6,7 +6,7 @@ import sklearn
 import torch
 from sklearn.model_selection import GridSearchCV
 
-from skgroup._objectives import GroupDROLoss
+from skgroup.objectives import GroupDRO, Objective
 from skgroup.datasets import make_spurious_benchmark
 from skgroup.estimators import ERMClassifier
 from skgroup.estimators._group_dro import GroupDROClassifier
@@ -26,7 +26,7 @@ def test_q_step_matches_formula_on_two_groups():
     the loss is sum_g q_g l_g with the updated q."""
     membership = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [0, 1]], dtype=bool)  # n_g = 3, 2
     eta, C = 0.5, 1.0
-    obj = GroupDROLoss(membership, eta=eta, adjustment=C)
+    obj = Objective(reduction=GroupDRO(membership, eta=eta, adjustment=C))
     losses = torch.tensor([0.2, 0.4, 0.9, 1.5, 2.5], dtype=torch.float64)
     idx = torch.arange(5)
     out = obj.reduce(losses, idx)
@@ -35,13 +35,13 @@ def test_q_step_matches_formula_on_two_groups():
     u0 = 0.5 * math.exp(eta * (l0 + C / math.sqrt(3)))
     u1 = 0.5 * math.exp(eta * (l1 + C / math.sqrt(2)))
     q = np.array([u0, u1]) / (u0 + u1)
-    np.testing.assert_allclose(obj.q.numpy(), q, rtol=1e-12)
+    np.testing.assert_allclose(obj.reduction.q.numpy(), q, rtol=1e-12)
     assert float(out) == pytest.approx(q[0] * l0 + q[1] * l1, rel=1e-12)
 
     # a second step on a batch holding group 1 only: group 0 keeps its q up to renormalisation
     out = obj.reduce(torch.tensor([1.0], dtype=torch.float64), torch.tensor([3]))
     u = q * np.array([1.0, math.exp(eta * (1.0 + C / math.sqrt(2)))])
-    np.testing.assert_allclose(obj.q.numpy(), u / u.sum(), rtol=1e-12)
+    np.testing.assert_allclose(obj.reduction.q.numpy(), u / u.sum(), rtol=1e-12)
 
 
 def test_estimator_first_step_moves_q_by_the_adjustment():

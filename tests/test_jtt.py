@@ -96,14 +96,14 @@ def test_auto_lambda_is_the_papers_heuristic():
 
 def test_reweight_mode_weights(monkeypatch):
     seen = []
-    real = jtt_module.WeightedLoss
+    real = jtt_module.Weighted
 
-    def spy(weights):
-        objective = real(weights)
-        seen.append(objective.sample_weight.numpy())
-        return objective
+    def spy(weights, *args, **kwargs):
+        reduction = real(weights, *args, **kwargs)
+        seen.append(reduction.sample_weight.numpy())
+        return reduction
 
-    monkeypatch.setattr(jtt_module, "WeightedLoss", spy)
+    monkeypatch.setattr(jtt_module, "Weighted", spy)
     X, y = _data()
     clf = JTTClassifier(
         lambda_up=4, upweight_mode="reweight", solver="lbfgs", max_iter=100, random_state=0

@@ -6,7 +6,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from skgroup._lbfgs import LinearHeadEvaluator, is_linear_head, minimize_lbfgs
-from skgroup._objectives import CVaRLoss, GroupDROLoss, MeanLoss, Objective, WeightedLoss
+from skgroup.objectives import CVaR, GroupDRO, Loss, Objective, Penalty, Reduction, Weighted
 
 
 def _data(n=300, d=7, K=2, seed=0, dtype=np.float64):
@@ -19,7 +19,7 @@ def _data(n=300, d=7, K=2, seed=0, dtype=np.float64):
 
 def _objectives(n, seed=0):
     w = np.random.RandomState(seed + 1).rand(n) * 3
-    return {"mean": MeanLoss(), "weighted": WeightedLoss(w), "cvar": CVaRLoss(0.3)}
+    return {"mean": Objective(), "weighted": Objective(reduction=Weighted(w)), "cvar": Objective(reduction=CVaR(0.3))}
 
 
 def _autograd_of_x(ev, X, y, objective, l2, x):
@@ -68,7 +68,7 @@ def test_linear_gradient_equals_autograd(K, name, block_bytes):
         X[:, 0] *= 30.0  # a column on another scale
         f_scaled = _autograd_reference(X, y, K, objective, 0.3, W, b)[0]
         ev = LinearHeadEvaluator(X, y, K, objective, 0.3, block_bytes=block_bytes, softmax_only=softmax_only)
-        w = objective.sample_weight.numpy() if name == "weighted" else np.ones(len(y))
+        w = objective.reduction.sample_weight.numpy() if name == "weighted" else np.ones(len(y))
         np.testing.assert_allclose(ev.mean_, w @ X / w.sum(), rtol=1e-12)
         std = np.sqrt(w @ (X - ev.mean_) ** 2 / w.sum())
         np.testing.assert_allclose(ev.scale_, np.sqrt(std**2 + 4 * 0.3), rtol=1e-10)
@@ -83,14 +83,15 @@ def test_linear_gradient_equals_autograd(K, name, block_bytes):
         X[:, 0] /= 30.0
 
 
-class _SmoothedLoss(Objective):
-    """Label-smoothed cross-entropy: its own __call__, so the evaluator differentiates it by autograd."""
+class _LabelSmoothing(Loss):
+    """Label-smoothed cross-entropy: another per-row loss, so the evaluator differentiates it by autograd."""
 
-    softmax_only = True  # still a function of softmax probabilities
-    separable = True
+    def __call__(self, logits, y):
+        return torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1, reduction="none")
 
-    def __call__(self, logits, y, idx):
-        return torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+
+def _SmoothedLoss():
+    return Objective(_LabelSmoothing())
 
 
 @pytest.mark.parametrize("K", [2, 3])
@@ -99,11 +100,11 @@ def test_autograd_path_and_saturated_logits(K, scale):
     X, y = _data(K=K)
     rng = np.random.RandomState(3)
     W, b = scale * rng.randn(K, X.shape[1]), rng.randn(K)
-    for objective in (MeanLoss(), _SmoothedLoss(), CVaRLoss(0.2)):
+    for objective in (Objective(), _SmoothedLoss(), Objective(reduction=CVaR(0.2))):
         f_ref, g_ref = _autograd_reference(X, y, K, objective, 0.1, W, b)
         for block_bytes in (None, 512):
             ev = LinearHeadEvaluator(X, y, K, objective, 0.1, center=False, scale=False, block_bytes=block_bytes)
-            assert ev._per_row_cross_entropy == (not isinstance(objective, _SmoothedLoss))
+            assert ev._per_row_cross_entropy == (not isinstance(objective.loss, _LabelSmoothing))
             f, g = ev.fun_grad(ev.pack(W, b))
             assert np.isfinite(f) and f == pytest.approx(f_ref, rel=1e-12)
             np.testing.assert_allclose(g, g_ref, rtol=1e-10, atol=1e-10)
@@ -114,8 +115,8 @@ def test_zero_weights_skip_the_forward_pass(K):
     X, y = _data(K=K)
     X += 1.0
     W, b = np.zeros((K, X.shape[1])), np.random.RandomState(0).randn(K)
-    ev = LinearHeadEvaluator(X, y, K, MeanLoss(), 0.1)
-    f_ref, g_ref = _autograd_of_x(ev, X, y, MeanLoss(), 0.1, ev.pack(W, b))
+    ev = LinearHeadEvaluator(X, y, K, Objective(), 0.1)
+    f_ref, g_ref = _autograd_of_x(ev, X, y, Objective(), 0.1, ev.pack(W, b))
     passes = ev.n_passes
     f, g = ev.fun_grad(ev.pack(W, b))
     assert ev.n_passes == passes + 1  # the backward product only
@@ -137,7 +138,7 @@ def test_engine_fused_path_equals_its_autograd_path_on_a_subset_of_rows():
     out = []
     for penalty in (None, ProximalPenalty({}, 0.0)):
         head = make_head(7, 3, (), torch.float64, torch.Generator().manual_seed(0))
-        trainer = Trainer(head, ArrayBatches(X, y, dtype=torch.float64), WeightedLoss(w, rows=rows), opts,
+        trainer = Trainer(head, ArrayBatches(X, y, dtype=torch.float64), Objective(reduction=Weighted(w, rows=rows)), opts,
                           rows=rows, penalty=penalty)
         assert (trainer._linear_evaluator() is None) == (penalty is not None)
         trainer.fit()
@@ -146,7 +147,7 @@ def test_engine_fused_path_equals_its_autograd_path_on_a_subset_of_rows():
     np.testing.assert_allclose(out[0], out[1], atol=1e-5)
     # the reference by hand: the weighted mean over the subset only, L2 on W
     W, b = out[0][:21].reshape(3, 7), out[0][21:]
-    grad = _autograd_reference(X[rows], y[rows], 3, WeightedLoss(w[rows]), 1e-2, W, b)[1]
+    grad = _autograd_reference(X[rows], y[rows], 3, Objective(reduction=Weighted(w[rows])), 1e-2, W, b)[1]
     assert np.abs(grad).max() < 1e-6
 
 
@@ -154,7 +155,7 @@ def test_engine_fused_path_equals_its_autograd_path_on_a_subset_of_rows():
 def test_optimum_equals_logistic_regression(K):
     X, y = _data(n=600, d=8, K=K)
     l2 = 1e-2
-    ev = LinearHeadEvaluator(X, y, K, MeanLoss(), l2)
+    ev = LinearHeadEvaluator(X, y, K, Objective(), l2)
     res = minimize_lbfgs(ev.fun_grad, np.zeros(ev.n_params), max_iter=500, tol=1e-7)
     assert res.converged and res.status == "converged" and res.grad_max <= 1e-7
     W, b = ev.unpack(res.x)
@@ -179,7 +180,7 @@ def test_readonly_memmap_same_result_and_never_copied(tmp_path, dtype):
     assert not Xm.flags.writeable
     out = []
     for data in (X, Xm):
-        ev = LinearHeadEvaluator(data, y, 3, WeightedLoss(np.arange(4000) % 3 + 1.0), 1e-3, block_bytes=64 << 10)
+        ev = LinearHeadEvaluator(data, y, 3, Objective(reduction=Weighted(np.arange(4000) % 3 + 1.0)), 1e-3, block_bytes=64 << 10)
         assert np.shares_memory(ev.X, data)  # the same memory: no copy, and a read-only map suffices
         out.append(minimize_lbfgs(ev.fun_grad, np.zeros(ev.n_params), max_iter=100, tol=1e-6))
     np.testing.assert_allclose(out[0].x, out[1].x, rtol=1e-5, atol=1e-6)
@@ -188,7 +189,7 @@ def test_readonly_memmap_same_result_and_never_copied(tmp_path, dtype):
 
 def test_evaluation_allocates_a_small_fraction_of_X():
     X, y = _data(n=20000, d=256, K=3, dtype=np.float32)  # 20 MB; the (n, K) float64 work arrays are 0.5 MB each
-    for objective in (MeanLoss(), CVaRLoss(0.2)):  # one pass in blocks; two whole passes
+    for objective in (Objective(), Objective(reduction=CVaR(0.2))):  # one pass in blocks; two whole passes
         ev = LinearHeadEvaluator(X, y, 3, objective, 1e-3, block_bytes=256 << 10)
         x = np.random.RandomState(0).randn(ev.n_params) * 0.01
         ev.fun_grad(x)  # warm-up: torch's first-call allocations are not ours
@@ -203,7 +204,7 @@ def test_evaluation_allocates_a_small_fraction_of_X():
 
 def test_callback_stops_the_run_and_sees_each_iteration():
     X, y = _data(K=3)
-    ev = LinearHeadEvaluator(X, y, 3, MeanLoss(), 1e-3)
+    ev = LinearHeadEvaluator(X, y, 3, Objective(), 1e-3)
     seen = []
 
     def callback(n_iter, x, f):
@@ -229,7 +230,7 @@ def test_callback_with_scipy_before_1_11(monkeypatch):
 
     monkeypatch.setattr(scipy.optimize, "minimize", old_style)
     X, y = _data(K=2)
-    ev = LinearHeadEvaluator(X, y, 2, MeanLoss(), 1e-3)
+    ev = LinearHeadEvaluator(X, y, 2, Objective(), 1e-3)
     seen = []
     res = minimize_lbfgs(ev.fun_grad, np.zeros(ev.n_params), max_iter=100, tol=1e-12,
                          callback=lambda n_iter, x, f: seen.append(f) or n_iter == 2)
@@ -239,7 +240,7 @@ def test_callback_with_scipy_before_1_11(monkeypatch):
 
 def test_max_iter_and_float32_rounding_floor_end_without_error():
     X, y = _data(n=2000, d=20, K=2, dtype=np.float32)
-    ev = LinearHeadEvaluator(X, y, 2, MeanLoss(), 1e-4)
+    ev = LinearHeadEvaluator(X, y, 2, Objective(), 1e-4)
     res = minimize_lbfgs(ev.fun_grad, np.zeros(ev.n_params), max_iter=3, tol=1e-5)
     assert (res.status, res.n_iter, res.converged) == ("max_iter", 3, False)
     # tol=0 is out of reach of float32 products: the line search ends the run, reported
@@ -260,26 +261,39 @@ def test_non_finite_trial_point_is_reported_at_the_last_finite_iterate():
 
 
 def test_objective_structure_flags():
-    assert MeanLoss.separable and MeanLoss.softmax_only
-    assert WeightedLoss.separable and WeightedLoss.softmax_only
-    assert not CVaRLoss.separable and CVaRLoss.softmax_only
-    assert not GroupDROLoss.separable
+    membership = np.eye(2, dtype=bool)[[0, 1]]
+    assert Objective().separable and Objective().softmax_only and Objective().per_row_cross_entropy
+    weighted = Objective(reduction=Weighted(np.ones(3)))
+    assert weighted.separable and weighted.softmax_only
+    cvar = Objective(reduction=CVaR(0.5))
+    assert not cvar.separable and cvar.softmax_only and cvar.per_row_cross_entropy
+    dro = Objective(reduction=GroupDRO(membership))
+    assert not dro.separable and dro.online
 
-    class Custom(Objective):
-        def __call__(self, logits, y, idx):
-            return (logits**2).mean()
+    class RawLogits(Loss):  # undeclared: not shift invariant
+        def __call__(self, logits, y):
+            return (logits**2).mean(dim=1)
 
-    class TopLoss(Objective):
-        def reduce(self, losses, idx):
+    class Top(Reduction):  # undeclared: not separable
+        def __call__(self, losses, idx):
             return losses.max()
 
-    assert not Custom.separable and not Custom.softmax_only
-    assert not TopLoss.separable and TopLoss.softmax_only
+    custom = Objective(RawLogits())
+    assert custom.separable and not custom.softmax_only and not custom.per_row_cross_entropy
+    top = Objective(reduction=Top())
+    assert not top.separable and top.softmax_only
+
+    class Zero(Penalty):
+        def __call__(self, terms):
+            return terms.logits.sum() * 0
+
+    penalised = Objective(penalties=[Zero()])
+    assert not penalised.separable and not penalised.softmax_only and not penalised.per_row_cross_entropy
     # a logit penalty is not shift invariant: the evaluator must not drop W[0]
     X, y = _data(K=3)
     W, b = np.random.RandomState(0).randn(3, 7), np.zeros(3)
-    ev = LinearHeadEvaluator(X, y, 3, Custom(), 0.0, center=False, scale=False)
-    np.testing.assert_allclose(ev.fun_grad(ev.pack(W, b))[1], _autograd_reference(X, y, 3, Custom(), 0.0, W, b)[1],
+    ev = LinearHeadEvaluator(X, y, 3, custom, 0.0, center=False, scale=False)
+    np.testing.assert_allclose(ev.fun_grad(ev.pack(W, b))[1], _autograd_reference(X, y, 3, custom, 0.0, W, b)[1],
                                atol=1e-12)
 
 

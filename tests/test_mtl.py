@@ -6,7 +6,7 @@ import torch
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skgroup import RegularizedMTLClassifier
-from skgroup._objectives import MeanLoss, MultitaskLoss, MultitaskOutput
+from skgroup.objectives import MultitaskLoss, MultitaskOutput, Objective
 from skgroup.datasets import make_mtl_toy, make_spurious_features
 from skgroup.estimators import make_multitask_head, project_l1_sphere
 from skgroup.metrics import worst_group_accuracy
@@ -69,7 +69,7 @@ def test_objective_refuses_plain_logits():
         MultitaskLoss()(torch.zeros(2, 2), torch.tensor([0, 1]), torch.arange(2))
     with pytest.raises(ValueError, match="auxiliary head"):
         MultitaskLoss(alpha_aux=1.0)(MultitaskOutput(torch.zeros(2, 2)), torch.tensor([0, 1]), torch.arange(2))
-    assert MultitaskLoss(end=MeanLoss()).online is False
+    assert MultitaskLoss(end=Objective()).online is False
 
 
 # -- the module ------------------------------------------------------------------

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from sklearn.utils.validation import check_array
 
 from .._groups import check_group_labels
-from .._objectives import CVaRLoss, MeanLoss, cvar_of_losses
+from ..objectives import CVaR, Objective, cvar_of_losses
 from .._samplers import RepeatSampler, UniformSampler
 from ..engine import (
     EpochCallback,
@@ -61,7 +61,7 @@ def worst_alpha_mask(losses, alpha):
     """Rows in the support of CVaR_alpha: the ceil(alpha * n) largest losses.
 
     These are the rows with a positive weight in
-    :func:`skgroup._objectives.cvar_of_losses` (the top floor(alpha n) fully,
+    :func:`skgroup.objectives.cvar_of_losses` (the top floor(alpha n) fully,
     the next one fractionally). Ties are broken by row order.
     """
     losses = np.asarray(losses, dtype=np.float64)
@@ -166,7 +166,7 @@ def cvar_set_composition(
     """Group composition of CVaR DRO's worst-alpha set after each training epoch (JTT, Fig. 4).
 
     Trains a CVaR DRO head (objective: the mean of the worst alpha-fraction
-    of each minibatch's losses, :class:`skgroup._objectives.CVaRLoss`) with
+    of each minibatch's losses, :class:`skgroup.objectives.CVaRLoss`) with
     a minibatch solver. After every epoch it computes the loss of every
     training row and takes the rows in the top ``set_alpha`` fraction over
     the whole training set (:func:`worst_alpha_mask`); the table gives that
@@ -215,7 +215,7 @@ def cvar_set_composition(
     set_alpha = train_alpha if set_alpha is None else set_alpha
     X, classes, y_enc = _check_xy(X, y, options.dtype)
     check_group_labels(group_labels, X.shape[0])
-    objective = CVaRLoss(float(train_alpha))
+    objective = Objective(reduction=CVaR(float(train_alpha)))
     if not 0 < set_alpha <= 1:
         raise ValueError(f"set_alpha must be in (0, 1]; got {set_alpha!r}.")
     records, sets = [], []
@@ -354,7 +354,7 @@ def jtt_error_set_ablation(
 
     if error_set is None:
         id_result = train_head(
-            X, y_enc, classes.shape[0], MeanLoss(), options.replace(max_iter=int(identification_epochs)),
+            X, y_enc, classes.shape[0], Objective(), options.replace(max_iter=int(identification_epochs)),
             hidden_layer_sizes=settings["hidden_layer_sizes"], sampler=UniformSampler(X.shape[0]), seed=seed,
         )
         initial = _forward(id_result.module, X, options).argmax(axis=1) != y_enc
@@ -377,7 +377,7 @@ def jtt_error_set_ablation(
                 n_updates += 1
 
         result = train_head(
-            X, y_enc, classes.shape[0], MeanLoss(), options, hidden_layer_sizes=settings["hidden_layer_sizes"],
+            X, y_enc, classes.shape[0], Objective(), options, hidden_layer_sizes=settings["hidden_layer_sizes"],
             sampler=sampler, seed=seed + 1, callbacks=[EpochCallback(callback)],
         )
         pred = classes[_forward(result.module, Xe, options).argmax(axis=1)]

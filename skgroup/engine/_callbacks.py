@@ -272,7 +272,7 @@ class GroupDROHistory(Callback):
         self._count = None
 
     def on_batch_end(self, trainer, loss):
-        obj = trainer.objective
+        obj = trainer.objective.reduction
         if obj.last_group_loss is None:
             return
         s = obj.last_group_loss * obj.last_count
@@ -283,7 +283,7 @@ class GroupDROHistory(Callback):
             self._count += obj.last_count
 
     def on_epoch_end(self, trainer):
-        trainer.record["q"] = trainer.objective.q.cpu().numpy().tolist()
+        trainer.record["q"] = trainer.objective.reduction.q.cpu().numpy().tolist()
         if self._sum is not None:
             mean = (self._sum / self._count.clamp_min(1)).cpu().numpy()
             mean[(self._count == 0).cpu().numpy()] = np.nan

@@ -2,7 +2,7 @@
 
 :class:`Trainer` trains a ``torch.nn.Module`` that maps a batch's inputs to
 logits, on batches from a source (:mod:`~skgroup.engine._batches`), with an
-objective over ``(logits, labels, row indices)`` (:mod:`skgroup._objectives`)
+objective over ``(logits, labels, row indices)`` (:mod:`skgroup.objectives`)
 and a sampler that orders each epoch (:mod:`skgroup._samplers`). Two
 solvers:
 
@@ -135,7 +135,7 @@ class Trainer:
         Maps a batch's inputs to logits. Trained in place. Under DDP pass the
         wrapped module as ``module`` and the bare one as ``raw_module``.
     source : batch source (``ArrayBatches`` or ``LoaderBatches``)
-    objective : skgroup._objectives.Objective
+    objective : skgroup.objectives.Objective
     options : TrainOptions
     sampler : sampler, default=None
         The epochs' order (minibatch solvers); None: every row of ``rows``

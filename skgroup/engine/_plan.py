@@ -10,9 +10,9 @@ cached features, the fine-tuning executor on a whole backbone. So a method
 is implemented once and both paths run it::
 
     def _plan(self, ctx):
-        ident = yield Stage("identification", MeanLoss(), ctx.options.replace(max_iter=T), seed=ctx.seed(0))
+        ident = yield Stage("identification", Objective(), ctx.options.replace(max_iter=T), seed=ctx.seed(0))
         errors = ident.predict() != ctx.y
-        yield Stage("final", MeanLoss(), ctx.options, sampler=RepeatSampler(1 + 9 * errors), seed=ctx.seed(1))
+        yield Stage("final", Objective(), ctx.options, sampler=RepeatSampler(1 + 9 * errors), seed=ctx.seed(1))
 """
 
 from dataclasses import dataclass, field
@@ -30,7 +30,7 @@ class Stage:
     ----------
     name : str
         Unique within the plan (checkpoints are named after it).
-    objective : skgroup._objectives.Objective
+    objective : skgroup.objectives.Objective
     options : skgroup.engine.TrainOptions
     sampler : sampler or None
         The epochs' order for minibatch solvers; None: every row of

@@ -10,7 +10,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._objectives import MeanLoss, WeightedLoss
+from ..objectives import Objective, Weighted
 from ..engine import ProximalPenalty, Stage
 from ..utils import fill_doc
 from ._base import BaseHeadClassifier
@@ -265,7 +265,7 @@ class AFRClassifier(BaseHeadClassifier):
 
     def _plan(self, ctx):
         first_rows, second_rows = self._split(ctx.y, ctx.seed(0) % (2**32))
-        stage1 = yield Stage("erm", MeanLoss(), ctx.options, rows=first_rows, seed=ctx.seed(1), validate=False)
+        stage1 = yield Stage("erm", Objective(), ctx.options, rows=first_rows, seed=ctx.seed(1), validate=False)
         self.first_stage_model_ = ctx.executor.as_estimator(stage1, ctx.options, ctx.seed(1))
         weights = afr_weights(stage1.logits(second_rows), ctx.y[second_rows], self.gamma, self.class_balance)
         full = np.zeros(ctx.n_samples)
@@ -280,5 +280,5 @@ class AFRClassifier(BaseHeadClassifier):
                 # without the pull the weighted loss may be minimised only at infinity: the
                 # iteration budget (or early stopping) is then the regulariser, as in the paper
                 warnings.filterwarnings("ignore", category=ConvergenceWarning)
-            yield Stage("reweight", WeightedLoss(full, rows=second_rows), options, rows=second_rows, init=stage1,
+            yield Stage("reweight", Objective(reduction=Weighted(full, rows=second_rows)), options, rows=second_rows, init=stage1,
                         trainable="head", penalty=penalty, seed=ctx.seed(2))

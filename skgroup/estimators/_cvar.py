@@ -10,7 +10,7 @@ from sklearn.base import _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval
 
-from .._objectives import CVaRLoss, MeanLoss, cvar_of_losses
+from ..objectives import CVaR, Objective, cvar_of_losses
 from ..engine import Stage
 from ..utils import fill_doc
 from ..utils._warnings import warn
@@ -192,8 +192,8 @@ class CVaRClassifier(BaseHeadClassifier):
             # start from the ERM head of the same L2 instead (a smooth point)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=ConvergenceWarning)
-                init = yield Stage("erm_start", MeanLoss(), ctx.options, seed=ctx.seed(0), validate=False)
-        result = yield Stage("cvar", CVaRLoss(self.alpha), ctx.options, init=init, seed=ctx.seed(0))
+                init = yield Stage("erm_start", Objective(), ctx.options, seed=ctx.seed(0), validate=False)
+        result = yield Stage("cvar", Objective(reduction=CVaR(self.alpha)), ctx.options, init=init, seed=ctx.seed(0))
         z = result.logits().astype(np.float64)
         z -= z.max(axis=1, keepdims=True)
         losses = np.log(np.exp(z).sum(axis=1)) - z[np.arange(z.shape[0]), ctx.y]

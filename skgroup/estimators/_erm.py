@@ -6,7 +6,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.validation import _check_sample_weight
 
-from .._objectives import MeanLoss, WeightedLoss
+from ..objectives import Objective, Weighted
 from ..engine import Stage
 from ..utils import fill_doc
 from ._base import BaseHeadClassifier
@@ -164,5 +164,5 @@ class ERMClassifier(BaseHeadClassifier):
         if self.class_weight is not None:
             cw = compute_sample_weight(self.class_weight, self.classes_[ctx.y])
             weights = cw if weights is None else weights * cw
-        objective = MeanLoss() if weights is None else WeightedLoss(weights)
+        objective = Objective() if weights is None else Objective(reduction=Weighted(weights))
         yield Stage("erm", objective, ctx.options, seed=ctx.seed(0))

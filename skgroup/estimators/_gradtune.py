@@ -16,7 +16,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._cache import SHARED_FITS, canonical, fingerprint
-from .._objectives import MeanLoss, WeightedLoss
+from ..objectives import Objective, Weighted
 from .._samplers import BalancedSampler
 from ..engine import Stage, linear_layers, torch_dtype
 from ..utils import fill_doc
@@ -516,7 +516,7 @@ class GradTuneClassifier(BaseHeadClassifier):
             keep, hold = self._holdout(ctx.y, strata, ctx.seed(0), "y")
             weights = np.zeros(ctx.n_samples)
             weights[keep] = compute_sample_weight("balanced", ctx.y[keep])
-            base = yield Stage("base", WeightedLoss(weights, rows=keep), ctx.options, rows=keep,
+            base = yield Stage("base", Objective(reduction=Weighted(weights, rows=keep)), ctx.options, rows=keep,
                                seed=ctx.seed(1), validate=False)
             self.holdout_source_ = "X"
             self.holdout_indices_ = ctx.rows[hold]
@@ -568,7 +568,7 @@ class GradTuneClassifier(BaseHeadClassifier):
         options = ctx.options.replace(solver=self.solver, max_iter=self.max_iter, learning_rate=lr,
                                       batch_size=self.batch_size or rows.shape[0], l2_reg=self.l2_reg,
                                       lr_schedule=self.lr_schedule)
-        yield Stage("finetune", MeanLoss(), options, sampler=BalancedSampler(ctx.y, subset=mask), init=init,
+        yield Stage("finetune", Objective(), options, sampler=BalancedSampler(ctx.y, subset=mask), init=init,
                     trainable="head", seed=ctx.seed(3))
 
     def __sklearn_tags__(self):

@@ -9,7 +9,7 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._groups import check_group_labels
-from .._objectives import MeanLoss, WeightedLoss
+from ..objectives import Objective, Weighted
 from .._samplers import BalancedSampler, balanced_weights
 from ..engine import Stage, linear_layers
 from ..utils import fill_doc
@@ -242,7 +242,7 @@ class GroupBalancedClassifier(BaseHeadClassifier):
 
         init, trainable = "fresh", "all"
         if self.retrain == "last_layer":
-            first = yield Stage("erm", MeanLoss(), options, seed=ctx.seed(0), validate=False)
+            first = yield Stage("erm", Objective(), options, seed=ctx.seed(0), validate=False)
             # CRT as SubpopBench runs it: the stage-1 classifier is dropped, the features kept
             init = first.module
             last = linear_layers(init)[-1]
@@ -251,8 +251,8 @@ class GroupBalancedClassifier(BaseHeadClassifier):
                 last.bias.zero_()
             trainable = "head"
 
-        objective, sampler = WeightedLoss(balanced_weights(ids, power=power)), None
+        objective, sampler = Objective(reduction=Weighted(balanced_weights(ids, power=power))), None
         if self.balancing == "resample" and solver != "lbfgs":
-            objective, sampler = MeanLoss(), BalancedSampler(ids)
+            objective, sampler = Objective(), BalancedSampler(ids)
         yield Stage("balanced", objective, options, sampler=sampler, init=init, trainable=trainable,
                     seed=ctx.seed(1))

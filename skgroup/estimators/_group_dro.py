@@ -7,7 +7,7 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._groups import check_group_labels
-from .._objectives import GroupDROLoss
+from ..objectives import GroupDRO, Objective
 from .._samplers import BalancedSampler
 from ..engine import GroupDROHistory, Stage
 from ..utils import fill_doc
@@ -229,8 +229,9 @@ class GroupDROClassifier(BaseHeadClassifier):
                     "balance_groups=False, or 1-D group ids."
                 )
             sampler = BalancedSampler(membership.ids())
-        objective = GroupDROLoss(membership.matrix, eta=self.eta, adjustment=self.generalization_adjustment)
+        objective = Objective(reduction=GroupDRO(membership.matrix, eta=self.eta,
+                                                 adjustment=self.generalization_adjustment))
         callbacks = [GroupDROHistory()] if self.record_history else []
         yield Stage("group_dro", objective, ctx.options, sampler=sampler, seed=ctx.seed(0), callbacks=callbacks)
-        self.q_ = objective.q.cpu().numpy().copy()
+        self.q_ = objective.reduction.q.cpu().numpy().copy()
         self.group_names_ = tuple(names)

@@ -9,7 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._cache import SHARED_FITS, canonical
-from .._objectives import MeanLoss, WeightedLoss
+from ..objectives import Objective, Weighted
 from .._samplers import RepeatSampler
 from ..engine import HeadExecutor, Stage
 from ..utils import fill_doc
@@ -293,7 +293,7 @@ class JTTClassifier(BaseHeadClassifier):
             with warnings.catch_warnings():
                 # stopping stage 1 early is the point: an L-BFGS cut at T iterations is intended
                 warnings.filterwarnings("ignore", category=ConvergenceWarning)
-                ident = yield Stage("identification", MeanLoss(), id_options, seed=ctx.seed(0),
+                ident = yield Stage("identification", Objective(), id_options, seed=ctx.seed(0),
                                     validate=self.id_early_stopping)
             if key is not None:
                 SHARED_FITS.put(key, ctx.executor.snapshot(ident))
@@ -330,8 +330,8 @@ class JTTClassifier(BaseHeadClassifier):
         self.lambda_up_ = lam
         if self.upweight_mode == "upsample":
             sampler = RepeatSampler(np.where(error_set, int(lam), 1))
-            yield Stage("final", MeanLoss(), ctx.options, sampler=sampler, seed=ctx.seed(1))
+            yield Stage("final", Objective(), ctx.options, sampler=sampler, seed=ctx.seed(1))
         else:
             weights = np.where(error_set, lam, 1.0)
-            objective = MeanLoss() if n_err == 0 else WeightedLoss(weights)
+            objective = Objective() if n_err == 0 else Objective(reduction=Weighted(weights))
             yield Stage("final", objective, ctx.options, seed=ctx.seed(1))

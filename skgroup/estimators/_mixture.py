@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._objectives import MeanLoss, WeightedLoss
+from ..objectives import Objective, Weighted
 from .._samplers import BalancedSampler, RepeatSampler, balanced_weights
 from ..engine import Stage, resolve_batch_size
 from ..utils import fill_doc
@@ -271,23 +271,23 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
             # full batch on the kept rows, with the sampling's expectation as weights
             rows = None if all_rows else keep
             if self.balancing in _MINIBATCH_BALANCING:
-                objective = WeightedLoss(balanced_weights(y, mask), rows=rows)
+                objective = Objective(reduction=Weighted(balanced_weights(y, mask), rows=rows))
             elif self.balancing == "upweighting":
-                objective = WeightedLoss(self.class_weight_[y])
+                objective = Objective(reduction=Weighted(self.class_weight_[y]))
             else:
-                objective = MeanLoss()
+                objective = Objective()
             options = ctx.options.replace(max_iter=ctx.options.max_iter or _LBFGS_MAX_ITER)
             yield Stage("balanced", objective, options, rows=rows, seed=ctx.seed(2))
             return
 
         # minibatch solvers index X through the sampler: subsets are never copied
-        objective, sampler = MeanLoss(), None
+        objective, sampler = Objective(), None
         if self.balancing in _MINIBATCH_BALANCING:
             sampler = BalancedSampler(y, subset=mask)
         elif self.balancing == "subsetting" and not all_rows:
             sampler = RepeatSampler(mask.astype(np.int64))
         elif self.balancing == "upweighting":
-            objective = WeightedLoss(self.class_weight_[y])
+            objective = Objective(reduction=Weighted(self.class_weight_[y]))
         batch_size = resolve_batch_size(ctx.options.batch_size, keep.shape[0])
         options = ctx.options.replace(max_iter=ctx.options.max_iter or auto_epochs(keep.shape[0], batch_size))
         yield Stage("balanced", objective, options, sampler=sampler, seed=ctx.seed(2))

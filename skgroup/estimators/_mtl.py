@@ -9,7 +9,7 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .._objectives import MultitaskLoss, MultitaskOutput
+from ..objectives import MultitaskLoss, MultitaskOutput
 from ..engine import Stage, torch_dtype
 from ..engine._callbacks import Callback
 from ..utils import fill_doc
@@ -64,7 +64,7 @@ class MultitaskHead(torch.nn.Module):
     """A shared trunk feeding an end-task head and a denoising-reconstruction head.
 
     In training mode ``forward(x)`` returns a
-    :class:`~skgroup._objectives.MultitaskOutput`: the end-task logits of
+    :class:`~skgroup.objectives.MultitaskOutput`: the end-task logits of
     ``trunk(x)``, and, with an auxiliary head, its reconstruction of the
     clean x from ``trunk(x + noise_std * eps)`` (eps standard normal, drawn
     from torch's global generator, which the engine forks and seeds per
@@ -239,7 +239,8 @@ class MultitaskHistory(Callback):
 
     def on_epoch_end(self, trainer):
         if self._sum is not None:
-            end, aux, l1 = (self._sum / self._n).tolist()
+            mean = (self._sum / self._n).tolist()
+            end, aux, l1 = mean[0], mean[-2], mean[-1]  # the end objective may have penalties of its own
             trainer.record.update(end_loss=end, aux_loss=aux, l1=l1)
         return False
 

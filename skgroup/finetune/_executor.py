@@ -12,7 +12,7 @@ With an auxiliary task (:mod:`skgroup.finetune._auxiliary`, Kulkarni et
 al., TMLR 2024) every stage that trains the whole backbone trains a
 :class:`~skgroup.finetune._mtl_model.MultitaskBackboneClassifier` on
 task-heterogeneous batches, with the stage's objective as the end-task
-term of :class:`~skgroup._objectives.MultitaskLoss`: one loop, whatever
+term of :class:`~skgroup.objectives.MultitaskLoss`: one loop, whatever
 the method. Head-only stages train the head alone, as without it (the
 body is frozen there, so there is no shared representation to shape).
 """
@@ -22,7 +22,7 @@ import copy
 import numpy as np
 import torch
 
-from .._objectives import MultitaskLoss
+from ..objectives import MultitaskLoss
 from .._samplers import RepeatSampler, WeightedSampler
 from ..engine import (
     HeadExecutor,

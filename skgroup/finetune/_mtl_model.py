@@ -5,9 +5,9 @@
 same linear head, the same prediction path) plus an auxiliary head:
 :class:`MLMHead` on the last layer's token states of a text encoder, or
 :class:`SimMIMHead` on the last feature map of an image model. In
-training mode it returns a :class:`~skgroup._objectives.MultitaskOutput`
+training mode it returns a :class:`~skgroup.objectives.MultitaskOutput`
 (end-task logits, the pooled representations h_end and h_aux, the
-auxiliary loss), which :class:`~skgroup._objectives.MultitaskLoss` turns
+auxiliary loss), which :class:`~skgroup.objectives.MultitaskLoss` turns
 into eq. 9 of Kulkarni et al. (TMLR 2024); in eval mode the logits alone,
 so validation, prediction and saving are those of the plain classifier.
 """
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._objectives import MultitaskOutput
+from ..objectives import MultitaskOutput
 from ._auxiliary import AuxBatch, check_mask_geometry
 from ._model import BackboneClassifier
 

@@ -1,0 +1,50 @@
+"""Training objectives: a per-row loss, a reduction, penalties, composed.
+
+Every method in skgroup differs from ERM in how it scores a row (the loss:
+cross-entropy, focal, a margin or prior-adjusted softmax), in how the
+rows' losses become one number (the reduction: mean, weights, CVaR, Group
+DRO's online mixture over groups) and in terms of the whole batch (the
+penalties: an auxiliary task, invariance across groups). An
+:class:`Objective` composes one of each; the engine calls it on every batch
+as ``objective(output, y, idx)`` with the training-row indices of the batch,
+so per-row state is looked up by index and the model is never seen: the same
+objectives drive a linear head on cached features and a whole backbone.
+
+::
+
+    from skgroup.objectives import Objective, GroupDRO
+    objective = Objective(FocalLoss(gamma=2.0), GroupDRO(membership, eta=0.01))
+"""
+
+from ._losses import LOSSES, CrossEntropy, Loss, make_loss, register_loss
+from ._objective import (
+    AuxiliaryLoss,
+    BatchTerms,
+    MultitaskLoss,
+    MultitaskOutput,
+    Objective,
+    Penalty,
+    RepresentationL1,
+)
+from ._reductions import CVaR, GroupDRO, Mean, Reduction, Weighted, cvar_of_losses
+
+__all__ = [
+    "LOSSES",
+    "AuxiliaryLoss",
+    "BatchTerms",
+    "CVaR",
+    "CrossEntropy",
+    "GroupDRO",
+    "Loss",
+    "Mean",
+    "MultitaskLoss",
+    "MultitaskOutput",
+    "Objective",
+    "Penalty",
+    "Reduction",
+    "RepresentationL1",
+    "Weighted",
+    "cvar_of_losses",
+    "make_loss",
+    "register_loss",
+]

@@ -1,0 +1,216 @@
+"""Reductions: how a batch's per-row losses become the scalar a method minimises.
+
+``reduction(losses, idx) -> scalar``: ``losses`` are the per-row values of
+the batch, ``idx`` the rows' positions among the stage's training rows, by
+which per-row state (weights, group membership) is looked up. A reduction
+never sees the model or the logits, so the same one drives a linear head on
+cached features and a whole backbone.
+
+Two properties tell the engine what it may do:
+
+* ``online``: the reduction changes state at every call (Group DRO's q), so
+  it needs a minibatch solver;
+* ``separable``: the value over all rows is the size-weighted mean of its
+  values over any split of them (a mean or weighted mean), so full-batch
+  L-BFGS may evaluate it in row blocks.
+"""
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["Reduction", "Mean", "Weighted", "CVaR", "GroupDRO", "cvar_of_losses"]
+
+
+def _world_size():
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+class Reduction:
+    """Base class. A subclass declares ``separable = True`` only when its value is a mean over rows
+    (the safe default lets L-BFGS see every row at once)."""
+
+    online = False
+    separable = False
+
+    def __call__(self, losses, idx):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to(self, device, dtype):
+        """Move per-row state to the training device; returns self."""
+        return self
+
+    def state_dict(self):
+        """What training changes (empty for stateless reductions)."""
+        return {}
+
+    def load_state_dict(self, state):
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state to load; got keys {sorted(state)}.")
+
+    def config(self):
+        """The settings that shape training, tensors and arrays left out (see ``fingerprint_arrays``)."""
+        return {k: v for k, v in vars(self).items()
+                if not isinstance(v, (torch.Tensor, np.ndarray)) and not k.startswith("last_")}
+
+    def fingerprint_arrays(self):
+        """The per-row state that shapes training (weights, membership), for checkpoints' fingerprints."""
+        return {k: v for k, v in vars(self).items()
+                if isinstance(v, (torch.Tensor, np.ndarray)) and k not in self.state_dict()}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"
+
+
+class Mean(Reduction):
+    """The mean of the batch's losses (ERM)."""
+
+    separable = True
+
+    def __call__(self, losses, idx):
+        return losses.mean()
+
+
+class Weighted(Reduction):
+    """Weighted mean ``sum_i w_i l_i / sum_i w_i`` over the rows trained on.
+
+    A minibatch computes ``(1/m) sum_b w_i l_i / mean(w)``, an unbiased
+    estimate of the full-batch value. Normalising by the weights' sum makes
+    integer weights exactly equivalent to repeating rows (scikit-learn's
+    sample-weight contract), and makes JTT's upweighting the mean over its
+    upsampled epoch. ``rows``: the training rows a stage visits, when not
+    all (the mean weight is taken over them).
+    """
+
+    separable = True
+
+    def __init__(self, sample_weight, rows=None, *, name="sample_weight"):
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.ndim != 1 or not np.isfinite(w).all() or np.any(w < 0):
+            raise ValueError(f"{name} must be a 1-D array of finite, non-negative weights.")
+        mean = w.mean() if rows is None else w[np.asarray(rows)].mean()
+        if mean <= 0:
+            raise ValueError(f"{name} must have a positive sum over the rows trained on.")
+        self.sample_weight = torch.as_tensor(w / mean)
+
+    def to(self, device, dtype):
+        self.sample_weight = self.sample_weight.to(device=device, dtype=dtype)
+        return self
+
+    def __call__(self, losses, idx):
+        return (self.sample_weight[idx] * losses).mean()
+
+
+def cvar_of_losses(losses, alpha):
+    """Exact CVaR_alpha: mean of the worst alpha-fraction of ``losses``.
+
+    With k = alpha * m, the top floor(k) losses count fully and the next one
+    with weight k - floor(k); the sum is divided by k. alpha = 1 gives the
+    mean; alpha * m < 1 gives the maximum.
+    """
+    m = losses.shape[0]
+    k = alpha * m
+    # the slack makes alpha * m = 3 - 1e-15 (float error) count 3 whole losses
+    whole = min(int(math.floor(k + 1e-9)), m)
+    frac = k - whole
+    top = torch.topk(losses, min(whole + 1, m)).values
+    total = top[:whole].sum()
+    if frac > 1e-12 and whole < m:
+        total = total + frac * top[whole]
+    return total / k
+
+
+class CVaR(Reduction):
+    """CVaR DRO (Levy et al., 2020): the batch's top-alpha mean loss."""
+
+    separable = False
+
+    def __init__(self, alpha):
+        if not 0 < alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1]; got {alpha}.")
+        self.alpha = float(alpha)
+
+    def __call__(self, losses, idx):
+        return cvar_of_losses(losses, self.alpha)
+
+
+class GroupDRO(Reduction):
+    """Online group DRO (Sagawa et al., ICLR 2020, Algorithm 1).
+
+    At each step, for every group g present in the batch with mean loss l_g,
+
+        q_g <- q_g * exp(eta * (l_g + C / sqrt(n_g)))   then   q <- q / sum(q)
+
+    and the model steps on sum_g q_g l_g (with the *updated* q, as the
+    reference ``loss.py`` does). Groups absent from the batch keep their q_g
+    up to renormalisation; the reference code instead adds C/sqrt(n_g) to
+    absent groups too when C > 0 (their batch loss counts as 0).
+
+    ``membership`` is the (n_samples, n_groups) boolean matrix, so overlapping
+    groups work too: a sample then counts in the mean of every group it
+    belongs to.
+
+    Data parallel: each rank sees its shard of the batch; the per-group loss
+    sums and counts are all-reduced before the q update, so every rank
+    updates q identically from the global batch, and the returned loss is
+    scaled so that DDP's gradient average is the gradient of
+    sum_g q_g * (global mean loss of g).
+    """
+
+    online = True
+    separable = False
+
+    def __init__(self, membership, *, eta=0.01, adjustment=0.0):
+        membership = np.asarray(membership, dtype=bool)
+        self.membership = torch.as_tensor(membership)
+        counts = membership.sum(axis=0).astype(np.float64)
+        if np.any(counts == 0):
+            raise ValueError("Every group needs at least one training sample.")
+        self.eta = float(eta)
+        self.adjustment = float(adjustment)
+        self.adjust = torch.as_tensor(adjustment / np.sqrt(counts))
+        self.q = torch.full((membership.shape[1],), 1.0 / membership.shape[1], dtype=torch.float64)
+        # the last batch's global per-group mean losses and counts (for history callbacks)
+        self.last_group_loss = None
+        self.last_count = None
+
+    def to(self, device, dtype):
+        self.membership = self.membership.to(device)
+        self.adjust = self.adjust.to(device=device, dtype=torch.float64)
+        self.q = self.q.to(device)
+        return self
+
+    def __call__(self, losses, idx):
+        member = self.membership[idx].to(losses.dtype)
+        sums = member.T @ losses
+        count = member.sum(dim=0)
+        world = _world_size()
+        with torch.no_grad():
+            stats = torch.cat([sums.detach(), count]).double()
+            if world > 1:
+                torch.distributed.all_reduce(stats)
+            g_sum, g_count = stats.split(sums.shape[0])
+            group_loss = g_sum / g_count.clamp_min(1)
+            present = g_count > 0
+            step = self.eta * (group_loss + self.adjust)
+            q = self.q * torch.exp(torch.where(present, step, torch.zeros_like(step)))
+            self.q = q / q.sum()
+            self.last_group_loss, self.last_count = group_loss, g_count
+        denom = g_count.clamp_min(1).to(losses.dtype)
+        return world * (self.q.to(losses.dtype) * sums / denom).sum()
+
+    def state_dict(self):
+        return {"q": self.q.detach().cpu().clone()}
+
+    def load_state_dict(self, state):
+        q = torch.as_tensor(state["q"], dtype=torch.float64)
+        if q.shape != self.q.shape:
+            raise ValueError(f"q has shape {tuple(q.shape)}; this objective has {tuple(self.q.shape)} groups.")
+        self.q = q.to(self.q.device)
+
+    def fingerprint_arrays(self):
+        return {"membership": self.membership}
