@@ -33,7 +33,6 @@ Usage::
 import argparse
 import csv
 import json
-import math
 import sys
 import time
 import warnings
@@ -45,7 +44,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
 from skgroup import ERMClassifier
-from skgroup.estimators import all_estimators
+from skgroup.estimators import all_estimators, get_spec
 from skgroup.metrics import (
     bias_unsupervised_scorer,
     worst_class_accuracy,
@@ -58,44 +57,17 @@ from _data import use_project_data  # benchmarks/ is on sys.path when a script r
 
 RULES = {"wga": worst_group_scorer, "acc": "accuracy", "wca": worst_class_scorer, "bias": bias_unsupervised_scorer}
 
-# Grids from the papers (JTT: the identification model's strength and lambda_up must
-# both be searched); QUICK_GRIDS for the CI smoke run.
-GRIDS = {
-    "ERMClassifier": {"l2_reg": [1e-5, 1e-4, 1e-3, 1e-2]},
-    "GroupDROClassifier": {"eta": [0.01, 0.1], "l2_reg": [1e-3, 1e-2, 1e-1, 1.0]},
-    "JTTClassifier": {"id_epochs": [1, 2], "id_l2_reg": [None, 0.1], "lambda_up": [5, 10, 20, 50, 100]},
-    "CVaRClassifier": {"alpha": [0.5, 0.2, 0.1, 0.05], "l2_reg": [1e-2, 1e-1, 1.0]},
-    "GradTuneClassifier": {"n_top": [100, 200, 400], "lr_scale": [0.003, 0.005, 0.01]},
-    "MixtureBalancedClassifier": [
-        {"balancing": ["subsetting", "upsampling", "upweighting"], "l2_reg": [1e-5, 1e-4]},
-        {"balancing": ["mixture"], "mixture_ratio": [2.0, 4.0], "l2_reg": [1e-5, 1e-4]},
-    ],
-    # the paper's grid for both weights, {e^-1, e^0, e^1}, and the noise at and below the features' scale;
-    # then its constrained form (Sec. 3, eq. 8), which needs projected SGD
-    "RegularizedMTLClassifier": [
-        {"alpha_aux": [math.exp(k) for k in (-1, 0, 1)], "alpha_reg": [math.exp(k) for k in (-1, 0, 1)],
-         "noise_std": [0.5, 1.0]},
-        {"featurizer": ["diagonal"], "l1_radius": [1.0, 10.0], "alpha_aux": [1.0, math.e], "alpha_reg": [0.0],
-         "solver": ["sgd"]},
-    ],
-    "GroupBalancedClassifier": {"balancing": ["reweight", "sqrt_reweight", "resample"], "l2_reg": [1e-5, 1e-4, 1e-3]},
-    # the paper's gamma range spans 1-20 across datasets (see docs/methods/afr.rst)
-    "AFRClassifier": {"gamma": [2.0, 4.0, 6.0, 8.0], "reg_coeff": [0.0, 0.001, 0.01, 0.1]},
-    # one configuration: DFR selects C itself on halves of the validation split
-    "DFRClassifier": {"n_retrains": [20]},
-}
-QUICK_GRIDS = {
-    "ERMClassifier": {"l2_reg": [1e-4, 1e-2]},
-    "GroupDROClassifier": {"l2_reg": [1e-2, 1e-1]},
-    "JTTClassifier": {"lambda_up": [5, 20]},
-    "CVaRClassifier": {"alpha": [0.2, 0.5]},
-    "GradTuneClassifier": {"n_top": [100], "n_finetune": [150], "max_iter": [50]},
-    "MixtureBalancedClassifier": {"balancing": ["subsetting", "mixture"], "max_iter": [10]},
-    "RegularizedMTLClassifier": {"alpha_reg": [math.exp(-1), 1.0], "max_iter": [5]},
-    "GroupBalancedClassifier": {"balancing": ["reweight", "sqrt_reweight"], "max_iter": [50]},
-    "AFRClassifier": {"gamma": [2.0, 4.0], "second_stage_max_iter": [50]},
-    "DFRClassifier": {"n_retrains": [5]},
-}
+
+def benchmark_grid(spec, data, quick):
+    """The grid a method is tuned over here: its spec's benchmark grid (the papers' wider ranges; JTT's
+    identification strength and lambda_up both), else its search space at this data's shape; ``quick``:
+    the spec's smoke-test grid, else its fast settings as one configuration."""
+    if quick:
+        return spec.quick_grid if spec.quick_grid is not None else {k: [v] for k, v in spec.fast_params.items()}
+    if spec.benchmark_grid is not None:
+        return spec.benchmark_grid
+    tr = data.train
+    return spec.grid(tr.X.shape[0], tr.X.shape[1], len(np.unique(tr.y)))
 
 
 def load_benchmark(name, seed, quick=False):
@@ -153,7 +125,7 @@ def run_on_validation(name, cls, grid, data, seed):
     if len(configs) != 1:
         raise SystemExit(
             f"{name} trains on the validation split and selects its own hyperparameters there; give "
-            f"it one configuration in GRIDS, not {len(configs)}."
+            f"it one configuration in its MethodSpec's benchmark_grid, not {len(configs)}."
         )
     tr, va, te = data.train, data.val, data.test
     model = cls(random_state=seed, **configs[0])
@@ -287,7 +259,6 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="small data and grids, one seed: a smoke test")
     args = p.parse_args(argv)
     seeds = [0] if args.quick else list(range(args.seeds))
-    grids = QUICK_GRIDS if args.quick else GRIDS
     bench_name = Path(args.benchmark).name if Path(args.benchmark).exists() else args.benchmark
     out = Path(args.out or Path("results") / (bench_name + ("-quick" if args.quick else "")))
     out.mkdir(parents=True, exist_ok=True)
@@ -297,9 +268,6 @@ def main(argv=None):
         done = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     finished = {(r["estimator"], r["seed"]) for r in done}
     chosen = [(n, c) for n, c in all_estimators() if args.estimators is None or n in args.estimators]
-    missing = [n for n, _ in chosen if n not in grids]
-    if missing:
-        raise SystemExit(f"No grid for {missing}: add one to GRIDS in {__file__}.")
     todo = [(s, n, c) for s in seeds for n, c in chosen if (n, s) not in finished]
     try:
         from tqdm.auto import tqdm
@@ -315,7 +283,8 @@ def main(argv=None):
                 # biased model for the bias-unsupervised rule: ERM without class balancing
                 data_cache = {seed: (data, ERMClassifier(random_state=seed).fit(data.train.X, data.train.y))}
             data, biased = data_cache[seed]
-            records = run_one(name, cls, grids[name], data, seed, biased, args.n_jobs)
+            grid = benchmark_grid(get_spec(name), data, args.quick)
+            records = run_one(name, cls, grid, data, seed, biased, args.n_jobs)
             with open(log, "a") as f:
                 for r in records:
                     f.write(json.dumps(r, default=str) + "\n")

@@ -43,7 +43,8 @@ from skgroup import ERMClassifier
 from skgroup._cache import SHARED_FITS
 from skgroup.analysis import candidate_label
 from skgroup.metrics import group_accuracies
-from skgroup.model_selection import RobustSearchCV, registered
+from skgroup.estimators import method_specs
+from skgroup.model_selection import RobustSearchCV
 
 RULES = ("worst_class", "bias_unsupervised")
 
@@ -92,7 +93,7 @@ def run_seed(benchmark, seed, n_jobs=None, separate=False, exclude=()):
             SHARED_FITS.clear()  # each search pays for its own shared work
             candidates = "auto"
             if exclude:
-                candidates = [name for name in registered(with_group_labels=False) if name not in exclude]
+                candidates = [s.name for s in method_specs(with_group_labels=False) if s.name not in exclude]
             search = RobustSearchCV(candidates, selection=rule, random_state=seed, n_jobs=n_jobs)
             search.fit(tr.X, tr.y, X_val=va.X, y_val=va.y)  # no group labels anywhere
             res = search.results_

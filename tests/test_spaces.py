@@ -1,18 +1,35 @@
-"""The search-space registry: one entry per estimator, deterministic, valid, scaled to the data."""
+"""The method specs: one per estimator, every list derived from them; search spaces deterministic,
+valid and scaled to the data."""
 
 import pytest
 from sklearn.model_selection import ParameterGrid
 
-from skgroup.estimators import all_estimators
-from skgroup.model_selection import register, registered, scaled_epochs, search_space
-from skgroup.model_selection._spaces import CELEBA_STEPS_PER_EPOCH, DataShape
+from skgroup.estimators import (
+    DataShape,
+    ERMClassifier,
+    MethodSpec,
+    all_estimators,
+    get_spec,
+    method_specs,
+    register_method,
+)
+from skgroup.estimators._spec import CELEBA_STEPS_PER_EPOCH
+from skgroup.model_selection import scaled_epochs, search_space
 
 SHAPES = [(500, 38, 2), (3000, 200, 2), (162_770, 38, 2), (4900, 1536, 3), (1_000_000, 2048, 10)]
 
 
-def test_every_estimator_has_one_entry():
-    # adding an estimator to all_estimators() without a search space fails here: add its entry
-    assert {name for name, _ in all_estimators()} <= set(registered())
+def test_every_list_comes_from_the_specs():
+    names = [spec.name for spec in method_specs()]
+    assert names[0] == "ERMClassifier" and len(set(names)) == len(names)
+    assert [n for n, _ in all_estimators()] == names
+    for spec in method_specs():
+        assert spec.estimator.__name__ == spec.name and get_spec(spec.name) is spec
+        spec.estimator(**spec.fast_params)._validate_params()
+        spec.estimator(**spec.check_params)._validate_params()
+        for grid in (spec.benchmark_grid, spec.quick_grid):
+            for params in ParameterGrid(grid or {}):
+                spec.estimator().set_params(**params)._validate_params()
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"n{s[0]}")
@@ -49,14 +66,20 @@ def test_finetuning_set_scales_and_cvar_alphas_fit_the_batch():
 
 
 def test_errors_name_the_fix():
-    with pytest.raises(ValueError, match="No search space is registered for 'Nope'"):
+    with pytest.raises(ValueError, match="No method spec is registered for 'Nope'"):
         search_space("Nope", 100, 2, 2)
     with pytest.raises(ValueError, match="n_samples"):
         search_space("ERMClassifier", 0, 2, 2)
     with pytest.raises(ValueError, match="n_classes"):
         search_space("ERMClassifier", 100, 2, 1)
-    with pytest.raises(ValueError, match="already has a search space"):
-        register("ERMClassifier")(lambda data: {})
+    class ERMClassifier2(ERMClassifier):
+        pass
+
+    ERMClassifier2.__name__ = "ERMClassifier"
+    with pytest.raises(ValueError, match="already has a method spec"):
+        register_method(MethodSpec(ERMClassifier2, search_space=lambda data: {}))
+    with pytest.raises(TypeError, match="MethodSpec"):
+        register_method({"estimator": ERMClassifier})
 
 
 def test_auto_leaves_out_methods_that_need_training_group_labels_without_them():
@@ -67,8 +90,8 @@ def test_auto_leaves_out_methods_that_need_training_group_labels_without_them():
     with_labels = {name for name, _, _ in search._configs(3000, 20, 2, with_group_labels=True)}
     assert {"DFRClassifier", "GroupBalancedClassifier"} <= with_labels - without
     assert {"ERMClassifier", "JTTClassifier", "AFRClassifier"} <= without
-    assert set(registered(with_group_labels=False)) == set(registered()) - {"DFRClassifier",
-                                                                            "GroupBalancedClassifier"}
+    free = {spec.name for spec in method_specs(with_group_labels=False)}
+    assert free == {spec.name for spec in method_specs()} - {"DFRClassifier", "GroupBalancedClassifier"}
 
 
 def test_searched_parameters_names_the_grid_keys():

@@ -42,7 +42,7 @@ from ._plots import (
     plot_worst_group_vs_param,
 )
 from ._spectral import group_spectra, intra_class_spectral_ratio, spectral_imbalance
-from ._tables import make_table, table_columns
+from ..utils._tables import make_table, table_columns
 
 __all__ = [
     "candidate_label",

@@ -3,7 +3,7 @@
 import numpy as np
 
 from ..metrics import per_group_accuracy
-from ._tables import make_table, table_columns
+from ..utils._tables import make_table, table_columns
 
 __all__ = ["group_accuracy_table", "hyperparameter_table"]
 

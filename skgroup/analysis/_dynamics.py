@@ -35,7 +35,7 @@ from ..engine import (
     train_head,
 )
 from ._error_set import error_set_analysis
-from ._tables import make_table, table_columns
+from ..utils._tables import make_table, table_columns
 
 __all__ = [
     "worst_alpha_mask",

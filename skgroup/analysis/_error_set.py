@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 
 from .._groups import check_group_labels
-from ._tables import make_table
+from ..utils._tables import make_table
 
 __all__ = ["error_set_analysis", "misclassified", "subset_mask"]
 

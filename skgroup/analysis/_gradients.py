@@ -10,7 +10,7 @@ import numpy as np
 
 from .._groups import check_group_labels
 from ..estimators._gradtune import last_layer_gradient_norms
-from ._tables import make_table, table_columns
+from ..utils._tables import make_table, table_columns
 
 __all__ = ["gradient_norms_by_group", "gradient_norm_summary"]
 

@@ -9,7 +9,7 @@ ids to display names (a dict, or a sequence indexed by the id), e.g.
 
 import numpy as np
 
-from ._tables import table_columns
+from ..utils._tables import table_columns
 
 __all__ = [
     "plot_group_accuracies",

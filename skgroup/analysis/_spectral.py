@@ -35,7 +35,7 @@ import scipy.linalg
 from sklearn.utils import check_random_state
 
 from .._groups import check_group_labels
-from ._tables import make_table, table_columns
+from ..utils._tables import make_table, table_columns
 
 __all__ = ["group_spectra", "spectral_imbalance", "intra_class_spectral_ratio"]
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics._metrics import accuracy_by_cell, accuracy_by_group
 from ._state import load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -71,34 +72,28 @@ def validation_metrics(logits, y, membership=None, y_pred_biased=None):
     ``membership``: boolean (n, n_groups) matrix, for the worst-group
     accuracy (empty groups are left out); ``y_pred_biased``: encoded
     predictions of a biased ERM model, for LaBonte et al.'s bias-unsupervised
-    score (empty (class, biased prediction) cells are left out).
+    score (empty (class, biased prediction) cells are left out). The
+    accuracies are :mod:`skgroup.metrics`'s kernels, without their per-call
+    input checks and warnings (this runs every epoch on encoded labels).
     """
     logits = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y)
-    pred = logits.argmax(axis=1)
-    correct = (pred == y).astype(np.float64)
+    k = logits.shape[1]
+    correct = logits.argmax(axis=1) == y
     z = logits - logits.max(axis=1, keepdims=True)
     log_norm = np.log(np.exp(z).sum(axis=1))
     out = {
         "accuracy": float(correct.mean()),
         "loss": float(np.mean(log_norm - z[np.arange(y.shape[0]), y])),
     }
-    counts = np.bincount(y, minlength=logits.shape[1])
-    hits = np.bincount(y, weights=correct, minlength=logits.shape[1])
-    present = counts > 0
-    out["worst_class_accuracy"] = float(np.min(hits[present] / counts[present]))
+    by_class, counts = accuracy_by_cell(correct, y, k)
+    out["worst_class_accuracy"] = float(np.min(by_class[counts > 0]))
     if membership is not None:
-        g_counts = membership.sum(axis=0)
-        g_hits = correct @ membership
-        keep = g_counts > 0
-        out["worst_group_accuracy"] = float(np.min(g_hits[keep] / g_counts[keep]))
+        by_group, counts = accuracy_by_group(correct, membership)
+        out["worst_group_accuracy"] = float(np.min(by_group[counts > 0]))
     if y_pred_biased is not None:
-        k = logits.shape[1]
-        cell = y * k + np.asarray(y_pred_biased)
-        c_counts = np.bincount(cell, minlength=k * k)
-        c_hits = np.bincount(cell, weights=correct, minlength=k * k)
-        keep = c_counts > 0
-        out["bias_unsupervised"] = float(np.mean(c_hits[keep] / c_counts[keep]))
+        by_cell, counts = accuracy_by_cell(correct, y * k + np.asarray(y_pred_biased), k * k)
+        out["bias_unsupervised"] = float(np.mean(by_cell[counts > 0]))
     return out
 
 

@@ -148,19 +148,6 @@ class HeadExecutor:
         """A StageResult on this executor's rows from :meth:`snapshot`."""
         return StageResult(executor=self, **snapshot)
 
-    def as_estimator(self, result, options, seed):
-        """A fitted :class:`~skgroup.ERMClassifier` holding a stage's weights (e.g. JTT's stage 1)."""
-        from ..estimators import ERMClassifier
-
-        est = ERMClassifier(hidden_layer_sizes=self.hidden_layer_sizes, l2_reg=options.l2_reg,
-                            solver=options.solver, max_iter=options.max_iter, batch_size=options.batch_size,
-                            learning_rate=options.learning_rate, lr_schedule=options.lr_schedule, tol=options.tol,
-                            device=options.device, dtype=options.dtype, random_state=seed)
-        est.classes_ = self.classes
-        est.n_features_in_ = self.X.shape[1]
-        est._store_result(result, validated=False)
-        return est
-
     def _init(self, stage):
         if isinstance(stage.init, str):
             if stage.init != "fresh":

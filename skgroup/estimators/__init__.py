@@ -1,14 +1,28 @@
-"""Group-robust classifiers on frozen features."""
+"""Group-robust classifiers on frozen features.
 
-from ._afr import AFRClassifier, afr_weights
-from ._base import BaseHeadClassifier, BelowERMWarning
-from ._cvar import CVaRClassifier, DegenerateCVaRWarning
-from ._dfr import DFRClassifier, TinyHeldOutGroupWarning
+Each estimator's module registers its :class:`MethodSpec` (search space,
+test settings, benchmark grids, whether it trains on group labels); the
+import order below is the registry's order (ERM first), which the main
+job's and the benchmarks' tables follow.
+"""
+
+from ._spec import (
+    DataShape,
+    MethodSpec,
+    all_estimators,
+    get_spec,
+    method_specs,
+    register_method,
+    scaled_epochs,
+    search_space,
+    searched_parameters,
+)
+from ._base import BaseHeadClassifier, BelowERMWarning  # noqa: I001 - the registry's order follows
 from ._erm import ERMClassifier
-from ._gradtune import GradTuneClassifier, last_layer_gradient_norms
-from ._group_balanced import GroupBalancedClassifier
 from ._group_dro import GroupDROClassifier
 from ._jtt import EmptyErrorSetWarning, JTTClassifier, LargeErrorSetWarning
+from ._cvar import CVaRClassifier, DegenerateCVaRWarning
+from ._gradtune import GradTuneClassifier, last_layer_gradient_norms
 from ._mixture import MixtureBalancedClassifier
 from ._mtl import (
     Diagonal,
@@ -19,6 +33,9 @@ from ._mtl import (
     make_multitask_head,
     project_l1_sphere,
 )
+from ._group_balanced import GroupBalancedClassifier
+from ._afr import AFRClassifier, afr_weights
+from ._dfr import DFRClassifier, TinyHeldOutGroupWarning
 
 __all__ = [
     "AFRClassifier",
@@ -26,15 +43,17 @@ __all__ = [
     "BelowERMWarning",
     "CVaRClassifier",
     "DFRClassifier",
+    "DataShape",
     "DegenerateCVaRWarning",
     "Diagonal",
     "ERMClassifier",
     "EmptyErrorSetWarning",
+    "GradTuneClassifier",
     "GroupBalancedClassifier",
     "GroupDROClassifier",
     "JTTClassifier",
     "LargeErrorSetWarning",
-    "GradTuneClassifier",
+    "MethodSpec",
     "MixtureBalancedClassifier",
     "MultitaskHead",
     "MultitaskHistory",
@@ -43,26 +62,13 @@ __all__ = [
     "TinyHeldOutGroupWarning",
     "afr_weights",
     "all_estimators",
+    "get_spec",
     "last_layer_gradient_norms",
     "make_multitask_head",
+    "method_specs",
     "project_l1_sphere",
+    "register_method",
+    "scaled_epochs",
+    "search_space",
+    "searched_parameters",
 ]
-
-
-def all_estimators():
-    """(name, class) of every skgroup classifier, ERM first (the main job's order)."""
-    return [
-        (cls.__name__, cls)
-        for cls in (
-            ERMClassifier,
-            GroupDROClassifier,
-            JTTClassifier,
-            CVaRClassifier,
-            GradTuneClassifier,
-            MixtureBalancedClassifier,
-            RegularizedMTLClassifier,
-            GroupBalancedClassifier,
-            AFRClassifier,
-            DFRClassifier,
-        )
-    ]

@@ -14,6 +14,8 @@ from ..objectives import Objective, Weighted
 from ..engine import ProximalPenalty, Stage
 from ..utils import fill_doc
 from ._base import BaseHeadClassifier
+from ._erm import stage_estimator
+from ._spec import MethodSpec, register_method
 
 __all__ = ["AFRClassifier", "afr_weights"]
 
@@ -266,7 +268,7 @@ class AFRClassifier(BaseHeadClassifier):
     def _plan(self, ctx):
         first_rows, second_rows = self._split(ctx.y, ctx.seed(0) % (2**32))
         stage1 = yield Stage("erm", Objective(), ctx.options, rows=first_rows, seed=ctx.seed(1), validate=False)
-        self.first_stage_model_ = ctx.executor.as_estimator(stage1, ctx.options, ctx.seed(1))
+        self.first_stage_model_ = stage_estimator(ctx, stage1, ctx.options, ctx.seed(1))
         weights = afr_weights(stage1.logits(second_rows), ctx.y[second_rows], self.gamma, self.class_balance)
         full = np.zeros(ctx.n_samples)
         full[second_rows] = weights
@@ -282,3 +284,21 @@ class AFRClassifier(BaseHeadClassifier):
                 warnings.filterwarnings("ignore", category=ConvergenceWarning)
             yield Stage("reweight", Objective(reduction=Weighted(full, rows=second_rows)), options, rows=second_rows, init=stage1,
                         trainable="head", penalty=penalty, seed=ctx.seed(2))
+
+
+def _search_space(data):
+    # Qiu et al. (2023) search gamma in linspace(1, 3, 10) on CelebA and linspace(4, 20, 33)
+    # on Waterbirds, reg_coeff in logspace(-3, -1, 3) and {0, 0.1, 0.2, 0.3}: three points
+    # across both spans each (docs/methods/afr.rst).
+    return {"gamma": [2.0, 4.0, 8.0], "reg_coeff": [0.0, 0.01, 0.1]}
+
+
+register_method(MethodSpec(
+    AFRClassifier,
+    search_space=_search_space,
+    fast_params={"max_iter": 20, "second_stage_max_iter": 20},
+    check_params=dict(dtype="float64", tol=1e-10, max_iter=500, second_stage_max_iter=500),
+    # the paper's gamma range spans 1-20 across datasets (see docs/methods/afr.rst)
+    benchmark_grid={"gamma": [2.0, 4.0, 6.0, 8.0], "reg_coeff": [0.0, 0.001, 0.01, 0.1]},
+    quick_grid={"gamma": [2.0, 4.0], "second_stage_max_iter": [50]},
+))

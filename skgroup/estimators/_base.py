@@ -39,6 +39,7 @@ from ..engine import (
 )
 from ..engine._callbacks import MONITORS, Callback
 from ..utils._warnings import warn
+from ._spec import searched_parameters
 
 __all__ = ["BaseHeadClassifier", "BelowERMWarning", "encode_labels", "biased_erm", "auto_learning_rate"]
 
@@ -297,8 +298,6 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         drop = erm["accuracy"] - ours["accuracy"]
         sign = 1.0 if MONITORS[monitor] else -1.0
         if drop > 0.05 and sign * (ours[monitor] - erm[monitor]) <= 0:
-            from ..model_selection import searched_parameters
-
             name = type(self).__name__
             keys = searched_parameters(name, X.shape[0], X.shape[1], len(self.classes_))
             knobs = ", ".join(keys) if keys else "its settings"

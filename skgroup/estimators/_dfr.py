@@ -15,6 +15,7 @@ from .._groups import check_group_labels
 from ..utils import fill_doc
 from ..utils._warnings import warn
 from ._base import BaseHeadClassifier, check_hidden_layer_sizes, encode_labels
+from ._spec import MethodSpec, register_method
 from ._gradtune import _check_head, _last_layer_inputs, _rows, _unwrap
 
 __all__ = ["DFRClassifier", "TinyHeldOutGroupWarning", "group_balanced_subset"]
@@ -514,3 +515,19 @@ def _group_ids(membership, name):
             "pass 1-D group ids."
         )
     return membership.ids()
+
+
+def _search_space(data):
+    # One configuration: DFR tunes its own C on halves of its held-out rows (Kirichenko et
+    # al., 2023); the paper's 20 retrains on group-balanced subsets.
+    return {"n_retrains": [20]}
+
+
+register_method(MethodSpec(
+    DFRClassifier,
+    search_space=_search_space,
+    fast_params={"Cs": (1.0, 0.1), "n_retrains": 3},
+    quick_grid={"n_retrains": [5]},
+    trains_on_group_labels=True,
+    finetune=False,  # it fits scikit-learn's liblinear on held-out features, not through the engine
+))

@@ -7,11 +7,12 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.validation import _check_sample_weight
 
 from ..objectives import Objective, Weighted
-from ..engine import Stage
+from ..engine import HeadExecutor, Stage
 from ..utils import fill_doc
 from ._base import BaseHeadClassifier
+from ._spec import MethodSpec, register_method
 
-__all__ = ["ERMClassifier"]
+__all__ = ["ERMClassifier", "stage_estimator"]
 
 
 @fill_doc
@@ -166,3 +167,40 @@ class ERMClassifier(BaseHeadClassifier):
             weights = cw if weights is None else weights * cw
         objective = Objective() if weights is None else Objective(reduction=Weighted(weights))
         yield Stage("erm", objective, ctx.options, seed=ctx.seed(0))
+
+
+def _search_space(data):
+    # L2 from weak (the default, sklearn's C=1 at 20,000 rows) to strong: strong L2 is what
+    # Sagawa et al. (2020) show matters for worst-group generalisation; with early stopping
+    # on the validation split this is also the ERM baseline of Kulkarni et al.'s model selection
+    return {"l2_reg": [1e-4, 1e-2, 1.0]}
+
+
+register_method(MethodSpec(
+    ERMClassifier,
+    search_space=_search_space,
+    fast_params={},
+    check_params=dict(dtype="float64", tol=1e-10, max_iter=500),
+    benchmark_grid={"l2_reg": [1e-5, 1e-4, 1e-3, 1e-2]},
+    quick_grid={"l2_reg": [1e-4, 1e-2]},
+))
+
+
+def stage_estimator(ctx, result, options, seed):
+    """A trained stage as a user sees it (JTT's identification model, AFR's first stage).
+
+    On cached features: a fitted :class:`ERMClassifier` holding the stage's
+    head; while fine-tuning (another executor): the StageResult itself, whose
+    module is the whole backbone.
+    """
+    executor = ctx.executor
+    if not isinstance(executor, HeadExecutor):
+        return result
+    est = ERMClassifier(hidden_layer_sizes=executor.hidden_layer_sizes, l2_reg=options.l2_reg,
+                        solver=options.solver, max_iter=options.max_iter, batch_size=options.batch_size,
+                        learning_rate=options.learning_rate, lr_schedule=options.lr_schedule, tol=options.tol,
+                        device=options.device, dtype=options.dtype, random_state=seed)
+    est.classes_ = executor.classes
+    est.n_features_in_ = executor.X.shape[1]
+    est._store_result(result, validated=False)
+    return est

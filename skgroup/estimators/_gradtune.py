@@ -22,6 +22,7 @@ from ..engine import Stage, linear_layers, torch_dtype
 from ..utils import fill_doc
 from ..utils._warnings import warn
 from ._base import BaseHeadClassifier, encode_labels
+from ._spec import MethodSpec, register_method
 from ._erm import ERMClassifier
 
 __all__ = ["GradTuneClassifier", "last_layer_gradient_norms"]
@@ -588,3 +589,23 @@ def _strata(group_labels, y):
     """Group ids to stratify by (1-D ids; classes for a membership matrix)."""
     g = np.asarray(group_labels)
     return g if g.ndim == 1 else y
+
+
+def _search_space(data):
+    # Kenfack et al. (2024): M' = 500, k = 400 with half of the validation set held out; a
+    # search gives GradTune no validation rows to train on, so half of the training rows
+    # are held out and M' is capped at half of them. lr_scale: the step constant is
+    # data-dependent (docs/methods/gradtune.rst), so a decade either side of the default.
+    held_out = data.n_samples // 2
+    m = max(2 * data.n_classes, min(500, held_out // 2))
+    return {"lr_scale": [0.005, 0.05, 0.5], "n_finetune": [m], "n_top": [int(0.8 * m)]}
+
+
+register_method(MethodSpec(
+    GradTuneClassifier,
+    search_space=_search_space,
+    fast_params={"n_top": 40, "n_finetune": 60, "max_iter": 20, "lr_scale": 0.1},
+    check_params=dict(dtype="float64", max_iter=20),
+    benchmark_grid={"n_top": [100, 200, 400], "lr_scale": [0.003, 0.005, 0.01]},
+    quick_grid={"n_top": [100], "n_finetune": [150], "max_iter": [50]},
+))

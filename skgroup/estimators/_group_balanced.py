@@ -14,6 +14,7 @@ from .._samplers import BalancedSampler, balanced_weights
 from ..engine import Stage, linear_layers
 from ..utils import fill_doc
 from ._base import BaseHeadClassifier
+from ._spec import MethodSpec, register_method
 from ._mixture import _LBFGS_MAX_ITER, auto_epochs
 
 __all__ = ["GroupBalancedClassifier"]
@@ -256,3 +257,20 @@ class GroupBalancedClassifier(BaseHeadClassifier):
             objective, sampler = Objective(), BalancedSampler(ids)
         yield Stage("balanced", objective, options, sampler=sampler, init=init, trainable=trainable,
                     seed=ctx.seed(1))
+
+
+def _search_space(data):
+    # Idrissi et al. (2022)'s group-balancing schemes: reweighting (their RWG), its square
+    # root, resampling (SUBG-like draws with replacement), over a weak-to-strong L2.
+    return {"balancing": ["reweight", "sqrt_reweight", "resample"], "l2_reg": [1e-5, 1e-4, 1e-3]}
+
+
+register_method(MethodSpec(
+    GroupBalancedClassifier,
+    search_space=_search_space,
+    fast_params={"max_iter": 20},
+    check_params=dict(dtype="float64", tol=1e-10, max_iter=500),
+    benchmark_grid={"balancing": ["reweight", "sqrt_reweight", "resample"], "l2_reg": [1e-5, 1e-4, 1e-3]},
+    quick_grid={"balancing": ["reweight", "sqrt_reweight"], "max_iter": [50]},
+    trains_on_group_labels=True,
+))

@@ -13,6 +13,7 @@ from .._samplers import BalancedSampler, RepeatSampler, balanced_weights
 from ..engine import Stage, resolve_batch_size
 from ..utils import fill_doc
 from ._base import BaseHeadClassifier
+from ._spec import MethodSpec, register_method
 
 __all__ = ["MixtureBalancedClassifier", "class_balanced_subset"]
 
@@ -291,3 +292,23 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
         batch_size = resolve_batch_size(ctx.options.batch_size, keep.shape[0])
         options = ctx.options.replace(max_iter=ctx.options.max_iter or auto_epochs(keep.shape[0], batch_size))
         yield Stage("balanced", objective, options, sampler=sampler, seed=ctx.seed(2))
+
+
+def _search_space(data):
+    # The four class-balancing schemes of LaBonte et al. (2024), with their proposed
+    # mixture at ratio 2; upsampling's expected objective is upweighting's (the same
+    # minimiser for a linear head), so upweighting stands for both.
+    return [{"balancing": ["subsetting", "upweighting"]}, {"balancing": ["mixture"], "mixture_ratio": [2.0]}]
+
+
+register_method(MethodSpec(
+    MixtureBalancedClassifier,
+    search_space=_search_space,
+    fast_params={"max_iter": 5},
+    check_params=dict(dtype="float64", max_iter=10),
+    benchmark_grid=[
+        {"balancing": ["subsetting", "upsampling", "upweighting"], "l2_reg": [1e-5, 1e-4]},
+        {"balancing": ["mixture"], "mixture_ratio": [2.0, 4.0], "l2_reg": [1e-5, 1e-4]},
+    ],
+    quick_grid={"balancing": ["subsetting", "mixture"], "max_iter": [10]},
+))

@@ -163,10 +163,6 @@ class FineTuneExecutor:
     def from_module(self, module, name="given"):
         return StageResult(name, module, [], None, True, False, executor=self)
 
-    def as_estimator(self, result, options, seed):
-        """A fine-tuned stage stays a StageResult (its module and history)."""
-        return result
-
     def _init(self, stage):
         if isinstance(stage.init, str):
             if stage.init != "fresh":

@@ -15,6 +15,8 @@ from sklearn.utils.validation import check_consistent_length, column_or_1d
 from .._groups import check_group_labels
 
 __all__ = [
+    "accuracy_by_cell",
+    "accuracy_by_group",
     "EmptyCellWarning",
     "MissingGroupWarning",
     "worst_group_accuracy",
@@ -30,6 +32,28 @@ class MissingGroupWarning(UserWarning):
 
 class EmptyCellWarning(MissingGroupWarning):
     """A (class, biased prediction) cell of the bias-unsupervised score has no sample."""
+
+
+def accuracy_by_cell(correct, cells, n_cells):
+    """(accuracy, count) of each of ``n_cells`` cells; ``cells`` are integer codes in [0, n_cells).
+
+    The kernel of the worst-class accuracy (cells: classes) and of the
+    bias-unsupervised score (cells: (class, biased prediction) pairs), on
+    validated arrays; an empty cell's accuracy is NaN.
+    """
+    counts = np.bincount(cells, minlength=n_cells)
+    hits = np.bincount(cells, weights=np.asarray(correct, dtype=np.float64), minlength=n_cells)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return hits / counts, counts
+
+
+def accuracy_by_group(correct, matrix):
+    """(accuracy, count) of each column of a boolean membership matrix; NaN for an empty group."""
+    matrix = np.asarray(matrix)
+    counts = matrix.sum(axis=0)
+    hits = np.asarray(correct, dtype=np.float64) @ matrix
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return hits / counts, counts
 
 
 def _check_predictions(y_true, y_pred):
@@ -61,10 +85,7 @@ def per_group_accuracy(y_true, y_pred, *, group_labels, expected_groups=None):
     """
     y_true, y_pred = _check_predictions(y_true, y_pred)
     membership = check_group_labels(group_labels, y_true.shape[0])
-    matrix = membership.matrix
-    counts = matrix.sum(axis=0)
-    correct = (y_true == y_pred).astype(np.float64)
-    hits = correct @ matrix
+    accuracies, counts = accuracy_by_group(y_true == y_pred, membership.matrix)
     names = list(membership.names)
     empty = counts == 0
     missing = [n for n, e in zip(names, empty) if e]
@@ -84,7 +105,7 @@ def per_group_accuracy(y_true, y_pred, *, group_labels, expected_groups=None):
     if not keep.any():
         raise ValueError("Every group in group_labels is empty: no group can be scored.")
     names = [n for n, k in zip(names, keep) if k]
-    return names, hits[keep] / counts[keep], counts[keep]
+    return names, accuracies[keep], counts[keep]
 
 
 def worst_group_accuracy(y_true, y_pred, *, group_labels, expected_groups=None):
@@ -125,8 +146,9 @@ def worst_class_accuracy(y_true, y_pred):
     as well as worst-group accuracy on the class-imbalanced benchmarks.
     """
     y_true, y_pred = _check_predictions(y_true, y_pred)
-    classes = np.unique(y_true)
-    return float(min(np.mean(y_pred[y_true == c] == c) for c in classes))
+    classes, codes = np.unique(y_true, return_inverse=True)
+    accuracies, _ = accuracy_by_cell(y_true == y_pred, codes.ravel(), classes.shape[0])
+    return float(accuracies.min())
 
 
 def bias_unsupervised_score(y_true, y_pred, *, y_pred_biased):
@@ -167,9 +189,7 @@ def bias_unsupervised_score(y_true, y_pred, *, y_pred_biased):
     labels, codes = np.unique(np.concatenate([y_true, y_pred_biased]), return_inverse=True)
     k = labels.shape[0]
     t_rank, b_rank = codes[: y_true.shape[0]], codes[y_true.shape[0]:]
-    cell = t_rank * k + b_rank
-    counts = np.bincount(cell, minlength=k * k)
-    hits = np.bincount(cell, weights=(y_true == y_pred).astype(np.float64), minlength=k * k)
+    accuracies, counts = accuracy_by_cell(y_true == y_pred, t_rank * k + b_rank, k * k)
     nonempty = counts > 0
     if not nonempty.all():
         empty = [(_item(labels[c // k]), _item(labels[c % k])) for c in np.flatnonzero(~nonempty)]
@@ -181,7 +201,7 @@ def bias_unsupervised_score(y_true, y_pred, *, y_pred_biased):
             EmptyCellWarning,
             stacklevel=2,
         )
-    return float(np.mean(hits[nonempty] / counts[nonempty]))
+    return float(np.mean(accuracies[nonempty]))
 
 
 def _item(v):

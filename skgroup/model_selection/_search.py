@@ -30,7 +30,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .._cache import SHARED_FITS
 from .._groups import check_group_labels
 from ..metrics import EmptyCellWarning, paired_bootstrap
-from ._spaces import registered, search_space
+from ..estimators import all_estimators, method_specs, search_space
+from ..utils._tables import make_table
 from ._validation import requests
 
 __all__ = ["RobustSearchCV", "SELECTION_RULES"]
@@ -48,8 +49,6 @@ _RESPONSES = ("predict", "predict_proba", "decision_function")
 
 
 def _estimator_classes():
-    from ..estimators import all_estimators
-
     return dict(all_estimators())
 
 
@@ -288,7 +287,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         """Candidate configurations: a list of (class name, unfitted estimator, grid params)."""
         classes = _estimator_classes()
         if isinstance(self.candidates, str):  # 'auto'
-            items = [name for name in registered(with_group_labels=with_group_labels) if name in classes]
+            items = [spec.name for spec in method_specs(with_group_labels=with_group_labels)]
         else:
             items = list(self.candidates)
         if not items:
@@ -305,7 +304,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             elif hasattr(item, "fit"):
                 name = type(item).__name__
                 estimator = item
-                grid = search_space(name, n_samples, n_features, n_classes) if name in registered() else {}
+                grid = search_space(name, n_samples, n_features, n_classes) if name in classes else {}
             else:
                 raise ValueError(
                     "Each entry of candidates must be an (estimator, param_grid) pair, an estimator or a "
@@ -525,7 +524,6 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         order = np.argsort(-np.where(ok, score, -np.inf), kind="stable")
         rank = np.empty(n_cfg, dtype=np.int64)
         rank[order] = np.arange(1, n_cfg + 1)
-        from ..analysis._tables import make_table
 
         distinguishable = np.where(ok, d_low > 0, False)
         self.results_ = make_table({

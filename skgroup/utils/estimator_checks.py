@@ -14,8 +14,8 @@ them under pytest::
     def test_group_checks(estimator, check):
         check(estimator)
 
-:data:`FAST_PARAMS` is the one registry of quick settings per skgroup
-estimator that the project's tests use.
+Quick settings of every skgroup estimator for such tests are in its method
+spec (``skgroup.estimators.get_spec(name).fast_params``).
 """
 
 import pickle
@@ -32,7 +32,6 @@ from ..datasets import make_spurious_features
 from ..metrics import worst_group_scorer
 
 __all__ = [
-    "FAST_PARAMS",
     "check_reproducible",
     "check_global_rng_untouched",
     "check_multiclass_proba",
@@ -43,20 +42,6 @@ __all__ = [
     "group_checks",
     "parametrize_with_group_checks",
 ]
-
-#: Quick, deterministic settings of every skgroup estimator for tests.
-FAST_PARAMS = {
-    "ERMClassifier": {},
-    "GroupDROClassifier": {"max_iter": 3, "batch_size": 64},
-    "JTTClassifier": {"lambda_up": 3, "batch_size": 64},
-    "CVaRClassifier": {"alpha": 0.5, "max_iter": 3, "batch_size": 64},
-    "GradTuneClassifier": {"n_top": 40, "n_finetune": 60, "max_iter": 20, "lr_scale": 0.1},
-    "MixtureBalancedClassifier": {"max_iter": 5},
-    "RegularizedMTLClassifier": {"max_iter": 5, "batch_size": 64, "learning_rate": 1e-2},
-    "GroupBalancedClassifier": {"max_iter": 20},
-    "AFRClassifier": {"max_iter": 20, "second_stage_max_iter": 20},
-    "DFRClassifier": {"Cs": (1.0, 0.1), "n_retrains": 3},
-}
 
 
 def _data(n=400, seed=0):
