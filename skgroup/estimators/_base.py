@@ -18,30 +18,24 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._groups import check_group_labels
-from .._validation import (
-    resolve_monitor,
-    split_validation_rows,
-    take_groups,
-    validation_enabled,
-)
 from .._cache import SHARED_FITS, canonical, fingerprint
 from ..engine import (
     FitContext,
     HeadExecutor,
     TrainOptions,
-    ValidationData,
     make_head,
     run_plan,
     torch_dtype,
 )
+from ..engine._fit import encode_labels, fit_classes, resolve_seed, split_fit_data, store_fit_result
 from ..engine._callbacks import MONITORS, Callback
 from ..utils._warnings import warn
 from ._spec import searched_parameters
 
-__all__ = ["BaseHeadClassifier", "BelowERMWarning", "encode_labels", "biased_erm", "auto_learning_rate"]
+__all__ = ["BaseHeadClassifier", "BelowERMWarning", "biased_erm", "auto_learning_rate"]
 
 
 class BelowERMWarning(UserWarning):
@@ -116,19 +110,6 @@ def auto_learning_rate(X, reference):
     return float(reference * REFERENCE_ROW_NORM / norm)
 
 
-def encode_labels(classes, y, name="y"):
-    """Positions of the labels ``y`` in the sorted ``classes``; unknown labels are an error."""
-    y = column_or_1d(y, warn=True)
-    pos = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
-    unknown = classes[pos] != y
-    if np.any(unknown):
-        raise ValueError(
-            f"{name} holds labels the model was not fitted on: "
-            f"{np.unique(y[unknown])[:5].tolist()}; its classes are {classes.tolist()}."
-        )
-    return pos
-
-
 def check_hidden_layer_sizes(sizes):
     sizes = tuple(np.atleast_1d(sizes).tolist()) if sizes is not None else ()
     if any(not isinstance(h, Integral) or isinstance(h, bool) or h < 1 for h in sizes):
@@ -157,13 +138,8 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         if classes is not None:  # a method fine-tuning a given model keeps its classes
             self.classes_ = np.asarray(classes)
             return X, encode_labels(self.classes_, y)
-        self.classes_, y_enc = np.unique(y, return_inverse=True)
-        if self.classes_.shape[0] < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs samples of at least 2 classes in y, but "
-                f"the data contains only one class: {self.classes_[0]!r}."
-            )
-        return X, y_enc.ravel()
+        self.classes_, y_enc = fit_classes(y, type(self).__name__)
+        return X, y_enc
 
     def _check_params(self):
         """Checks of parameter combinations beyond ``_parameter_constraints`` (run before every fit)."""
@@ -184,46 +160,21 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         return TrainOptions(**values)
 
     def _seed(self, offset=0):
-        rs = self.random_state
-        if isinstance(rs, np.random.RandomState):
-            base = int(rs.randint(np.iinfo(np.int32).max))
-        elif rs is None:
-            base = int(np.random.randint(np.iinfo(np.int32).max))
-        else:
-            base = int(rs)
-        return (base + offset) % (2**32)
+        return (resolve_seed(self.random_state) + offset) % (2**32)
 
     # -- validation split and early stopping -------------------------------
-    def _validation(self, X, y_enc, groups, sample_weight, X_val, y_val, group_labels_val, seed):
-        """(training rows, X, y, groups, sample_weight, ValidationData or None, early-stopping dict or None).
-
-        The training rows index the data given to ``fit`` (all of them unless
-        a validation fraction was held out).
-        """
-        rows = np.arange(X.shape[0])
-        if not validation_enabled(self.early_stopping, X_val, y_val, group_labels_val):
-            return rows, X, y_enc, groups, sample_weight, None, None
-        if X_val is not None:
-            X_val = validate_data(self, X_val, dtype=X.dtype, reset=False)
-            y_val = encode_labels(self.classes_, y_val, "y_val")
-            if y_val.shape[0] != X_val.shape[0]:
-                raise ValueError(f"X_val has {X_val.shape[0]} rows but y_val has {y_val.shape[0]}.")
-            val_groups = None
-            if group_labels_val is not None:
-                val_groups = check_group_labels(group_labels_val, X_val.shape[0], name="group_labels_val")
-        else:
-            rows, val_idx = split_validation_rows(y_enc, groups, self.validation_fraction, seed)
-            X_val, y_val, val_groups = X[val_idx], y_enc[val_idx], take_groups(groups, val_idx)
-            X, y_enc, groups = X[rows], y_enc[rows], take_groups(groups, rows)
-            if sample_weight is not None:
-                sample_weight = sample_weight[rows]
-        monitor = resolve_monitor(self.monitor, val_groups is not None)
-        biased = self._biased_predictions(X, y_enc, X_val, seed) if monitor == "bias_unsupervised" else None
-        validation = ValidationData(
-            X_val, y_val, membership=None if val_groups is None else val_groups.matrix, y_pred_biased=biased
+    def _split(self, X, y_enc, groups, sample_weight, X_val, y_val, group_labels_val, seed):
+        """The shared fit protocol's split (:func:`skgroup.engine._fit.split_fit_data`) of a feature array,
+        with the biased model's validation predictions when the monitor is the bias-unsupervised score."""
+        data = split_fit_data(
+            self, X, y_enc, groups, X_val=X_val, y_val=y_val, group_labels_val=group_labels_val,
+            sample_weight=sample_weight, seed=seed,
+            check_X_val=lambda Xv: validate_data(self, Xv, dtype=X.dtype, reset=False),
+            subset=lambda A, rows: A[rows],
         )
-        stopping = {"monitor": monitor, "patience": self.n_iter_no_change, "restore_best": self.restore_best}
-        return rows, X, y_enc, groups, sample_weight, validation, stopping
+        if data.stopping is not None and data.stopping["monitor"] == "bias_unsupervised":
+            data.validation.y_pred_biased = self._biased_predictions(data.X, data.y, data.validation.X, seed)
+        return data
 
     def _biased_predictions(self, X, y_enc, X_val, seed):
         """Encoded predictions of an ERM model of the training rows (LaBonte et al.'s biased model)."""
@@ -251,9 +202,8 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         X, y_enc = self._validate_fit_data(X, y, classes, validated)
         groups = None if group_labels is None else check_group_labels(group_labels, X.shape[0])
         seed = self._seed()
-        rows, X, y_enc, groups, sample_weight, validation, stopping = self._validation(
-            X, y_enc, groups, sample_weight, X_val, y_val, group_labels_val, seed
-        )
+        data = self._split(X, y_enc, groups, sample_weight, X_val, y_val, group_labels_val, seed)
+        X, y_enc, validation, stopping = data.X, data.y, data.validation, data.stopping
         callbacks = self.callbacks or []
         if any(not isinstance(cb, Callback) for cb in callbacks):
             raise TypeError("callbacks must be a list of skgroup.engine.Callback objects.")
@@ -264,7 +214,7 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
             callbacks=callbacks, verbose=self.verbose, classes=self.classes_,
         )
         ctx = FitContext(y=y_enc, n_classes=len(self.classes_), options=self._options(X), seed_base=seed,
-                         groups=groups, sample_weight=sample_weight, executor=executor, rows=rows)
+                         groups=data.groups, sample_weight=data.sample_weight, executor=executor, rows=data.rows)
         result = run_plan(self._plan(ctx, **(plan_kwargs or {})), executor)
         self._store_result(result, validation is not None)
         if validation is not None and self._compare_to_erm:
@@ -312,16 +262,7 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
 
     def _store_result(self, result, validated):
         self._set_weights(result.module)
-        history = result.history
-        self.n_iter_ = len(history)
-        self.loss_curve_ = [r.get("train_loss", np.nan) for r in history]
-        self.history_ = history_columns(history)
-        if validated and any(k.startswith("val_") for k in self.history_):
-            self.validation_scores_ = {k[4:]: v for k, v in self.history_.items() if k.startswith("val_")}
-            self.best_iteration_ = None if result.best is None else int(result.best["epoch"])
-        else:
-            self.validation_scores_ = None
-            self.best_iteration_ = None
+        store_fit_result(self, result, validated)
 
     def _set_weights(self, module):
         linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
@@ -395,19 +336,3 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.classifier_tags.multi_class = True
         return tags
-
-
-def history_columns(history):
-    """Per-epoch records (list of dicts) as columns: a dict of arrays, NaN where a record lacks a key."""
-    keys = []
-    for record in history:
-        keys += [k for k in record if k not in keys]
-    out = {}
-    for k in keys:
-        values = [record.get(k) for record in history]
-        if any(isinstance(v, (list, tuple, np.ndarray)) for v in values):
-            width = max(len(v) for v in values if v is not None)
-            out[k] = np.array([v if v is not None else [np.nan] * width for v in values], dtype=np.float64)
-        else:
-            out[k] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    return out

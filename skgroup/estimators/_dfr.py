@@ -14,7 +14,8 @@ from sklearn.utils.validation import validate_data
 from .._groups import check_group_labels
 from ..utils import fill_doc
 from ..utils._warnings import warn
-from ._base import BaseHeadClassifier, check_hidden_layer_sizes, encode_labels
+from ..engine._fit import encode_labels
+from ._base import BaseHeadClassifier, check_hidden_layer_sizes
 from ._spec import MethodSpec, register_method
 from ._gradtune import _check_head, _last_layer_inputs, _rows, _unwrap
 

@@ -21,7 +21,8 @@ from .._samplers import BalancedSampler
 from ..engine import Stage, linear_layers, torch_dtype
 from ..utils import fill_doc
 from ..utils._warnings import warn
-from ._base import BaseHeadClassifier, encode_labels
+from ..engine._fit import encode_labels
+from ._base import BaseHeadClassifier
 from ._spec import MethodSpec, register_method
 from ._erm import ERMClassifier
 

@@ -5,20 +5,14 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_is_fitted
 
 from .._groups import check_group_labels
-from .._validation import (
-    resolve_monitor,
-    split_validation_rows,
-    take_groups,
-    validation_enabled,
-)
-from ..engine import FitContext, TrainOptions, ValidationData, run_plan
+from ..engine import FitContext, TrainOptions, run_plan
 from ..engine._callbacks import MONITORS, Callback
+from ..engine._fit import fit_classes, resolve_seed, split_fit_data, store_fit_result
 from ..estimators import ERMClassifier
-from ..estimators._base import BaseHeadClassifier, encode_labels, history_columns
+from ..estimators._base import BaseHeadClassifier
 from ._auxiliary import resolve_auxiliary
 from ._executor import FineTuneExecutor, SubsetInputs
 from ._inputs import RandomResizedCropFlip, as_inputs
@@ -254,14 +248,6 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         method._check_params()
         return method
 
-    def _seed(self):
-        rs = self.random_state
-        if rs is None:
-            return int(np.random.randint(np.iinfo(np.int32).max))
-        if isinstance(rs, np.random.RandomState):
-            return int(rs.randint(np.iinfo(np.int32).max))
-        return int(rs) % (2**32)
-
     def _options(self, device=None):
         return TrainOptions(
             solver=self.solver, max_iter=self.max_iter, batch_size=self.batch_size,
@@ -303,34 +289,19 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         backbone = self._load_backbone()
         auxiliary = resolve_auxiliary(self.auxiliary, backbone)
         inputs = as_inputs(X, backbone.modality)
-        y = column_or_1d(np.asarray(y), warn=True)
-        if y.shape[0] != len(inputs):
-            raise ValueError(f"X holds {len(inputs)} samples but y has {y.shape[0]} labels.")
-        check_classification_targets(y)
-        self.classes_, y_enc = np.unique(y, return_inverse=True)
-        if self.classes_.shape[0] < 2:
-            raise ValueError(f"y holds a single class ({self.classes_[0]!r}): there is nothing to classify.")
+        self.classes_, y_enc = fit_classes(y, type(self).__name__)
+        if y_enc.shape[0] != len(inputs):
+            raise ValueError(f"X holds {len(inputs)} samples but y has {y_enc.shape[0]} labels.")
         groups = None if group_labels is None else check_group_labels(group_labels, y_enc.shape[0])
         from feature_extraction import distributed
 
-        seed = distributed.broadcast(self._seed(), dist_info)  # every rank draws the same epochs
-        rows = np.arange(y_enc.shape[0])
-        validation = stopping = None
-        if validation_enabled(self.early_stopping, X_val, y_val, group_labels_val):
-            if X_val is not None:
-                val_inputs = as_inputs(X_val, backbone.modality)
-                yv = encode_labels(self.classes_, y_val, "y_val")
-                if yv.shape[0] != len(val_inputs):
-                    raise ValueError(f"X_val holds {len(val_inputs)} samples but y_val has {yv.shape[0]} labels.")
-                val_groups = (None if group_labels_val is None else
-                              check_group_labels(group_labels_val, yv.shape[0], name="group_labels_val"))
-            else:
-                rows, val_idx = split_validation_rows(y_enc, groups, self.validation_fraction, seed)
-                val_inputs, yv, val_groups = SubsetInputs(inputs, val_idx), y_enc[val_idx], take_groups(groups, val_idx)
-                inputs, y_enc, groups = SubsetInputs(inputs, rows), y_enc[rows], take_groups(groups, rows)
-            monitor = resolve_monitor(self.monitor, val_groups is not None)
-            validation = ValidationData(val_inputs, yv, membership=None if val_groups is None else val_groups.matrix)
-            stopping = {"monitor": monitor, "patience": self.n_iter_no_change, "restore_best": self.restore_best}
+        seed = distributed.broadcast(resolve_seed(self.random_state), dist_info)  # every rank draws the same epochs
+        data = split_fit_data(
+            self, inputs, y_enc, groups, X_val=X_val, y_val=y_val, group_labels_val=group_labels_val, seed=seed,
+            check_X_val=lambda Xv: as_inputs(Xv, backbone.modality), subset=SubsetInputs,
+        )
+        inputs, y_enc, groups, rows = data.X, data.y, data.groups, data.rows
+        validation, stopping = data.validation, data.stopping
         augment = self.augment
         size = getattr(getattr(backbone, "preprocessing", None), "size", None)
         if augment == "auto":
@@ -358,15 +329,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.method_ = method
         self.model_ = result.module.eval()
         self.backbone_source_ = backbone.source.get("path")
-        history = result.history
-        self.n_iter_ = len(history)
-        self.loss_curve_ = [r.get("train_loss", np.nan) for r in history]
-        self.history_ = history_columns(history)
-        if validation is not None:
-            self.validation_scores_ = {k[4:]: v for k, v in self.history_.items() if k.startswith("val_")}
-            self.best_iteration_ = None if result.best is None else int(result.best["epoch"])
-        else:
-            self.validation_scores_ = self.best_iteration_ = None
+        store_fit_result(self, result, validation is not None)
         self._executor_settings = dict(eval_batch_size=executor.eval_batch_size, device=device)
         return self
 
