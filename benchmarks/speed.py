@@ -316,8 +316,8 @@ def _section_lbfgs(args):
     from skgroup.objectives import Objective
 
     try:
-        from skgroup._lbfgs import LinearHeadEvaluator
-    except ImportError:  # a checkout from before skgroup._lbfgs: no time per pass
+        from skgroup.engine._lbfgs import LinearHeadEvaluator
+    except ImportError:  # a checkout from before skgroup.engine._lbfgs: no time per pass
         LinearHeadEvaluator = None
 
     widths = (38, 384) if args.quick else (38, 384, 768, 2048)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from skgroup._lbfgs import LinearHeadEvaluator, is_linear_head, minimize_lbfgs
+from skgroup.engine._lbfgs import LinearHeadEvaluator, is_linear_head, minimize_lbfgs
 from skgroup.objectives import CVaR, GroupDRO, Loss, Objective, Penalty, Reduction, Weighted
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from .._lbfgs import (
+from ._lbfgs import (
     _ONE_THREAD_WORK,
     LinearHeadEvaluator,
     _single_linear,
@@ -466,7 +466,7 @@ class Trainer:
             self._end()
 
     def _linear_evaluator(self):
-        """The fused evaluator of :mod:`skgroup._lbfgs` for a linear head on CPU arrays, else None.
+        """The fused evaluator of :mod:`skgroup.engine._lbfgs` for a linear head on CPU arrays, else None.
 
         It runs the two products with X in numpy's BLAS and optimises in
         standardised coordinates (1.5-3x fewer iterations on off-centre

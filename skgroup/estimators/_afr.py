@@ -94,8 +94,8 @@ class AFRClassifier(BaseHeadClassifier):
     gamma does inside it; the paper's count rebalancing multiplies a class
     by ``n / n_c`` *after* the exponential, so when the stage-1 model is
     confident on the majority class the minority class's share grows with
-    gamma: on CelebA attributes it predicts "blond" for most rows from gamma
-    = 2 on (test accuracy 0.55 and below). ``gamma=4`` and ``reg_coeff=0.01``
+    gamma, until the model predicts the minority class for most rows.
+    ``gamma=4`` and ``reg_coeff=0.01``
     are what validation worst-group accuracy selects there (with 'sum'); on
     other data tune both (the grids above). Stage 1 is
     :class:`ERMClassifier`'s default (full-batch L-BFGS, ``l2_reg=1e-4``).

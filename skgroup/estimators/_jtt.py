@@ -70,9 +70,8 @@ class JTTClassifier(BaseHeadClassifier):
     epochs, rather than the paper's SGD at small batches, because a
     minibatch loop on cached features is overhead-bound; learning rate
     ``'auto'``: 1e-2 on CelebA attributes, rescaled to the features' norm
-    (a fixed 1e-2 is 35x too large on the synthetic benchmark's Gaussian
-    features, where it left JTT below ERM: test worst-group accuracy 0.36
-    against ERM's 0.44; 'auto' gives 0.64, 3 seeds).
+    (a fixed rate that suits binary attributes is far too large on Gaussian
+    features of norm 100).
     JTT is sensitive to these settings: search ``id_epochs`` (or
     ``id_l2_reg``) together with ``lambda_up``, on small data also
     ``learning_rate``. Measurements: ``docs/methods/jtt.rst``.

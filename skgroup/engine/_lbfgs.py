@@ -15,31 +15,8 @@ It minimises ``objective(logits, y, idx) + l2_reg / 2 * sum ||W||_F^2``
 over the weight matrices (biases unpenalised), the objective of
 :func:`skgroup.engine.train_head`.
 
-Where the time of ``torch.optim.LBFGS`` on the module went (100,000 x 2,048
-float32, two classes, 2 cores; it took 2.5-4.4x ``LogisticRegression``):
-
-* an evaluation cost 120-130 ms: the forward ``X @ W.T`` 34 ms, autograd's
-  ``grad_W = dZ.T @ X`` 77 ms (a product with an inner dimension of 100,000
-  and an outer one of 2 runs at a quarter of the memory bandwidth; written
-  ``X.T @ dZ`` in torch it took a full second), the loss on the logits 2 ms,
-  the optimizer's own work under 1 ms. numpy's gemv reads X at ~40 GB/s:
-  19-20 ms each way;
-* torch's strong-Wolfe search took 10 iterations and 13 evaluations where
-  scikit-learn's L-BFGS-B took 7 iterations;
-* on off-centre features (embeddings: non-negative activations) L-BFGS
-  needs 4-12x more iterations than on centred ones (``LogisticRegression``
-  41-120 against 10-13 at 20,000 x 38-2,048): the intercept is coupled with
-  the weights;
-* on small data (d = 38) torch's cross-entropy (~100 ns a row forward and
-  backward in float64) and, on a busy machine, BLAS's second thread (a
-  scheduler quantum per call) cost more than the products.
-
-Hence: scipy's L-BFGS-B; one gemv each way for two classes (the logits
-depend only on ``W[1] - W[0]`` under softmax), the work of scikit-learn's
-binary path; the intercept of centred features (mean subtracted by a
-rank-one correction, X untouched); per-row cross-entropy in numpy with
-autograd through the objective's reduction only; one BLAS thread for small
-products and for L-BFGS-B's own vector work.
+Why it is built this way (the measurements behind each choice): ``docs/design.rst``,
+"Speed: why index slicing, and why L-BFGS".
 """
 
 import contextlib
@@ -49,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .objectives import Objective
+from ..objectives import Objective
 
 __all__ = ["LBFGSResult", "minimize_lbfgs", "LinearHeadEvaluator", "is_linear_head"]
 
@@ -328,12 +305,8 @@ class LinearHeadEvaluator:
     optimum in the coordinates of standardised features, a diagonal
     preconditioner for L-BFGS. Embedding features are often far from centred
     (non-negative activations), which couples the intercepts with the
-    weights, and their columns differ in scale. On off-centre synthetic
-    embeddings L-BFGS needed 2-5x fewer iterations than
-    ``LogisticRegression`` (20-29 against 41-126 at 20,000 x 38-2,048,
-    K = 2, 5); on CelebA attributes 24 against 61; on columns with
-    log-normal scales 37 where ``LogisticRegression`` reached max_iter=1000.
-    Neither ``X - mu`` nor ``X / s`` is formed: the products use X, a rank-one
+    weights, and their columns differ in scale (iteration counts against
+    ``LogisticRegression``: ``docs/design.rst``). Neither ``X - mu`` nor ``X / s`` is formed: the products use X, a rank-one
     correction and a rescaled W. Convert with :meth:`pack` / :meth:`unpack`
     (or :meth:`pack_module` / :meth:`unpack_module`). The gradient test of
     :func:`minimize_lbfgs` applies to this vector: the largest entry of
