@@ -16,7 +16,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -30,6 +30,7 @@ from ..engine import (
     run_plan,
     torch_dtype,
 )
+from ..objectives import make_loss
 from ..engine._fit import encode_labels, fit_classes, resolve_seed, split_fit_data, store_fit_result
 from ..engine._callbacks import MONITORS, Callback
 from ..utils._warnings import warn
@@ -59,6 +60,9 @@ def biased_erm(X, y, *, dtype="float32"):
 
     key = SHARED_FITS.key("biased_erm", fingerprint(X, y), dtype, canonical(BIASED_ERM_PARAMS))
     return SHARED_FITS.get_or_fit(key, lambda: ERMClassifier(**BIASED_ERM_PARAMS, dtype=dtype).fit(X, y))
+
+#: The ``loss`` parameter of the methods whose objective reduces a per-row loss.
+LOSS_CONSTRAINT = {"loss": [str, HasMethods(["bind", "__call__"]), None]}
 
 _HEAD_CONSTRAINTS = {
     "hidden_layer_sizes": ["array-like"],
@@ -143,6 +147,10 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_params(self):
         """Checks of parameter combinations beyond ``_parameter_constraints`` (run before every fit)."""
+
+    def _loss(self, ctx):
+        """The per-row loss of the method's objectives, bound to the training labels (``loss`` parameter)."""
+        return make_loss(getattr(self, "loss", None), ctx.y, ctx.n_classes)
 
     #: The minibatch learning rate tuned on CelebA attributes; ``learning_rate='auto'``
     #: rescales it to the features' norm (see :func:`auto_learning_rate`). ERM's

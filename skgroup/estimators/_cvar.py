@@ -14,7 +14,7 @@ from ..objectives import CVaR, Objective, cvar_of_losses
 from ..engine import Stage, resolve_batch_size
 from ..utils import fill_doc
 from ..utils._warnings import warn
-from ._base import BaseHeadClassifier
+from ._base import BaseHeadClassifier, LOSS_CONSTRAINT
 from ._spec import MethodSpec, register_method, scaled_epochs
 
 __all__ = ["CVaRClassifier", "DegenerateCVaRWarning"]
@@ -73,6 +73,7 @@ class CVaRClassifier(BaseHeadClassifier):
     ----------
     alpha : float in (0, 1], default=0.05
         Fraction of the (minibatch's) examples whose losses are averaged.
+    {loss}
     {hidden_layer_sizes}
     {l2_reg}
     {solver}
@@ -123,6 +124,7 @@ class CVaRClassifier(BaseHeadClassifier):
 
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,
+        **LOSS_CONSTRAINT,
         "alpha": [Interval(Real, 0, 1, closed="right")],
     }
 
@@ -130,6 +132,7 @@ class CVaRClassifier(BaseHeadClassifier):
         self,
         *,
         alpha=0.05,
+        loss=None,
         hidden_layer_sizes=(),
         l2_reg=0.1,
         solver="adamw",
@@ -150,6 +153,7 @@ class CVaRClassifier(BaseHeadClassifier):
         verbose=0,
     ):
         self.alpha = alpha
+        self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.l2_reg = l2_reg
         self.solver = solver
@@ -193,8 +197,10 @@ class CVaRClassifier(BaseHeadClassifier):
             # start from the ERM head of the same L2 instead (a smooth point)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=ConvergenceWarning)
-                init = yield Stage("erm_start", Objective(), ctx.options, seed=ctx.seed(0), validate=False)
-        result = yield Stage("cvar", Objective(reduction=CVaR(self.alpha)), ctx.options, init=init, seed=ctx.seed(0))
+                init = yield Stage("erm_start", Objective(self._loss(ctx)), ctx.options, seed=ctx.seed(0),
+                                   validate=False)
+        result = yield Stage("cvar", Objective(self._loss(ctx), CVaR(self.alpha)), ctx.options, init=init,
+                             seed=ctx.seed(0))
         z = result.logits().astype(np.float64)
         z -= z.max(axis=1, keepdims=True)
         losses = np.log(np.exp(z).sum(axis=1)) - z[np.arange(z.shape[0]), ctx.y]

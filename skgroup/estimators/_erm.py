@@ -9,7 +9,7 @@ from sklearn.utils.validation import _check_sample_weight
 from ..objectives import Objective, Weighted
 from ..engine import HeadExecutor, Stage
 from ..utils import fill_doc
-from ._base import BaseHeadClassifier
+from ._base import BaseHeadClassifier, LOSS_CONSTRAINT
 from ._spec import MethodSpec, register_method
 
 __all__ = ["ERMClassifier", "stage_estimator"]
@@ -37,6 +37,7 @@ class ERMClassifier(BaseHeadClassifier):
     class_weight : dict, 'balanced' or None, default=None
         Weights of the classes in the loss, as in scikit-learn;
         'balanced' uses ``n_samples / (n_classes * bincount(y))``.
+    {loss}
     {hidden_layer_sizes}
     {l2_reg}
     {solver}
@@ -93,6 +94,7 @@ class ERMClassifier(BaseHeadClassifier):
 
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,
+        **LOSS_CONSTRAINT,
         "class_weight": [dict, StrOptions({"balanced"}), None],
     }
 
@@ -100,6 +102,7 @@ class ERMClassifier(BaseHeadClassifier):
         self,
         *,
         class_weight=None,
+        loss=None,
         hidden_layer_sizes=(),
         l2_reg=1e-4,
         solver="lbfgs",
@@ -120,6 +123,7 @@ class ERMClassifier(BaseHeadClassifier):
         verbose=0,
     ):
         self.class_weight = class_weight
+        self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.l2_reg = l2_reg
         self.solver = solver
@@ -165,7 +169,8 @@ class ERMClassifier(BaseHeadClassifier):
         if self.class_weight is not None:
             cw = compute_sample_weight(self.class_weight, self.classes_[ctx.y])
             weights = cw if weights is None else weights * cw
-        objective = Objective() if weights is None else Objective(reduction=Weighted(weights))
+        reduction = None if weights is None else Weighted(weights)
+        objective = Objective(self._loss(ctx), reduction)
         yield Stage("erm", objective, ctx.options, seed=ctx.seed(0))
 
 

@@ -13,7 +13,7 @@ from ..objectives import Objective, Weighted
 from .._samplers import BalancedSampler, balanced_weights
 from ..engine import Stage, linear_layers
 from ..utils import fill_doc
-from ._base import BaseHeadClassifier
+from ._base import BaseHeadClassifier, LOSS_CONSTRAINT
 from ._spec import MethodSpec, register_method
 from ._mixture import _LBFGS_MAX_ITER, auto_epochs
 
@@ -83,6 +83,7 @@ class GroupBalancedClassifier(BaseHeadClassifier):
     retrain : {'all', 'last_layer'}, default='all'
         'all': train the head with the balancing. 'last_layer': CRT, ERM
         first, then the last layer alone (reset to zero) with the balancing.
+    {loss}
     {hidden_layer_sizes}
     {l2_reg}
     solver : {'auto', 'lbfgs', 'adamw', 'sgd'}, default='auto'
@@ -140,6 +141,7 @@ class GroupBalancedClassifier(BaseHeadClassifier):
 
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,
+        **LOSS_CONSTRAINT,
         "balancing": [StrOptions({"resample", "reweight", "sqrt_reweight"})],
         "retrain": [StrOptions({"all", "last_layer"})],
         "solver": [StrOptions({"auto", "lbfgs", "adamw", "sgd"})],
@@ -151,6 +153,7 @@ class GroupBalancedClassifier(BaseHeadClassifier):
         *,
         balancing="reweight",
         retrain="all",
+        loss=None,
         hidden_layer_sizes=(),
         l2_reg=1e-4,
         solver="auto",
@@ -172,6 +175,7 @@ class GroupBalancedClassifier(BaseHeadClassifier):
     ):
         self.balancing = balancing
         self.retrain = retrain
+        self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.l2_reg = l2_reg
         self.solver = solver
@@ -243,7 +247,7 @@ class GroupBalancedClassifier(BaseHeadClassifier):
 
         init, trainable = "fresh", "all"
         if self.retrain == "last_layer":
-            first = yield Stage("erm", Objective(), options, seed=ctx.seed(0), validate=False)
+            first = yield Stage("erm", Objective(self._loss(ctx)), options, seed=ctx.seed(0), validate=False)
             # CRT as SubpopBench runs it: the stage-1 classifier is dropped, the features kept
             init = first.module
             last = linear_layers(init)[-1]
@@ -252,9 +256,9 @@ class GroupBalancedClassifier(BaseHeadClassifier):
                 last.bias.zero_()
             trainable = "head"
 
-        objective, sampler = Objective(reduction=Weighted(balanced_weights(ids, power=power))), None
+        objective, sampler = Objective(self._loss(ctx), Weighted(balanced_weights(ids, power=power))), None
         if self.balancing == "resample" and solver != "lbfgs":
-            objective, sampler = Objective(), BalancedSampler(ids)
+            objective, sampler = Objective(self._loss(ctx)), BalancedSampler(ids)
         yield Stage("balanced", objective, options, sampler=sampler, init=init, trainable=trainable,
                     seed=ctx.seed(1))
 

@@ -11,7 +11,7 @@ from ..objectives import GroupDRO, Objective
 from .._samplers import BalancedSampler
 from ..engine import GroupDROHistory, Stage
 from ..utils import fill_doc
-from ._base import BaseHeadClassifier
+from ._base import BaseHeadClassifier, LOSS_CONSTRAINT
 from ._spec import MethodSpec, register_method, scaled_epochs
 
 __all__ = ["GroupDROClassifier"]
@@ -70,6 +70,7 @@ class GroupDROClassifier(BaseHeadClassifier):
         sampling; q still weights each group's mean loss).
     record_history : bool, default=False
         Add q and each group's mean training loss per epoch to ``history_``.
+    {loss}
     {hidden_layer_sizes}
     {l2_reg}
     {solver_minibatch}
@@ -133,6 +134,7 @@ class GroupDROClassifier(BaseHeadClassifier):
 
     _parameter_constraints = {
         **{k: v for k, v in BaseHeadClassifier._parameter_constraints.items() if k != "tol"},
+        **LOSS_CONSTRAINT,
         "solver": [StrOptions({"adamw", "sgd"})],
         "eta": [Interval(Real, 0, None, closed="left")],
         "generalization_adjustment": [Interval(Real, 0, None, closed="left")],
@@ -147,6 +149,7 @@ class GroupDROClassifier(BaseHeadClassifier):
         generalization_adjustment=0.0,
         balance_groups=True,
         record_history=False,
+        loss=None,
         hidden_layer_sizes=(),
         l2_reg=0.1,
         solver="adamw",
@@ -169,6 +172,7 @@ class GroupDROClassifier(BaseHeadClassifier):
         self.generalization_adjustment = generalization_adjustment
         self.balance_groups = balance_groups
         self.record_history = record_history
+        self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.l2_reg = l2_reg
         self.solver = solver
@@ -230,7 +234,7 @@ class GroupDROClassifier(BaseHeadClassifier):
                     "balance_groups=False, or 1-D group ids."
                 )
             sampler = BalancedSampler(membership.ids())
-        objective = Objective(reduction=GroupDRO(membership.matrix, eta=self.eta,
+        objective = Objective(self._loss(ctx), GroupDRO(membership.matrix, eta=self.eta,
                                                  adjustment=self.generalization_adjustment))
         callbacks = [GroupDROHistory()] if self.record_history else []
         yield Stage("group_dro", objective, ctx.options, sampler=sampler, seed=ctx.seed(0), callbacks=callbacks)

@@ -14,7 +14,7 @@ from .._samplers import RepeatSampler
 from ..engine import HeadExecutor, Stage
 from ..utils import fill_doc
 from ..utils._warnings import warn
-from ._base import BaseHeadClassifier
+from ._base import BaseHeadClassifier, LOSS_CONSTRAINT
 from ._erm import stage_estimator
 from ._spec import MethodSpec, register_method, scaled_epochs
 
@@ -103,6 +103,9 @@ class JTTClassifier(BaseHeadClassifier):
         on the validation data too; T stays its maximum. Off by default:
         the paper's T is few epochs on purpose, and an identification model
         selected for validation accuracy may fit the minority groups.
+    loss : str, skgroup.objectives.Loss or None, default=None
+        The final model's per-row loss (see :class:`ERMClassifier`); the
+        identification model is ERM with cross-entropy, as in the paper.
     {hidden_layer_sizes}
     {l2_reg}
     {solver}
@@ -158,6 +161,7 @@ class JTTClassifier(BaseHeadClassifier):
 
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,
+        **LOSS_CONSTRAINT,
         "lambda_up": [Interval(Real, 1, None, closed="left"), StrOptions({"auto"})],
         "upweight_mode": [StrOptions({"upsample", "reweight"})],
         "id_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -177,6 +181,7 @@ class JTTClassifier(BaseHeadClassifier):
         id_solver=None,
         id_learning_rate=None,
         id_early_stopping=False,
+        loss=None,
         hidden_layer_sizes=(),
         l2_reg=1e-4,
         solver="adamw",
@@ -203,6 +208,7 @@ class JTTClassifier(BaseHeadClassifier):
         self.id_solver = id_solver
         self.id_learning_rate = id_learning_rate
         self.id_early_stopping = id_early_stopping
+        self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.l2_reg = l2_reg
         self.solver = solver
@@ -331,10 +337,10 @@ class JTTClassifier(BaseHeadClassifier):
         self.lambda_up_ = lam
         if self.upweight_mode == "upsample":
             sampler = RepeatSampler(np.where(error_set, int(lam), 1))
-            yield Stage("final", Objective(), ctx.options, sampler=sampler, seed=ctx.seed(1))
+            yield Stage("final", Objective(self._loss(ctx)), ctx.options, sampler=sampler, seed=ctx.seed(1))
         else:
             weights = np.where(error_set, lam, 1.0)
-            objective = Objective() if n_err == 0 else Objective(reduction=Weighted(weights))
+            objective = Objective(self._loss(ctx), None if n_err == 0 else Weighted(weights))
             yield Stage("final", objective, ctx.options, seed=ctx.seed(1))
 
 

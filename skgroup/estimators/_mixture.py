@@ -12,7 +12,7 @@ from ..objectives import Objective, Weighted
 from .._samplers import BalancedSampler, RepeatSampler, balanced_weights
 from ..engine import Stage, resolve_batch_size
 from ..utils import fill_doc
-from ._base import BaseHeadClassifier
+from ._base import BaseHeadClassifier, LOSS_CONSTRAINT
 from ._spec import MethodSpec, register_method
 
 __all__ = ["MixtureBalancedClassifier", "class_balanced_subset"]
@@ -111,6 +111,7 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
     mixture_ratio : float >= 1, default=2.0
         Largest class-imbalance ratio (to the smallest class) kept by
         'mixture' before upsampling. Ignored by the other balancings.
+    {loss}
     {hidden_layer_sizes}
     {l2_reg}
     solver : {'auto', 'lbfgs', 'adamw', 'sgd'}, default='auto'
@@ -169,6 +170,7 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
 
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,
+        **LOSS_CONSTRAINT,
         "balancing": [StrOptions({"none", "subsetting", "upsampling", "upweighting", "mixture"})],
         "mixture_ratio": [Interval(Real, 1, None, closed="left")],
         "solver": [StrOptions({"auto", "lbfgs", "adamw", "sgd"})],
@@ -180,6 +182,7 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
         *,
         balancing="mixture",
         mixture_ratio=2.0,
+        loss=None,
         hidden_layer_sizes=(),
         l2_reg=1e-4,
         solver="auto",
@@ -201,6 +204,7 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
     ):
         self.balancing = balancing
         self.mixture_ratio = mixture_ratio
+        self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.l2_reg = l2_reg
         self.solver = solver
@@ -265,6 +269,7 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
         )
 
         solver = self.solver_ = ctx.options.solver
+        loss = self._loss(ctx)
         all_rows = keep.shape[0] == y.shape[0]
         mask = None if all_rows else np.isin(np.arange(y.shape[0]), keep)
 
@@ -272,23 +277,23 @@ class MixtureBalancedClassifier(BaseHeadClassifier):
             # full batch on the kept rows, with the sampling's expectation as weights
             rows = None if all_rows else keep
             if self.balancing in _MINIBATCH_BALANCING:
-                objective = Objective(reduction=Weighted(balanced_weights(y, mask), rows=rows))
+                objective = Objective(loss, Weighted(balanced_weights(y, mask), rows=rows))
             elif self.balancing == "upweighting":
-                objective = Objective(reduction=Weighted(self.class_weight_[y]))
+                objective = Objective(loss, Weighted(self.class_weight_[y]))
             else:
-                objective = Objective()
+                objective = Objective(loss)
             options = ctx.options.replace(max_iter=ctx.options.max_iter or _LBFGS_MAX_ITER)
             yield Stage("balanced", objective, options, rows=rows, seed=ctx.seed(2))
             return
 
         # minibatch solvers index X through the sampler: subsets are never copied
-        objective, sampler = Objective(), None
+        objective, sampler = Objective(loss), None
         if self.balancing in _MINIBATCH_BALANCING:
             sampler = BalancedSampler(y, subset=mask)
         elif self.balancing == "subsetting" and not all_rows:
             sampler = RepeatSampler(mask.astype(np.int64))
         elif self.balancing == "upweighting":
-            objective = Objective(reduction=Weighted(self.class_weight_[y]))
+            objective = Objective(loss, Weighted(self.class_weight_[y]))
         batch_size = resolve_batch_size(ctx.options.batch_size, keep.shape[0])
         options = ctx.options.replace(max_iter=ctx.options.max_iter or auto_epochs(keep.shape[0], batch_size))
         yield Stage("balanced", objective, options, sampler=sampler, seed=ctx.seed(2))

@@ -13,6 +13,12 @@ import textwrap
 __all__ = ["PARAM_DOCS", "fill_doc"]
 
 PARAM_DOCS = {
+    "loss": """
+loss : str, skgroup.objectives.Loss or None, default={default}
+    The per-row loss the method's reduction is applied to: None or
+    'cross_entropy' (the papers' choice), another name in
+    ``skgroup.objectives.LOSSES`` (with its defaults), or a Loss object
+    (e.g. a focal loss under this method's reduction).""",
     "hidden_layer_sizes": """
 hidden_layer_sizes : tuple of int, default={default}
     Empty for a linear softmax head; otherwise the widths of the ReLU hidden
