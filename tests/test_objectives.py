@@ -110,3 +110,55 @@ def test_make_loss_names_the_fix_and_never_changes_the_parameter():
     with pytest.raises(TypeError, match="Reduction"):
         Objective(reduction=np.mean)
     assert repr(Objective(Scaled(2.0), Mean())) == "Objective(Scaled(c=2.0), Mean())"
+
+
+def test_batch_transform_and_mixed_targets_by_hand():
+    from skgroup.engine import ArrayBatches, Trainer, TrainOptions, make_head
+    from skgroup.objectives import MixedTargets
+
+    # mixed targets: lam * loss(z, y_a) + (1 - lam) * loss(z, y_b), row by row
+    logits = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    lam = torch.tensor([0.25, 1.0])
+    y_a, y_b = torch.tensor([0, 0]), torch.tensor([1, 1])
+    ce = lambda y: F.cross_entropy(logits, y, reduction="none")  # noqa: E731
+    expected = (lam * ce(y_a) + (1 - lam) * ce(y_b)).mean()
+    got = Objective()(logits, MixedTargets(y_a, y_b, lam), torch.arange(2))
+    assert float(got) == pytest.approx(float(expected), rel=1e-6)
+
+    # the loop applies the transform to every training batch, before the forward pass
+    X, y, _ = make_spurious_features(200, random_state=0)
+    seen = []
+
+    def flip(xb, yb, idx):
+        seen.append(idx.clone())
+        return xb, 1 - yb  # train on the opposite labels
+
+    module = make_head(X.shape[1], 2, (), torch.float32, torch.Generator().manual_seed(0))
+    opts = TrainOptions(solver="adamw", max_iter=20, batch_size=50, learning_rate=0.05)
+    Trainer(module, ArrayBatches(X.astype(np.float32), y), Objective(), opts, batch_transform=flip).fit()
+    pred = module(torch.as_tensor(X, dtype=torch.float32)).argmax(1).numpy()
+    assert len(seen) == 20 * 4 and np.mean(pred == y) < 0.2
+    with pytest.raises(ValueError, match="lbfgs.*cannot transform"):
+        Trainer(module, ArrayBatches(X.astype(np.float32), y), Objective(), TrainOptions(), batch_transform=flip).fit()
+
+
+def test_captured_features_are_the_last_layers_input():
+    from skgroup.engine import ArrayBatches, Trainer, TrainOptions, make_head
+
+    X, y, _ = make_spurious_features(64, random_state=0)
+    X = X.astype(np.float32)
+    module = make_head(X.shape[1], 2, (5,), torch.float32, torch.Generator().manual_seed(0))
+    got = []
+
+    class Spy(Penalty):
+        weight = 1e-12
+
+        def __call__(self, terms):
+            got.append((terms.output.features.detach(), terms.idx))
+            return terms.output.features.sum()
+
+    Trainer(module, ArrayBatches(X, y), Objective(penalties=[Spy()]),
+            TrainOptions(solver="adamw", max_iter=1, batch_size=64, learning_rate=0.0), capture_features=True).fit()
+    features, idx = got[0]
+    hidden = torch.relu(module[0](torch.as_tensor(X[idx.numpy()])))
+    torch.testing.assert_close(features, hidden.detach())

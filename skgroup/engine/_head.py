@@ -170,7 +170,8 @@ class HeadExecutor:
                           rows=stage.rows, seed=stage.seed,
                           callbacks=stage_callbacks(stage, self._val_source, self.validation, self.early_stopping,
                                                     self.callbacks, self.verbose),
-                          name=stage.name, penalty=stage.penalty)
+                          name=stage.name, penalty=stage.penalty, batch_transform=stage.batch_transform,
+                          capture_features=stage.capture_features)
         trainer.fit()
         for p in module.parameters():
             p.requires_grad_(True)

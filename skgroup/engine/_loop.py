@@ -40,6 +40,7 @@ from ._lbfgs import (
     minimize_lbfgs,
 )
 from .._samplers import Sampler, UniformSampler
+from ..objectives import FeatureOutput
 from ..utils._warnings import warn
 from ._batches import ArrayBatches, check_device
 from ._optim import Schedule, l2_penalty, make_optimizer, penalised_parameters
@@ -156,10 +157,18 @@ class Trainer:
         the ``l2_reg`` penalty; e.g. :class:`~skgroup.engine.ProximalPenalty`.
         It must be a function of the weights only (no state of its own), so
         checkpoints and resumed runs need nothing more.
+    batch_transform : callable or None
+        ``batch_transform(xb, yb, idx) -> (xb, targets)`` on every training
+        minibatch before the forward pass (Mixup, LISA). Its randomness must
+        come from torch's generator, which the loop seeds and checkpoints.
+    capture_features : bool
+        Pass the objective a :class:`~skgroup.objectives.FeatureOutput`: the
+        logits and the input of the module's last linear layer.
     """
 
     def __init__(self, module, source, objective, options, *, sampler=None, rows=None, callbacks=(),
-                 seed=0, param_groups=None, raw_module=None, name="train", penalty=None):
+                 seed=0, param_groups=None, raw_module=None, name="train", penalty=None, batch_transform=None,
+                 capture_features=False):
         self.module = module
         self.raw_module = raw_module if raw_module is not None else module
         self.source = source
@@ -174,6 +183,12 @@ class Trainer:
         if penalty is not None and not callable(penalty):
             raise TypeError(f"penalty must be a callable penalty(module) -> scalar tensor; got {type(penalty).__name__}.")
         self.penalty = penalty
+        if batch_transform is not None and not callable(batch_transform):
+            raise TypeError(f"batch_transform must be a callable (xb, yb, idx) -> (xb, targets); got "
+                            f"{type(batch_transform).__name__}.")
+        self.batch_transform = batch_transform
+        self.capture_features = bool(capture_features)
+        self._features = None
         self.device = torch.device(options.device)
         self.rank, self.world_size = _dist()
         self.history = []
@@ -276,6 +291,37 @@ class Trainer:
             if "cuda_rng" in state and self.device.type == "cuda":
                 torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
+    # -- the forward pass the objective sees ------------------------------------
+    @contextlib.contextmanager
+    def _feature_capture(self):
+        """With ``capture_features``: keep the input of the last linear layer of every training forward."""
+        if not self.capture_features:
+            yield
+            return
+        linears = [m for m in self.raw_module.modules() if isinstance(m, torch.nn.Linear)]
+        if not linears:
+            raise ValueError("capture_features needs a module whose last layer is a torch.nn.Linear.")
+
+        def keep(layer, inputs):
+            if layer.training:
+                self._features = inputs[0]
+
+        handle = linears[-1].register_forward_pre_hook(keep)
+        try:
+            yield
+        finally:
+            handle.remove()
+            self._features = None
+
+    def _output(self, out):
+        """The module's output as the objective reads it (with the captured features when asked)."""
+        if not self.capture_features:
+            return out
+        if hasattr(out, "logits"):
+            raise ValueError("capture_features needs a module that returns logits; this one returns "
+                             f"{type(out).__name__}.")
+        return FeatureOutput(out, self._features)
+
     # -- the loops -------------------------------------------------------------
     def fit(self):
         """Train; returns self (``history``, ``best``, ``converged``, ``stopped_early``)."""
@@ -345,7 +391,7 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if opts.amp == "fp16" and self.device.type == "cuda" else None
         accumulate = max(int(opts.accumulate), 1)
         schedule = None
-        with threads_for_step(bs * module_width(self.raw_module), self.device):
+        with threads_for_step(bs * module_width(self.raw_module), self.device), self._feature_capture():
             self._begin()
             self.module.train()
             stop = self.stopped_early or self.epoch >= self.max_epochs
@@ -364,9 +410,11 @@ class Trainer:
                     if n_batches % accumulate == 0:
                         schedule.apply(self.optimizer, self.step)
                     try:
+                        if self.batch_transform is not None:
+                            xb, yb = self.batch_transform(xb, yb, idx)
                         with self._autocast():
-                            logits = self.module(xb)
-                        loss = self.objective(logits, yb, idx)
+                            output = self._output(self.module(xb))
+                        loss = self.objective(output, yb, idx)
                         if penalised:
                             loss = loss + 0.5 * opts.l2_reg * l2_penalty(penalised)
                         if self.penalty is not None:
@@ -422,8 +470,11 @@ class Trainer:
                 "solver='lbfgs' sees every row once per iteration and cannot follow a "
                 "sampler: express the sampling as sample weights, or use solver='adamw'."
             )
+        if self.batch_transform is not None:
+            raise ValueError("solver='lbfgs' sees every row once per iteration and cannot transform batches "
+                             "(Mixup, LISA): use solver='adamw' or 'sgd'.")
         rows = np.arange(len(self.source)) if self.rows is None else self.rows
-        with threads_for_step(rows.shape[0] * module_width(self.raw_module), self.device):
+        with threads_for_step(rows.shape[0] * module_width(self.raw_module), self.device), self._feature_capture():
             self._begin()
             if self.stopped_early or self.epoch >= self.max_epochs:
                 self._end()
@@ -474,7 +525,7 @@ class Trainer:
         GPU, loader batches, frozen parameters) takes the autograd path.
         """
         source, module = self.source, self.raw_module
-        if (self.device.type != "cpu" or self.penalty is not None or self.world_size > 1
+        if (self.device.type != "cpu" or self.penalty is not None or self.world_size > 1 or self.capture_features
                 or not isinstance(source, ArrayBatches) or not is_linear_head(module)
                 or not all(p.requires_grad for p in module.parameters())):
             return None
@@ -502,7 +553,8 @@ class Trainer:
                 p.grad = None
             # the objective in float64: L-BFGS's line search needs values more exact
             # than a float32 sum of n losses gives
-            loss = self.objective(module(X).double(), y, idx)
+            out = module(X)
+            loss = self.objective(self._output(out.double() if isinstance(out, torch.Tensor) else out), y, idx)
             if penalised:
                 loss = loss + 0.5 * opts.l2_reg * l2_penalty(penalised).double()
             if self.penalty is not None:

@@ -53,6 +53,15 @@ class Stage:
         :class:`~skgroup.engine.Trainer`), e.g. AFR's
         :class:`~skgroup.engine.ProximalPenalty` toward the first stage's
         last layer.
+    batch_transform : callable or None
+        ``batch_transform(xb, yb, idx) -> (xb, targets)`` applied to every
+        training minibatch before the forward pass (Mixup, LISA); targets
+        may be :class:`~skgroup.objectives.MixedTargets`. Minibatch solvers
+        only.
+    capture_features : bool
+        Give the objective the module's penultimate features too (a
+        :class:`~skgroup.objectives.FeatureOutput`): penalties that align
+        representations across groups read them.
     """
 
     name: str
@@ -66,6 +75,8 @@ class Stage:
     seed: int = 0
     callbacks: list = field(default_factory=list)
     penalty: object = None
+    batch_transform: object = None
+    capture_features: bool = False
 
 
 @dataclass

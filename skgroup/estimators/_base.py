@@ -171,7 +171,7 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         return (resolve_seed(self.random_state) + offset) % (2**32)
 
     # -- validation split and early stopping -------------------------------
-    def _split(self, X, y_enc, groups, sample_weight, X_val, y_val, group_labels_val, seed):
+    def _split_validation(self, X, y_enc, groups, sample_weight, X_val, y_val, group_labels_val, seed):
         """The shared fit protocol's split (:func:`skgroup.engine._fit.split_fit_data`) of a feature array,
         with the biased model's validation predictions when the monitor is the bias-unsupervised score."""
         data = split_fit_data(
@@ -210,7 +210,7 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         X, y_enc = self._validate_fit_data(X, y, classes, validated)
         groups = None if group_labels is None else check_group_labels(group_labels, X.shape[0])
         seed = self._seed()
-        data = self._split(X, y_enc, groups, sample_weight, X_val, y_val, group_labels_val, seed)
+        data = self._split_validation(X, y_enc, groups, sample_weight, X_val, y_val, group_labels_val, seed)
         X, y_enc, validation, stopping = data.X, data.y, data.validation, data.stopping
         callbacks = self.callbacks or []
         if any(not isinstance(cb, Callback) for cb in callbacks):

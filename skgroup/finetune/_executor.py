@@ -210,7 +210,8 @@ class FineTuneExecutor:
                                                       self.callbacks, self.verbose)
         trainer = Trainer(wrapped, self.source(self.train_view, self.y, train_collate), objective, stage.options,
                           sampler=stage.sampler, rows=stage.rows, callbacks=callbacks, seed=stage.seed,
-                          param_groups=groups, raw_module=module, name=stage.name, penalty=stage.penalty)
+                          param_groups=groups, raw_module=module, name=stage.name, penalty=stage.penalty,
+                          batch_transform=stage.batch_transform, capture_features=stage.capture_features)
         trainer.fit()
         module.cpu()
         return StageResult(stage.name, module, trainer.history, trainer.best, trainer.converged,

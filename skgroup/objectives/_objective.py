@@ -25,8 +25,30 @@ import torch.nn.functional as F
 from ._losses import CrossEntropy, Loss, as_float
 from ._reductions import Mean, Reduction
 
-__all__ = ["Objective", "Penalty", "BatchTerms", "MultitaskOutput", "AuxiliaryLoss", "RepresentationL1",
-           "MultitaskLoss"]
+__all__ = ["Objective", "Penalty", "BatchTerms", "MixedTargets", "FeatureOutput", "MultitaskOutput", "AuxiliaryLoss",
+           "RepresentationL1", "MultitaskLoss"]
+
+
+class MixedTargets(NamedTuple):
+    """The labels of mixed inputs (Mixup, LISA): row i is ``lam_i`` parts ``y_a[i]``, ``1 - lam_i`` parts ``y_b[i]``.
+
+    A stage's batch transform returns it in place of the labels; an
+    objective then scores each row as ``lam * loss(z, y_a) + (1 - lam) *
+    loss(z, y_b)``, with any loss (Zhang et al., 2018, eq. 1 for
+    cross-entropy).
+    """
+
+    y_a: torch.Tensor
+    y_b: torch.Tensor
+    lam: torch.Tensor
+
+
+class FeatureOutput(NamedTuple):
+    """A module's output with its penultimate features (the input of its last linear layer), which the engine
+    captures for a stage with ``capture_features=True`` (penalties that align representations read them)."""
+
+    logits: torch.Tensor
+    features: torch.Tensor
 
 
 class BatchTerms(NamedTuple):
@@ -116,7 +138,10 @@ class Objective:
 
     def __call__(self, output, y, idx):
         logits = getattr(output, "logits", output)
-        losses = self.loss(logits, y)
+        if isinstance(y, MixedTargets):
+            losses = y.lam * self.loss(logits, y.y_a) + (1 - y.lam) * self.loss(logits, y.y_b)
+        else:
+            losses = self.loss(logits, y)
         value = self.reduction(losses, idx)
         if not self.penalties:
             return value
