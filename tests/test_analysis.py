@@ -89,7 +89,7 @@ def test_error_set_degenerate_and_bad_input():
 
 
 def test_tables_without_pandas(monkeypatch):
-    import skgroup.analysis._tables as tables
+    import skgroup.utils._tables as tables
 
     monkeypatch.setattr(tables, "_pandas", lambda: None)
     t = error_set_analysis(E8, G8)
@@ -389,7 +389,7 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch):
 
 
 def test_make_table_keeps_tuple_columns_one_dimensional():
-    from skgroup.analysis._tables import make_table
+    from skgroup.utils._tables import make_table
 
     t = cols(make_table({"pair": [(0, 1), (1, 0)], "n": [3, 4]}))
     assert t["pair"].shape == (2,) and t["pair"].dtype == object

@@ -187,23 +187,18 @@ class Objective:
 class MultitaskOutput(NamedTuple):
     """What a multitask module returns in training mode (eval mode: ``logits`` alone).
 
-    Attributes
-    ----------
-    logits : tensor (m, K)
-        End-task logits of the clean inputs.
-    reconstruction, target : tensors (m, d) or None
-        The auxiliary head's prediction and what it should predict (the clean
-        inputs, for denoising reconstruction); None without an auxiliary task.
-    h_end, h_aux : tensors (m, width) or None
-        The shared trunk's outputs, the inputs of the end-task and auxiliary
-        heads, whose L1 norm is penalised.
-    aux_loss : scalar tensor or None
-        The auxiliary loss computed by the module itself, when it is not a
-        squared reconstruction error: masked language modelling's
-        cross-entropy on the selected tokens, masked image modelling's L1
-        on the masked pixels (:mod:`skgroup.finetune`), whose masks only
-        the module holds. When given, it is ``L_aux`` and ``reconstruction``
-        / ``target`` are ignored.
+    Its fields: ``logits`` (m, K), the end-task logits of the clean inputs;
+    ``reconstruction`` and ``target`` (m, d) or None, the auxiliary head's
+    prediction and what it should predict (the clean inputs, for denoising
+    reconstruction), None without an auxiliary task; ``h_end`` and ``h_aux``
+    (m, width) or None, the shared trunk's outputs, the inputs of the
+    end-task and auxiliary heads, whose L1 norm is penalised; ``aux_loss``, a
+    scalar or None: the auxiliary loss computed by the module itself when it
+    is not a squared reconstruction error (masked language modelling's
+    cross-entropy on the selected tokens, masked image modelling's L1 on the
+    masked pixels, :mod:`skgroup.finetune`, whose masks only the module
+    holds); when given, it is ``L_aux`` and ``reconstruction`` / ``target``
+    are ignored.
     """
 
     logits: torch.Tensor
