@@ -273,3 +273,54 @@ def test_candidate_warnings_are_recorded_not_repeated(data):
         search = RobustSearchCV([(Noisy(), {}), ERM_GRID], random_state=0).fit(
             data.train.X, data.train.y, X_val=data.val.X, y_val=data.val.y)
     assert search.results_["warnings"][0] == "UserWarning"
+
+
+def _below_majority_case(seed=0):
+    """Binary data, 70% majority; a candidate that predicts the opposite of a useful rule."""
+    rng = np.random.RandomState(seed)
+    X = rng.randn(600, 4).astype(np.float32)
+    y = (X[:, 0] + 0.8 * rng.randn(600) > 0.7).astype(int)
+    return X[:400], y[:400], X[400:], y[400:]
+
+
+class _Inverted(ERMClassifier):
+    """ERM that answers the opposite class: below the majority class by construction."""
+
+    def predict(self, X):
+        return self.classes_[1 - np.searchsorted(self.classes_, super().predict(X))]
+
+
+def test_the_search_never_picks_a_candidate_below_the_majority_class():
+    from sklearn.metrics import make_scorer
+
+    X, y, Xv, yv = _below_majority_case()
+    # a selection score that the inverted model wins: the error rate
+    error_rate = make_scorer(lambda t, p: float(np.mean(t != p)))
+    search = RobustSearchCV([(_Inverted(), {"l2_reg": [1e-4]}), (ERMClassifier(), {"l2_reg": [1e-4]})],
+                            selection=error_rate, n_bootstrap=50, random_state=0).fit(X, y, X_val=Xv, y_val=yv)
+    scores = dict(zip(search.results_["estimator"], search.results_["score"]))
+    below = dict(zip(search.results_["estimator"], search.results_["below_majority"]))
+    assert below["_Inverted"] and not below["ERMClassifier"]
+    assert scores["_Inverted"] > scores["ERMClassifier"]  # it would win on the score alone
+    assert search.best_estimator_name_ == "ERMClassifier" and not search.best_below_majority_
+    assert search.results_["rank"][list(search.results_["estimator"]).index("ERMClassifier")] == 1
+
+
+def test_the_search_always_tries_erm_and_raises_the_picks_warnings():
+    X, y, Xv, yv = _below_majority_case()
+    search = RobustSearchCV([(JTTClassifier(), {"lambda_up": [5]})], selection="worst_class",
+                            random_state=0).fit(X, y, X_val=Xv, y_val=yv)
+    assert "ERMClassifier" in set(search.results_["estimator"])
+    only = RobustSearchCV([(JTTClassifier(), {"lambda_up": [5]})], selection="worst_class", include_erm=False,
+                          random_state=0).fit(X, y, X_val=Xv, y_val=yv)
+    assert set(only.results_["estimator"]) == {"JTTClassifier"}
+
+    class Noisy(ERMClassifier):
+        def fit(self, X, y, **kw):
+            import warnings as w
+
+            w.warn("this candidate is shaky", RuntimeWarning)
+            return super().fit(X, y, **kw)
+
+    with pytest.warns(RuntimeWarning, match="The pick Noisy.*shaky"):
+        RobustSearchCV([(Noisy(), {"l2_reg": [1e-4]})], random_state=0).fit(X, y, X_val=Xv, y_val=yv)

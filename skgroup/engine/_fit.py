@@ -115,9 +115,12 @@ def take_groups(groups, rows):
     return GroupMembership(np.ascontiguousarray(groups.matrix[rows]), groups.names, groups.disjoint)
 
 
-def resolve_monitor(monitor, has_group_labels):
-    """'auto' -> worst-group accuracy when the validation rows have group labels, else worst-class."""
+def resolve_monitor(monitor, has_group_labels, auto=None):
+    """'auto' -> ``auto`` when a method names its own (ERM: the validation loss), else worst-group accuracy
+    when the validation rows have group labels, else worst-class accuracy."""
     if monitor == "auto":
+        if auto is not None:
+            return auto
         return "worst_group_accuracy" if has_group_labels else "worst_class_accuracy"
     if monitor == "worst_group_accuracy" and not has_group_labels:
         raise ValueError(
@@ -139,7 +142,8 @@ class FitData:
     #: positions of the training rows in the data given to ``fit``
     rows: np.ndarray
     validation: object = None
-    #: EarlyStopping's settings (monitor, patience, restore_best), or None without validation
+    #: EarlyStopping's settings (monitor, patience, restore_best, and select_lbfgs: whether full-batch
+    #: L-BFGS stages select an iteration too), or None without validation
     stopping: dict = None
 
 
@@ -169,9 +173,12 @@ def split_fit_data(estimator, X, y_enc, groups, *, X_val=None, y_val=None, group
         X, y_enc, groups = subset(X, rows), y_enc[rows], take_groups(groups, rows)
         if sample_weight is not None:
             sample_weight = sample_weight[rows]
-    monitor = resolve_monitor(estimator.monitor, val_groups is not None)
+    monitor = resolve_monitor(estimator.monitor, val_groups is not None, getattr(estimator, "_auto_monitor", None))
     validation = ValidationData(X_val, y_val, membership=None if val_groups is None else val_groups.matrix)
-    stopping = {"monitor": monitor, "patience": estimator.n_iter_no_change, "restore_best": estimator.restore_best}
+    # an L-BFGS iteration is not an epoch: its iterates approach one optimum, and selecting one of the
+    # first on a noisy validation score stops short of it; L-BFGS stages select only when asked to
+    stopping = {"monitor": monitor, "patience": estimator.n_iter_no_change, "restore_best": estimator.restore_best,
+                "select_lbfgs": estimator.early_stopping is True}
     return FitData(X, y_enc, groups, sample_weight, rows, validation, stopping)
 
 
@@ -200,7 +207,8 @@ def store_fit_result(estimator, result, validated):
     estimator.history_ = history_columns(history)
     if validated and any(k.startswith("val_") for k in estimator.history_):
         estimator.validation_scores_ = {k[4:]: v for k, v in estimator.history_.items() if k.startswith("val_")}
-        estimator.best_iteration_ = None if result.best is None else int(result.best["epoch"])
+        # without a selection (an L-BFGS stage under early_stopping='auto') the last iterate is kept
+        estimator.best_iteration_ = len(history) if result.best is None else int(result.best["epoch"])
     else:
         estimator.validation_scores_ = None
         estimator.best_iteration_ = None

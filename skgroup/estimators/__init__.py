@@ -17,7 +17,7 @@ from ._spec import (
     search_space,
     searched_parameters,
 )
-from ._base import BaseHeadClassifier, BelowERMWarning  # noqa: I001 - the registry's order follows
+from ._base import BaseHeadClassifier, BelowERMWarning, BelowMajorityWarning  # noqa: I001 - the registry's order follows
 from ._erm import ERMClassifier
 from ._group_dro import GroupDROClassifier
 from ._jtt import EmptyErrorSetWarning, JTTClassifier, LargeErrorSetWarning
@@ -41,6 +41,7 @@ __all__ = [
     "AFRClassifier",
     "BaseHeadClassifier",
     "BelowERMWarning",
+    "BelowMajorityWarning",
     "CVaRClassifier",
     "DFRClassifier",
     "DataShape",

@@ -3,6 +3,7 @@
 from ._metrics import (
     EmptyCellWarning,
     MissingGroupWarning,
+    below_majority,
     bias_unsupervised_score,
     per_group_accuracy,
     worst_class_accuracy,
@@ -24,6 +25,7 @@ __all__ = [
     "MetadataRoutingRequired",
     "MissingGroupWarning",
     "UngroupedRowsWarning",
+    "below_majority",
     "bias_unsupervised_score",
     "bias_unsupervised_scorer",
     "group_accuracies",

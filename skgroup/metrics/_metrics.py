@@ -17,6 +17,7 @@ from .._groups import check_group_labels
 __all__ = [
     "accuracy_by_cell",
     "accuracy_by_group",
+    "below_majority",
     "EmptyCellWarning",
     "MissingGroupWarning",
     "worst_group_accuracy",
@@ -54,6 +55,39 @@ def accuracy_by_group(correct, matrix):
     hits = np.asarray(correct, dtype=np.float64) @ matrix
     with np.errstate(invalid="ignore", divide="ignore"):
         return hits / counts, counts
+
+
+def below_majority(y_true, y_pred):
+    """Whether predictions do worse than always answering the most frequent class, and the numbers.
+
+    The constant answer has accuracy ``r`` (the majority rate) and balanced
+    accuracy (mean recall over the classes) ``1 / K``. Predictions are
+    *below the majority class* when their accuracy is below ``r`` **and**
+    their balanced accuracy is no higher than ``1 / K``: worse on average
+    and no better class by class. A robust model that trades average
+    accuracy for the small classes on imbalanced data (accuracy below ``r``,
+    balanced accuracy well above ``1 / K``) is not; a model that is worse
+    than the constant on both has learned nothing usable.
+
+    Returns
+    -------
+    below : bool
+    numbers : dict
+        ``accuracy``, ``majority_rate``, ``balanced_accuracy``, ``chance``.
+    """
+    y_true, y_pred = _check_predictions(y_true, y_pred)
+    classes, codes = np.unique(y_true, return_inverse=True)
+    correct = y_true == y_pred
+    recall, counts = accuracy_by_cell(correct, codes.ravel(), classes.shape[0])
+    numbers = {
+        "accuracy": float(correct.mean()),
+        "majority_rate": float(counts.max() / counts.sum()),
+        "balanced_accuracy": float(recall.mean()),
+        "chance": 1.0 / classes.shape[0],
+    }
+    below = (numbers["accuracy"] < numbers["majority_rate"]
+             and numbers["balanced_accuracy"] <= numbers["chance"] + 1e-12)
+    return below, numbers
 
 
 def _check_predictions(y_true, y_pred):

@@ -29,9 +29,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._cache import SHARED_FITS
 from .._groups import check_group_labels
-from ..metrics import EmptyCellWarning, paired_bootstrap
-from ..estimators import all_estimators, method_specs, search_space
+from ..metrics import EmptyCellWarning, below_majority, paired_bootstrap
+from ..estimators import BelowMajorityWarning, all_estimators, method_specs, search_space
 from ..utils._tables import make_table
+from ..utils._warnings import warn
 from ._validation import requests
 
 __all__ = ["RobustSearchCV", "SELECTION_RULES"]
@@ -76,8 +77,12 @@ def _fit_candidate(estimator, X, y, fit_params, X_score, responses, entries, err
             error = f"{type(exc).__name__}: {exc}"
         seconds = time.perf_counter() - start
     names = sorted({w.category.__name__ for w in caught})
+    # the first message of each category, to raise again should this candidate be the pick
+    messages = {}
+    for w in caught:
+        messages.setdefault(w.category, str(w.message))
     out = {"fit_time": seconds, "error": error, "entries": dict(record), "estimator": None, "responses": None,
-           "warnings": names}
+           "warnings": names, "messages": list(messages.items())}
     if error is None:
         out["estimator"] = estimator
         out["responses"] = {}
@@ -139,6 +144,12 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         space of their class on top of their own parameters, or used as
         they are when none is registered), and estimator class names
         (``'JTTClassifier'``: the registered space).
+    include_erm : bool, default=True
+        Add :class:`~skgroup.ERMClassifier` over its search space when the
+        candidates hold no ERM: the reference a robust method must beat, so
+        that a search never returns a method that does worse than ERM on the
+        validation score without ERM having been tried. ``False`` searches
+        the listed candidates only (e.g. to tune one method for a benchmark).
     selection : str or callable, default='worst_class'
         How candidates are compared on the validation rows:
 
@@ -203,9 +214,15 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         interval of the winner's score minus this one), ``distinguishable``
         (that interval lies above 0: the winner is better beyond the
         bootstrap's doubt), ``rank``, ``accuracy`` (validation accuracy),
-        ``fit_time`` (seconds, summed over folds), ``error`` and ``warnings``
-        (the categories of the warnings the candidate's fits raised, e.g.
-        ``BelowERMWarning``: they are recorded here, not repeated).
+        ``below_majority`` (worse than always answering the majority class,
+        :func:`skgroup.metrics.below_majority`: never the pick while another
+        candidate is not), ``fit_time`` (seconds, summed over folds),
+        ``error`` and ``warnings`` (the categories of the warnings the
+        candidate's fits raised, e.g. ``BelowERMWarning``: recorded here;
+        the pick's own are raised again after the search).
+    best_below_majority_ : bool
+        Whether the pick is below the majority class (then every candidate
+        is, and a :class:`~skgroup.estimators.BelowMajorityWarning` says so).
     shared_fits_ : dict
         Sub-models fitted during the search, by kind (each distinct one
         once, see :mod:`skgroup._cache`).
@@ -232,6 +249,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     _parameter_constraints = {
         "candidates": [StrOptions({"auto"}), list, tuple],
         "selection": [str, callable],
+        "include_erm": ["boolean"],
         "cv": ["cv_object", None],
         "early_stopping": ["boolean"],
         "confidence_level": [Interval(Real, 0, 1, closed="neither")],
@@ -249,6 +267,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         candidates="auto",
         selection="worst_class",
         *,
+        include_erm=True,
         cv=None,
         early_stopping=True,
         confidence_level=0.95,
@@ -260,6 +279,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     ):
         self.candidates = candidates
         self.selection = selection
+        self.include_erm = include_erm
         self.cv = cv
         self.early_stopping = early_stopping
         self.confidence_level = confidence_level
@@ -312,6 +332,9 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 )
             for params in ParameterGrid(grid if grid else {}):
                 configs.append((type(estimator).__name__, estimator, params))
+        if self.include_erm and not any(isinstance(est, classes["ERMClassifier"]) for _, est, _ in configs):
+            grid = search_space("ERMClassifier", n_samples, n_features, n_classes)
+            configs += [("ERMClassifier", classes["ERMClassifier"](), params) for params in ParameterGrid(grid)]
         return configs
 
     def _prepare(self, estimator, params, seed, monitor, validated):
@@ -437,7 +460,26 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self._score(configs, splits, outputs, rule, scorer, rng, y)
         self._refit(configs, splits, outputs, X, y, group_labels)
         self.search_time_ = time.perf_counter() - start
+        self._warn_about_the_pick(outputs)
         return self
+
+    def _warn_about_the_pick(self, outputs):
+        """Raise the winner's own warnings (the others' stay in ``results_['warnings']``), and say when every
+        candidate does worse than always answering the majority class."""
+        seen = set()
+        for si in range(self.n_splits_):
+            for category, message in outputs[(self.best_index_, si)].get("messages", []):
+                if category not in seen:
+                    seen.add(category)
+                    warn(f"The pick {self.best_estimator_name_}{self.best_params_}: {message}", category)
+        if self.best_below_majority_:
+            warn(
+                "Every candidate does worse on the validation rows than always answering the majority class "
+                f"(accuracy below the majority rate and balanced accuracy at chance); the pick "
+                f"{self.best_estimator_name_}{self.best_params_} is the best of them by selection="
+                f"{self.selection_!r}. Search other settings (wider grids, more epochs) or check the data.",
+                BelowMajorityWarning,
+            )
 
     def _splits(self, X, y, group_labels, X_val, y_val, group_labels_val, needs_groups):
         if (X_val is None) != (y_val is None):
@@ -515,13 +557,19 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         else:
             score[ok], reps[:, ok] = self._scorer_bootstrap(scorer, configs, splits, outputs, ok, y_score,
                                                             bootstrap_seed)
-        best = int(np.nanargmax(np.where(ok, score, -np.inf)))
+        # a candidate worse than always answering the majority class is never the pick while another is not
+        below = np.zeros(n_cfg, dtype=bool)
+        for ci in np.flatnonzero(ok):
+            below[ci] = below_majority(y_score, preds[ci])[0]
+        eligible = ok & ~below if (ok & ~below).any() else ok
+        best = int(np.nanargmax(np.where(eligible, score, -np.inf)))
         ci_low, ci_high = np.full(n_cfg, np.nan), np.full(n_cfg, np.nan)
         ci_low[ok], ci_high[ok] = np.percentile(reps[:, ok], [alpha, 100 - alpha], axis=0)
         diff = reps[:, [best]] - reps
         d_low, d_high = np.full(n_cfg, np.nan), np.full(n_cfg, np.nan)
         d_low[ok], d_high[ok] = np.percentile(diff[:, ok], [alpha, 100 - alpha], axis=0)
-        order = np.argsort(-np.where(ok, score, -np.inf), kind="stable")
+        # eligible candidates first, each part by score: rank 1 is the pick
+        order = np.lexsort((-np.where(ok, score, -np.inf), ~eligible))
         rank = np.empty(n_cfg, dtype=np.int64)
         rank[order] = np.arange(1, n_cfg + 1)
 
@@ -537,6 +585,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "distinguishable": distinguishable,
             "rank": rank,
             "accuracy": np.where(ok, correct.mean(axis=1), np.nan),
+            "below_majority": below,
             "fit_time": [sum(outputs[(ci, si)]["fit_time"] for si in range(len(splits))) for ci in range(n_cfg)],
             "error": ["; ".join(str(outputs[(ci, si)]["error"]) for si in range(len(splits))
                             if outputs[(ci, si)]["error"]) for ci in range(n_cfg)],
@@ -549,6 +598,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.best_score_ci_ = (float(ci_low[best]), float(ci_high[best]))
         self.best_params_ = dict(configs[best][2])
         self.best_estimator_name_ = configs[best][0]
+        self.best_below_majority_ = bool(below[best])
 
     def _cells(self, rule, splits, y_score):
         if rule == "worst_group":
