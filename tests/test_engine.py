@@ -121,7 +121,8 @@ def test_early_stopping_names_the_missing_record():
 def test_estimator_selects_the_best_epoch_on_validation():
     X, y, g = _data(600)
     Xv, yv, gv = _data(300, seed=1)
-    est = ERMClassifier(solver="sgd", learning_rate=0.5, max_iter=12, n_iter_no_change=None, random_state=0)
+    est = ERMClassifier(solver="sgd", learning_rate=0.5, max_iter=12, n_iter_no_change=None, random_state=0,
+                        monitor="worst_group_accuracy")
     est.fit(X, y, X_val=Xv, y_val=yv, group_labels_val=gv)
     wga = est.validation_scores_["worst_group_accuracy"]
     assert est.best_iteration_ == int(np.argmax(wga)) + 1
