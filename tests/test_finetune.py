@@ -370,3 +370,36 @@ def test_a_whole_model_proximal_penalty_reaches_the_head_trained_alone():
     assert float(whole(head).detach()) == 0.0  # the names do not match: this is what would be lost
     assert float(_head_penalty(whole)(head).detach()) == pytest.approx(0.5 * (6 * 1.0 + 2 * 4.0))
     assert _head_penalty(None) is None
+
+
+# -- checkpoints of another run ---------------------------------------------------------
+def test_a_finetuning_checkpoint_resumes_only_its_own_run(tmp_path):
+    from skgroup.engine import Checkpoint
+
+    X, y, _ = make_spurious_features(200, random_state=0)
+    ck = tmp_path / "ck"
+
+    def fit(X=X, y=y, backbone=None, **params):
+        kw = dict(max_iter=2, batch_size=32, learning_rate=1e-2, random_state=0, callbacks=[Checkpoint(ck)])
+        return FineTuneClassifier(backbone or Vectors(), **{**kw, **params}).fit(Rows(X), y)
+
+    first = fit()
+    np.testing.assert_array_equal(fit().model_.head.weight.detach().numpy(),
+                                  first.model_.head.weight.detach().numpy())
+    with pytest.raises(ValueError, match="learning_rate"):
+        fit(learning_rate=0.1)
+    with pytest.raises(ValueError, match="head_learning_rate|param_groups"):
+        fit(head_learning_rate=0.5)
+    order = np.random.default_rng(0).permutation(200)
+    with pytest.raises(ValueError, match="data"):
+        fit(X=X[order], y=y[order])
+    X2, y2, _ = _images(32)
+    ck = tmp_path / "cnn"
+    FineTuneClassifier(_cnn_backbone(), max_iter=1, batch_size=16, augment=False, random_state=0,
+                       callbacks=[Checkpoint(ck)]).fit(X2, y2)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        other = load_backbone(TinyCNN(), image_size=24, resize=24)
+    with pytest.raises(ValueError, match="module.weights"):
+        FineTuneClassifier(other, max_iter=1, batch_size=16, augment=False, random_state=0,
+                           callbacks=[Checkpoint(ck)]).fit(X2, y2)

@@ -31,9 +31,30 @@ class Inputs:
         self.modality = modality
         self.kind = kind
         self.root = root
+        self._fingerprint = None
 
     def __len__(self):
         return len(self.items)
+
+    def fingerprint(self):
+        """A digest of the samples, for checkpoints (computed once): a dataset by its own
+        ``fingerprint()``; paths by the path strings (not the files' contents); texts, pairs, PIL
+        images and image arrays by their contents (an array above 64 MiB on a sample of its rows)."""
+        if self._fingerprint is None:
+            from ..engine._fingerprint import array_digest, digest
+
+            if self.kind == "dataset":
+                content = digest(self.items)
+            elif self.kind == "array":
+                content = array_digest(self.items, sample_rows=True)
+            elif self.kind == "pil":
+                content = digest([(img.mode, img.size, img.tobytes()) for img in self.items])
+            else:
+                content = digest([x if isinstance(x, str) else [str(v) for v in x] if self.kind == "pairs" else str(x)
+                                  for x in self.items])
+            self._fingerprint = {"kind": self.kind, "n": len(self), "root": None if self.root is None else str(self.root),
+                                 "content": content}
+        return self._fingerprint
 
     def get(self, i):
         if self.kind == "dataset":
@@ -178,6 +199,14 @@ class BackboneDataset:
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
+
+    def fingerprint(self):
+        """The inputs, the backbone's identity and preprocessing, the augmentation and its seed (not the
+        current epoch, which training moves)."""
+        from ..engine._fingerprint import describe
+
+        return {"inputs": describe(self.inputs), "backbone": describe(self.backbone),
+                "augment": describe(self.augment), "seed": self.seed}
 
     def __len__(self):
         return len(self.inputs)
