@@ -273,3 +273,31 @@ def test_candidate_warnings_are_recorded_not_repeated(data):
         search = RobustSearchCV([(Noisy(), {}), ERM_GRID], random_state=0).fit(
             data.train.X, data.train.y, X_val=data.val.X, y_val=data.val.y)
     assert search.results_["warnings"][0] == "UserWarning"
+
+
+# -- validation labels are the training classes, compared as such --------------------------
+def test_string_labels_are_not_truncated_to_the_validation_dtype(data):
+    tr, va = data.train, data.val
+    labels = np.array(["1", "10"])
+    search = RobustSearchCV([(ERMClassifier(), {"l2_reg": [1e-4]})], selection="accuracy", random_state=0)
+    y_val = labels[va.y]
+    keep = y_val == "1"  # validation holds only the short label
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.fit(tr.X, labels[tr.y], X_val=va.X[keep], y_val=list(y_val[keep]))  # dtype <U1
+    truth = np.mean(search.best_estimator_.predict(va.X[keep]) == "1")
+    assert search.best_score_ == pytest.approx(truth) and truth < 1.0
+
+
+@pytest.mark.parametrize("y_val, match", [
+    (lambda y: np.where(y == 1, 2, y), r"\[2\]"),            # a class the training rows never had
+    (lambda y: y.astype(str), "str"),                      # str against int classes
+    (lambda y: y.astype(bool), "bool"),                    # bool against int classes
+])
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_validation_labels_outside_the_classes_are_refused(data, y_val, match, early_stopping):
+    tr, va = data.train, data.val
+    search = RobustSearchCV([ERM_GRID], selection="worst_class", early_stopping=early_stopping, random_state=0)
+    with pytest.raises(ValueError, match="y_val") as info:
+        search.fit(tr.X, tr.y, X_val=va.X, y_val=y_val(va.y))
+    assert info.match(match)

@@ -115,9 +115,37 @@ def auto_learning_rate(X, reference):
     return float(reference * REFERENCE_ROW_NORM / norm)
 
 
+def _label_kind(values):
+    """'bool', 'number' or 'str' (None: a mix, or something else) of an array of labels."""
+    kind = values.dtype.kind
+    if kind == "b":
+        return "bool"
+    if kind in "iuf":
+        return "number"
+    if kind in "US":
+        return "str"
+    if kind == "O":
+        kinds = {"bool" if isinstance(v, (bool, np.bool_)) else "number" if isinstance(v, (int, float, np.number))
+                 else "str" if isinstance(v, str) else None for v in values.ravel().tolist()}
+        return kinds.pop() if len(kinds) == 1 else None
+    return None
+
+
 def encode_labels(classes, y, name="y"):
-    """Positions of the labels ``y`` in the sorted ``classes``; unknown labels are an error."""
+    """Positions of the labels ``y`` in the sorted ``classes``; unknown labels are an error.
+
+    Labels of another type than the classes (strings against numbers, bools
+    against ints) are an error too, not converted: ``'1'`` is not ``1``.
+    """
     y = column_or_1d(y, warn=True)
+    classes = np.asarray(classes)
+    theirs, ours = _label_kind(y), _label_kind(classes)
+    if y.shape[0] and (theirs is None or theirs != ours):
+        raise ValueError(
+            f"{name} holds labels of type {theirs or 'mixed ' + str(sorted({type(v).__name__ for v in y.tolist()}))} "
+            f"(e.g. {y[:3].tolist()}) but the model's classes are of type {ours} ({classes[:5].tolist()}): "
+            f"give {name} the type of the training labels y."
+        )
     pos = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
     unknown = classes[pos] != y
     if np.any(unknown):

@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._cache import SHARED_FITS
 from .._groups import check_group_labels
+from ..estimators._base import encode_labels
 from ..metrics import EmptyCellWarning, paired_bootstrap
 from ._spaces import registered, search_space
 from ._validation import requests
@@ -450,7 +451,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                     "validation-split protocol, or cv (and no X_val) for cross-validation."
                 )
             X_val = validate_data(self, X_val, dtype=X.dtype, reset=False)
-            y_val = np.asarray(y_val)
+            # the training classes, in their dtype: a prediction '10' must not be cut to y_val's '1'
+            y_val = self.classes_[encode_labels(self.classes_, y_val, "y_val")]
             if y_val.shape[0] != X_val.shape[0]:
                 raise ValueError(f"X_val has {X_val.shape[0]} rows but y_val has {y_val.shape[0]}.")
             if needs_groups and group_labels_val is None:
@@ -500,10 +502,12 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             first = next(o["error"] for o in outputs.values() if o["error"])
             raise ValueError(f"Every candidate failed to fit; the first error: {first}")
         y_score = np.concatenate([s["y_score"] for s in splits])
-        preds = np.full((n_cfg, y_score.shape[0]), y_score[0], dtype=y_score.dtype)
+        # compared as positions in classes_: no array of y's dtype that would cut or convert a prediction
+        y_codes = encode_labels(self.classes_, y_score, "y_val")
+        correct = np.zeros((n_cfg, y_score.shape[0]), dtype=bool)
         for ci in np.flatnonzero(ok):
-            preds[ci] = np.concatenate([outputs[(ci, si)]["responses"]["predict"] for si in range(len(splits))])
-        correct = preds == y_score
+            pred = np.concatenate([outputs[(ci, si)]["responses"]["predict"] for si in range(len(splits))])
+            correct[ci] = encode_labels(self.classes_, pred, f"the predictions of {configs[ci][0]}") == y_codes
         alpha = (1 - self.confidence_level) / 2 * 100
         score = np.full(n_cfg, np.nan)
         reps = np.full((self.n_bootstrap, n_cfg), np.nan)
