@@ -285,3 +285,13 @@ def test_paired_bootstrap_matches_the_report_and_the_metrics():
     assert np.isfinite(reps).all()
     with pytest.raises(ValueError, match="reduce"):
         paired_bootstrap(correct, g, reduce="max")
+
+
+def test_group_weights_naming_no_evaluated_group_or_missing_one_are_refused():
+    # '1' is not the group 1: it would be dropped and group 1 weighted 0, giving 1.0
+    with pytest.raises(ValueError, match=r"group_weights.*'1'"):
+        group_accuracies([0, 1, 0, 1], [0, 1, 1, 1], group_labels=[0, 0, 1, 1], group_weights={0: .5, "1": .5})
+    with pytest.raises(ValueError, match=r"group_weights.*no weight.*\[2\]"):
+        group_accuracies(Y, P, group_labels=G, group_weights={0: 0.5, 1: 0.5})
+    rep = group_accuracies(Y, P, group_labels=G, group_weights={0: 0.5, 1: 0.5, 2: 0.0})  # 0 leaves one out
+    assert rep.weighted_accuracy == pytest.approx(0.5 * 0.5 + 0.5 * 1.0)

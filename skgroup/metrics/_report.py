@@ -134,8 +134,10 @@ def group_accuracies(
         Weight of each group for the weighted average accuracy, e.g. the
         training-set group proportions from :func:`group_proportions` (the
         Waterbirds convention: its test set is group-balanced, its training set
-        is not). A dict maps group names to weights; an array follows the
-        order of the groups. Weights are renormalised over non-empty groups;
+        is not). A dict maps group names to weights: it must name every
+        evaluated group, and only those (a key of another type, ``'1'`` for
+        the group ``1``, is an error, not a weight of 0); an array follows
+        the order of the groups. Weights are renormalised to sum to 1;
         they must be finite and non-negative, with a positive sum.
     confidence_level : float in (0, 1), default=None
         If given, add stratified percentile-bootstrap intervals per group and
@@ -172,13 +174,23 @@ def group_accuracies(
     )
     if group_weights is not None:
         if isinstance(group_weights, dict):
-            unknown = set(group_weights) - set(names)
-            w = np.array([float(group_weights.get(g, 0.0)) for g in names])
-            if unknown and not w.any():
+            # a key that is no evaluated group ('1' for the group 1, a group with no rows here) would be
+            # dropped and a group without a key weighted 0: both change the number silently
+            unknown = [k for k in group_weights if not any(_same_group(k, g) for g in names)]
+            if unknown:
                 raise ValueError(
-                    f"group_weights names groups {sorted(map(str, unknown))} but the "
-                    f"evaluated groups are {names}: use the same group ids."
+                    f"group_weights names {', '.join(repr(k) for k in unknown)}, which "
+                    f"{'is' if len(unknown) == 1 else 'are'} not among the evaluated groups {names} (a group "
+                    "id of another type, e.g. '1' for 1, or a group with no rows here): use the ids of "
+                    "group_labels, and drop the groups absent from this data."
                 )
+            unweighted = [g for g in names if not any(_same_group(k, g) for k in group_weights)]
+            if unweighted:
+                raise ValueError(
+                    f"group_weights gives no weight to the evaluated group(s) {unweighted}: give every "
+                    "group a weight (0 leaves a group out of the weighted accuracy)."
+                )
+            w = np.array([float(next(v for k, v in group_weights.items() if _same_group(k, g))) for g in names])
         else:
             w = np.asarray(group_weights, dtype=np.float64)
             if w.shape != acc.shape:
@@ -209,6 +221,15 @@ def group_accuracies(
         report.worst_group_ci = tuple(float(v) for v in np.percentile(wmin, [tail, 100 - tail]))
         report.confidence_level = confidence_level
     return report
+
+
+def _same_group(key, name):
+    """Whether a group_weights key is the group ``name``: equal and of the same kind (1 is not '1', nor True)."""
+    def kind(v):
+        v = v.item() if isinstance(v, np.generic) else v
+        return "bool" if isinstance(v, bool) else "number" if isinstance(v, numbers.Number) else type(v).__name__
+
+    return kind(key) == kind(name) and key == name
 
 
 def paired_bootstrap(correct, cells, *, reduce="min", n_bootstrap=1000, random_state=None):
