@@ -403,3 +403,48 @@ def test_a_finetuning_checkpoint_resumes_only_its_own_run(tmp_path):
     with pytest.raises(ValueError, match="module.weights"):
         FineTuneClassifier(other, max_iter=1, batch_size=16, augment=False, random_state=0,
                            callbacks=[Checkpoint(ck)]).fit(X2, y2)
+
+
+# -- inputs: every row is checked, the first bad one named ---------------------------------
+@pytest.mark.parametrize("X, match", [
+    ([1, 2, 3], r"X\[0\].*int"),
+    ([0.5, "a"], r"X\[0\].*float"),
+    ([(None, "x"), ("a", "b")], r"X\[0\].*None"),
+    ([("a", "b", "c"), ("a", "b")], r"X\[0\].*3"),
+    (["hi", ("a", "b")], r"X\[1\].*tuple"),
+    ([("a", "b"), "hi"], r"X\[1\].*str"),
+    ([("a", "b"), ("c",)], r"X\[1\].*1"),            # ragged pairs (item 12)
+    ([("a", "b"), ("c", "d", "e")], r"X\[1\].*3"),
+])
+def test_text_inputs_of_another_kind_name_the_first_bad_row(X, match):
+    from skgroup.finetune import as_inputs
+
+    with pytest.raises(TypeError, match=match):
+        as_inputs(X, "text")
+
+
+def test_text_inputs_that_are_right_are_read_as_they_are():
+    from skgroup.finetune import as_inputs
+
+    pairs = as_inputs([("a", "b"), ["c", "d"], np.array(["e", "f"])], "text")
+    assert pairs.kind == "pairs" and [pairs.get(i) for i in range(3)] == [("a", "b"), ("c", "d"), ("e", "f")]
+    texts = as_inputs(np.array(["x", "y"]), "text")
+    assert texts.kind == "texts" and texts.get(1) == "y"
+
+
+def test_image_inputs_of_mixed_kinds_name_the_first_bad_row(tmp_path):
+    from PIL import Image
+
+    from skgroup.finetune import as_inputs
+
+    img = Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8))
+    with pytest.raises(TypeError, match=r"X\[1\].*str"):  # item 12: a path among PIL images
+        as_inputs([img, "a.png"], "image")
+    with pytest.raises(TypeError, match=r"X\[2\].*Image"):
+        as_inputs(["a.png", tmp_path / "b.png", img], "image")
+    with pytest.raises(TypeError, match=r"X\[0\].*int"):
+        as_inputs([3, 4], "image")
+    X, y, _ = _images(8)
+    ft = FineTuneClassifier(_cnn_backbone(), max_iter=1, batch_size=4, random_state=0)
+    with pytest.raises(TypeError, match=r"X\[3\]"):
+        ft.fit([Image.fromarray(x) for x in X[:3]] + ["x.png"] + [Image.fromarray(x) for x in X[4:]], y)

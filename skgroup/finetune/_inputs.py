@@ -116,20 +116,51 @@ def as_inputs(X, modality):
     items = list(X) if not isinstance(X, list) else X
     if not items:
         raise ValueError("X is empty.")
+    # the kind is X[0]'s, and every row must be of it: a row of another kind would be read as
+    # something else (an int as the text "3", a 3-tuple cut to a pair, "hi" as the pair ("h", "i"))
     first = items[0]
     if modality == "text":
-        if isinstance(first, (tuple, list, np.ndarray)) and len(first) == 2:
-            return Inputs(items, "text", "pairs")
-        if isinstance(first, str):
-            return Inputs(items, "text", "texts")
-        raise TypeError(f"a text backbone reads texts or (text, text) pairs; X holds {type(first).__name__}.")
-    if isinstance(first, (str, Path)):
-        return Inputs(items, "image", "paths")
-    if hasattr(first, "convert") and hasattr(first, "size"):
-        return Inputs(items, "image", "pil")
-    raise TypeError(
-        f"an image backbone reads image paths, PIL images or a uint8 array; X holds {type(first).__name__}."
-    )
+        kinds = {"texts": ("a text (str)", _is_text), "pairs": ("a (text, text) pair", _is_pair)}
+        kind = "pairs" if isinstance(first, (tuple, list, np.ndarray)) else "texts"
+        what = "a text backbone reads texts (str) or (text, text) pairs, all rows of one kind"
+    else:
+        kinds = {"paths": ("an image path (str or Path)", _is_path), "pil": ("a PIL image", _is_pil)}
+        kind = "pil" if _is_pil(first) else "paths"
+        what = "an image backbone reads image paths, PIL images or a uint8 image array, all rows of one kind"
+    label, accepts = kinds[kind]
+    for i, item in enumerate(items):
+        if not accepts(item):
+            expected = f"{label} as X[0] is" if i else f"{label} (or {' / '.join(v[0] for k, v in kinds.items() if k != kind)})"
+            raise TypeError(f"X[{i}] is {_show(item)}, not {expected}: {what}.")
+    return Inputs(items, modality, kind)
+
+
+def _is_text(item):
+    return isinstance(item, str)
+
+
+def _is_pair(item):
+    return isinstance(item, (tuple, list, np.ndarray)) and len(item) == 2 and all(isinstance(v, str) for v in item)
+
+
+def _is_path(item):
+    return isinstance(item, (str, Path))
+
+
+def _is_pil(item):
+    return hasattr(item, "convert") and hasattr(item, "size") and hasattr(item, "mode")
+
+
+def _show(item):
+    """``item``'s type and a short view of it, for an error message."""
+    text = repr(item)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    name = type(item).__name__
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    if isinstance(item, (tuple, list, np.ndarray)):
+        inner = ", ".join(sorted({type(v).__name__ for v in item}))
+        return f"{article} {name} of {len(item)} ({inner}): {text}"
+    return f"{article} {name}: {text}"
 
 
 class RandomResizedCropFlip:
