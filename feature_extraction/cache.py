@@ -15,7 +15,8 @@ the shards are removed after.
 
 A complete cache is reused only after :func:`skgroup.datasets.check_embeddings`
 (every file's presence, shape, dtype and size; checksums of the small files,
-and of ``features.npy`` with ``verify=True``): a damaged cache is an error
+and of ``features.npy``: its block checksums by default, all of them up to
+256 MiB and a sample beyond, its full sha256 with ``verify=True``): a damaged cache is an error
 that says how to rebuild it, never reused and never deleted unasked. Shards
 left beside a complete cache by a run killed before it removed them are
 deleted on the next run once the cache is verified in full.
@@ -86,12 +87,13 @@ def _version_diff(old, new):
     return sorted(k for k in set(old) & set(new) if old[k] != new[k])
 
 
-def check_existing_cache(output, spec, versions, *, overwrite=False, strict_versions=False, verify=False):
+def check_existing_cache(output, spec, versions, *, overwrite=False, strict_versions=False, verify="auto"):
     """Decide what to do with ``output``: 'reuse' it, 'build' it (absent or overwritten), or raise.
 
     A complete cache of the same spec is reused once its files pass
-    :func:`skgroup.datasets.check_embeddings` (``verify=True``: the
-    checksum of ``features.npy`` too); a damaged one raises
+    :func:`skgroup.datasets.check_embeddings` with ``verify`` ('auto': the
+    block checksums of ``features.npy``, all or a sample; ``True``: its
+    full sha256); a damaged one raises
     :class:`~skgroup.datasets.CorruptCacheError` naming the file (rebuilt only
     with ``overwrite``). Different library versions are a warning (the
     features may differ in the last bits) unless ``strict_versions``, which

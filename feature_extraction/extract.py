@@ -291,7 +291,7 @@ def extract_features(
     overwrite=False,
     strict_versions=False,
     keep_shards=False,
-    verify=False,
+    verify="auto",
     progress=True,
 ):
     """Extract penultimate features of ``backbone`` on ``dataset`` into a cache folder ``output``.
@@ -353,10 +353,12 @@ def extract_features(
         Keep ``.shards/`` after merging. Without it, shards that a killed run
         left beside a complete cache are removed when the cache is reused
         (after a full checksum of the cache).
-    verify : bool, default=False
-        Before reusing a cache, also check the sha256 of ``features.npy``
-        (reads it whole). Every file's presence, shape, dtype and size, and
-        the checksums of the small files, are checked in any case.
+    verify : 'auto' or bool, default='auto'
+        How ``features.npy`` is checked before a cache is reused: 'auto'
+        the checksums of its blocks (all of them up to 256 MiB, else the
+        first, the last and 64 at random), True its full sha256 (reads it
+        whole), False not at all. Every file's presence, shape, dtype and
+        size, and the checksums of the small files, are checked in any case.
     progress : bool, default=True
         Progress bar (items per second, time left) on rank 0.
 

@@ -233,9 +233,10 @@ def test_damaged_cache_is_never_reused_nor_deleted(tmp_path, bert):
     with pytest.raises(CorruptCacheError, match=r"labels.npy does not match its checksum.*overwrite=True"):
         extract_features(bert, _dataset(), out, progress=False)
     (out / "labels.npy").write_bytes(good["labels.npy"])
-    _flip_byte(out / "features.npy")  # a changed feature: the full checksum, on request
-    with pytest.raises(CorruptCacheError, match=r"features.npy does not match its checksum"):
-        extract_features(bert, _dataset(), out, progress=False, verify=True)
+    _flip_byte(out / "features.npy")  # a changed feature: the default block checksums (all, it is small)
+    for verify in ("auto", True):
+        with pytest.raises(CorruptCacheError, match=r"features.npy does not match its checksum"):
+            extract_features(bert, _dataset(), out, progress=False, verify=verify)
     (out / "features.npy").write_bytes(good["features.npy"][:-7])  # truncated: always
     with pytest.raises(CorruptCacheError, match=r"features.npy is \d+ bytes.*truncated"):
         extract_features(bert, _dataset(), out, progress=False)
@@ -283,8 +284,8 @@ def test_stale_shards_beside_a_complete_cache_are_removed(tmp_path, bert, monkey
     # a final cache that fails the full check is not reused and its shards stay; overwrite rebuilds from them
     out = tmp_path / "d"
     _killed_before_shards_removed(monkeypatch, bert, out)
-    _flip_byte(out / "features.npy")
-    with pytest.raises(CorruptCacheError, match=r"features.npy does not match its checksum.*still in"):
+    _flip_byte(out / "features.npy")  # caught by the default check before reuse, which points at the shards
+    with pytest.raises(CorruptCacheError, match=r"features.npy does not match its checksum.*Shards of an earlier run"):
         extract_features(bert, _dataset(), out, progress=False, shard_size=10)
     assert len(list((out / ".shards").glob("shard-*.npz"))) == 4
     (out / "features.npy").write_bytes((out / "features.npy").read_bytes()[:-3])
