@@ -448,3 +448,26 @@ def test_image_inputs_of_mixed_kinds_name_the_first_bad_row(tmp_path):
     ft = FineTuneClassifier(_cnn_backbone(), max_iter=1, batch_size=4, random_state=0)
     with pytest.raises(TypeError, match=r"X\[3\]"):
         ft.fit([Image.fromarray(x) for x in X[:3]] + ["x.png"] + [Image.fromarray(x) for x in X[4:]], y)
+
+
+# -- saving never replaces what a folder holds unasked ---------------------------------------
+def test_save_refuses_a_non_empty_folder_and_with_overwrite_replaces_only_its_own_files(tmp_path):
+    X, y, _ = _images(32)
+    ft = FineTuneClassifier(_cnn_backbone(), max_iter=1, batch_size=16, augment=False, random_state=0).fit(X, y)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "README.md").write_text("my notes")
+    (folder / "head.safetensors").write_bytes(b"another model's head")
+    with pytest.raises(FileExistsError, match=r"README.md.*overwrite=True"):
+        ft.save(folder)
+    assert (folder / "head.safetensors").read_bytes() == b"another model's head"
+    ft.save(folder, overwrite=True)
+    assert (folder / "README.md").read_text() == "my notes"  # not one of the files save writes
+    _, W, _, classes = load_finetuned(folder, model=TinyCNN())
+    np.testing.assert_array_equal(W.numpy(), ft.model_.head.weight.detach().numpy())
+    ft.save(tmp_path / "new")  # absent or empty: fine
+    (tmp_path / "empty").mkdir()
+    ft.save(tmp_path / "empty")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        ft.save(tmp_path / "file", overwrite=True)

@@ -397,10 +397,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         """Penultimate features of the fine-tuned backbone (the head estimators' input)."""
         return self._run(X, "features")
 
-    def save(self, folder):
-        """Write the fine-tuned backbone and head (see :func:`skgroup.finetune.save_finetuned`)."""
+    def save(self, folder, *, overwrite=False):
+        """Write the fine-tuned backbone and head (see :func:`skgroup.finetune.save_finetuned`).
+
+        ``folder`` must be absent or empty unless ``overwrite=True``, which
+        replaces the files the save writes and keeps the others.
+        """
         check_is_fitted(self, "model_")
-        return save_finetuned(self.model_, folder, classes=self.classes_, backbone_source=self.backbone_source_)
+        return save_finetuned(self.model_, folder, classes=self.classes_, backbone_source=self.backbone_source_,
+                              overwrite=overwrite)
 
 
 def _frozen_erm_predictions(executor, validation, seed):

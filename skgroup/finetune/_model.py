@@ -59,8 +59,14 @@ class BackboneClassifier(nn.Module):
         return new
 
 
-def save_finetuned(model, folder, *, classes, backbone_source=None):
+def save_finetuned(model, folder, *, classes, backbone_source=None, overwrite=False):
     """Write the fine-tuned backbone and head to ``folder``; returns the folder.
+
+    ``folder`` must be absent or empty: a folder that holds anything is
+    refused (another model's weights, a README of the user's) unless
+    ``overwrite=True``, which replaces the files this function writes and
+    keeps every other file. The backbone's own source folder is refused
+    in any case.
 
     A transformers backbone is saved with ``save_pretrained`` (and its
     tokenizer; the other files of a sentence-transformers folder, e.g. its
@@ -74,12 +80,13 @@ def save_finetuned(model, folder, *, classes, backbone_source=None):
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    source = Path(backbone_source) if backbone_source else None
+    _check_save_folder(folder, source, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     backbone = model.backbone
     body = model.body
     meta = {"backbone": backbone.name, "identity": backbone.identity(), "classes": [_plain(c) for c in classes],
             "n_features": model.head.in_features}
-    source = Path(backbone_source) if backbone_source else None
     if hasattr(body, "save_pretrained"):
         if source is not None and source.is_dir():
             for item in source.iterdir():  # sentence-transformers modules, tokenizer files, ...
@@ -104,6 +111,25 @@ def save_finetuned(model, folder, *, classes, backbone_source=None):
                "bias": model.head.bias.detach().cpu().contiguous()}, str(folder / "head.safetensors"))
     (folder / "skgroup_finetuned.json").write_text(json.dumps(meta, indent=2, default=str))
     return folder
+
+
+def _check_save_folder(folder, source, overwrite):
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a folder: a fine-tuned model is saved as a folder of "
+                              "files; choose another path.")
+    if source is not None and source.is_dir() and folder.exists() and folder.resolve() == source.resolve():
+        raise ValueError(f"{folder} is the folder the backbone was loaded from: saving there would replace the "
+                         "pretrained model's files. Choose another folder.")
+    if overwrite or not folder.is_dir():
+        return
+    present = sorted(p.name for p in folder.iterdir())
+    if present:
+        shown = ", ".join(present[:5]) + (f", ... ({len(present)} entries)" if len(present) > 5 else "")
+        raise FileExistsError(
+            f"{folder} is not empty ({shown}): saving would replace files of the same names there (a model's "
+            "weights, config, tokenizer, README). Choose a new or empty folder, or pass overwrite=True to replace "
+            "the files the save writes (other files are kept)."
+        )
 
 
 def load_finetuned(folder, **backbone_options):
