@@ -26,14 +26,14 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from skgroup.datasets import CorruptCacheError, check_embeddings, read_manifest, save_embeddings
-from skgroup.datasets._embeddings import _ARRAYS, FeaturesWriter
+from skgroup.datasets._embeddings import _ARRAYS, FeaturesWriter, unowned_cache_files
 
 from .data import DecodeError
 
@@ -109,6 +109,13 @@ def check_existing_cache(output, spec, versions, *, overwrite=False, strict_vers
         raise ExtractionMismatchError(f"{output} holds a manifest.json that is not an skgroup cache ({e}); "
                                       "choose another output folder or pass overwrite=True.") from e
     if manifest is None:
+        found = unowned_cache_files(output)
+        if found:  # refused now, not after the whole extraction, when the merge would meet them
+            raise ExtractionMismatchError(
+                f"{output} holds {', '.join(found)} but no manifest.json: not a cache of this library, so they "
+                "may be someone's files. Move them, choose another output folder, or pass overwrite=True (CLI "
+                "--overwrite) to replace them."
+            )
         return "build"
     extraction = manifest.get("extraction") or {}
     old_spec = extraction.get("spec")
@@ -140,6 +147,26 @@ def check_existing_cache(output, spec, versions, *, overwrite=False, strict_vers
         f"{output} already holds features of a different extraction (differs in: {', '.join(differs)}). "
         "Choose another output folder, or pass overwrite=True (CLI --overwrite) to replace it."
     )
+
+
+def _remove_shards(root):
+    """Delete what the shard store writes in ``root`` (shards, spec.json, their temporaries) and the folder
+    when that empties it; any other file is kept (with the folder), with a warning. Returns True if removed."""
+    root = Path(root)
+    if not root.is_dir():
+        return True
+    for p in root.iterdir():
+        ours = (p.name == "spec.json" or re.fullmatch(r"shard-\d{6}\.npz", p.name)
+                or re.fullmatch(r"\.(shard-\d{6}\.npz|spec\.json)\.tmp-\d+", p.name))
+        if ours and p.is_file():
+            p.unlink(missing_ok=True)
+    rest = sorted(p.name for p in root.iterdir())
+    if rest:
+        warnings.warn(f"{root} holds files the extraction did not write ({', '.join(rest[:5])}"
+                      f"{', ...' if len(rest) > 5 else ''}): they are kept, and so is the folder.", stacklevel=3)
+        return False
+    root.rmdir()
+    return True
 
 
 def remove_stale_shards(output, manifest, *, keep_shards=False):
@@ -175,11 +202,11 @@ def remove_stale_shards(output, manifest, *, keep_shards=False):
     except CorruptCacheError as e:
         raise CorruptCacheError(f"{e} The shards of this extraction are still in {root}: overwrite=True (CLI "
                                 "--overwrite) rebuilds the cache from them without recomputing.") from e
-    shutil.rmtree(root)
+    removed = _remove_shards(root)
     _fsync_dir(output)
     log.info("removed %s: shards left by a run interrupted after it wrote the cache at %s, which is complete and "
              "verified", root, output)
-    return True
+    return removed
 
 
 def remove_leftover_temporaries(output):
@@ -292,7 +319,7 @@ class ShardStore:
                     f"{self.root} holds unfinished work of a different extraction (differs in: {', '.join(differs)}). "
                     "Finish that run, choose another output folder, or pass overwrite=True to discard that work."
                 )
-            shutil.rmtree(self.root)
+            _remove_shards(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         _atomic_write_bytes(info_file, json.dumps({"spec_sha256": self.spec_hash, "n_samples": self.n_samples,
                                                    "shard_size": self.shard_size, "spec": spec,
@@ -436,6 +463,6 @@ class ShardStore:
             writer.abort()
             raise
         if not keep_shards:
-            shutil.rmtree(self.root, ignore_errors=True)
+            _remove_shards(self.root)
             _fsync_dir(output)
         return skipped

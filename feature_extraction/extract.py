@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from skgroup.datasets import read_manifest
+from skgroup.datasets._embeddings import invalidate_cache
 
 from . import __version__, distributed
 from .backbones import Backbone, load_backbone
@@ -462,8 +463,10 @@ def _run(backbone, dataset, output, info, t0, held, *, name, dtype, precision, d
                 remove_stale_shards(output, manifest, keep_shards=keep_shards)
                 plan = {"action": "reuse"}
             else:
-                if overwrite:  # invalidate first: a killed overwrite run must not leave the old cache looking valid
-                    (output / "manifest.json").unlink(missing_ok=True)
+                if overwrite and output.is_dir():
+                    # invalidate first: a killed overwrite run must not leave the old cache looking valid (its
+                    # files stay marked as this library's, so a plain rerun resumes)
+                    invalidate_cache(output)
                     _fsync_dir(output)
                 remove_leftover_temporaries(output)
                 store = ShardStore(output, spec_hash, len(dataset), shard_size)

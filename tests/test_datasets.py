@@ -279,3 +279,37 @@ def test_large_features_are_checked_on_a_sample_of_blocks(tmp_path, monkeypatch)
     monkeypatch.setattr(emb_module, "_SAMPLED_BLOCKS", n_blocks)
     with pytest.raises(CorruptCacheError, match=r"block 10 "):
         load_embeddings(tmp_path / "c")
+
+
+def test_files_of_a_cache_without_a_manifest_are_not_replaced_unasked(tmp_path):
+    # a folder without manifest.json holding a file of a cache's name: the user's, not an interrupted save
+    folder = tmp_path / "c"
+    folder.mkdir()
+    np.save(folder / "labels.npy", np.array([7, 7, 7]))
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"labels.npy.*overwrite=True"):
+        make_cache(folder)
+    np.testing.assert_array_equal(np.load(folder / "labels.npy"), [7, 7, 7])
+    make_cache(folder, overwrite=True)
+    assert load_embeddings(folder).labels.shape == (50,) and (folder / "notes.txt").read_text() == "mine"
+
+
+def test_a_save_killed_before_its_manifest_is_finished_by_the_next_one(tmp_path, monkeypatch):
+    from skgroup.datasets import _embeddings as emb_module
+
+    real = emb_module._atomic_save
+    calls = []
+
+    def dies_on_split(path, array, **kw):
+        if path.name == "split.npy":
+            raise KeyboardInterrupt  # a kill after features, labels and attributes are in place
+        calls.append(path.name)
+        return real(path, array, **kw)
+
+    monkeypatch.setattr(emb_module, "_atomic_save", dies_on_split)
+    with pytest.raises(KeyboardInterrupt):
+        make_cache(tmp_path / "c")
+    monkeypatch.undo()
+    assert (tmp_path / "c" / "labels.npy").exists() and not (tmp_path / "c" / "manifest.json").exists()
+    make_cache(tmp_path / "c")  # its own leftovers: no overwrite needed
+    load_embeddings(tmp_path / "c", verify=True)

@@ -17,6 +17,7 @@ pytest.importorskip("transformers")
 from feature_extraction import ExtractionMismatchError, TextDataset, extract_features  # noqa: E402
 from feature_extraction._testing import make_tiny_bert, random_sentences  # noqa: E402
 from skgroup.datasets import load_embeddings, read_manifest  # noqa: E402
+from skgroup.datasets._embeddings import invalidate_cache  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 N = 40
@@ -72,7 +73,7 @@ def test_library_versions_warn_or_count_as_different(tmp_path, bert):
 
 def test_foreign_shards_are_not_mixed_in(tmp_path, bert):
     out = extract_features(bert, _dataset(), tmp_path / "c", keep_shards=True, progress=False, shard_size=10)
-    (out / "manifest.json").unlink()  # as if killed before the merge finished
+    invalidate_cache(out)  # as if killed before the merge finished
     with pytest.raises(ExtractionMismatchError, match="unfinished work of a different extraction.*backbone.pooling"):
         extract_features(bert, _dataset(), out, backbone_options={"pooling": "mean"}, progress=False)
     extract_features(bert, _dataset(), out, backbone_options={"pooling": "mean"}, overwrite=True, progress=False)
@@ -82,7 +83,7 @@ def test_foreign_shards_are_not_mixed_in(tmp_path, bert):
 def test_corrupt_and_truncated_shards_are_redone(tmp_path, bert):
     ref = load_embeddings(extract_features(bert, _dataset(), tmp_path / "ref", progress=False, shard_size=8)).features
     out = extract_features(bert, _dataset(), tmp_path / "c", keep_shards=True, progress=False, shard_size=8)
-    (out / "manifest.json").unlink()  # killed after the shards, before the final manifest
+    invalidate_cache(out)  # killed after the shards, before the final manifest
     shards = sorted((out / ".shards").glob("shard-*.npz"))
     assert len(shards) == 5
     data = bytearray(shards[1].read_bytes())
@@ -195,7 +196,7 @@ def test_killed_overwrite_run_resumes(tmp_path, bert, monkeypatch):
 
 def test_strict_versions_on_resume(tmp_path, bert):
     out = extract_features(bert, _dataset(), tmp_path / "c", keep_shards=True, progress=False, shard_size=10)
-    (out / "manifest.json").unlink()  # as if killed before the merge finished
+    invalidate_cache(out)  # as if killed before the merge finished
     info_file = out / ".shards" / "spec.json"
     info = json.loads(info_file.read_text())
     assert info["versions"]["torch"]
@@ -253,11 +254,10 @@ def test_damaged_cache_is_never_reused_nor_deleted(tmp_path, bert):
 
 def _killed_before_shards_removed(monkeypatch, bert, out, **kw):
     """A finished run whose process died after the manifest, before .shards/ was removed."""
-    import types
 
     import feature_extraction.cache as cache
 
-    monkeypatch.setattr(cache, "shutil", types.SimpleNamespace(rmtree=lambda *a, **k: None))
+    monkeypatch.setattr(cache, "_remove_shards", lambda *a, **k: None)
     extract_features(bert, _dataset(), out, progress=False, shard_size=10, **kw)
     monkeypatch.undo()
     assert (out / "manifest.json").exists() and len(list((out / ".shards").glob("shard-*.npz"))) == 4
@@ -348,3 +348,22 @@ def test_merge_killed_midway_leaves_no_cache_and_resumes(tmp_path, bert, monkeyp
     emb = load_embeddings(extract_features(bert, _dataset(), out, progress=False, shard_size=8), verify=True)
     assert emb.manifest["extraction"]["run"]["shards_reused"] == 5
     assert not list(out.glob(".*.tmp-*")) and not (out / ".shards").exists()
+
+
+def test_user_files_in_the_output_and_in_shards_are_kept(tmp_path, bert):
+    out = tmp_path / "c"
+    (out / ".shards").mkdir(parents=True)
+    (out / ".shards" / "mine.txt").write_text("keep me")
+    with pytest.warns(UserWarning, match="mine.txt"):
+        extract_features(bert, _dataset(), out, progress=False, shard_size=10)
+    assert (out / ".shards" / "mine.txt").read_text() == "keep me"
+    assert not list((out / ".shards").glob("shard-*")) and not (out / ".shards" / "spec.json").exists()
+    # a features.npy without a manifest is not this extraction's: refused before any work
+    other = tmp_path / "d"
+    other.mkdir()
+    np.save(other / "features.npy", np.ones((3, 2), np.float32))
+    with pytest.raises(FileExistsError, match=r"features.npy.*overwrite=True"):
+        extract_features(bert, _dataset(), other, progress=False)
+    np.testing.assert_array_equal(np.load(other / "features.npy"), np.ones((3, 2)))
+    assert not (other / ".shards").exists()
+    load_embeddings(extract_features(bert, _dataset(), other, progress=False, overwrite=True))

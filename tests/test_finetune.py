@@ -305,7 +305,7 @@ def test_cli_config_errors(tmp_path):
     assert cli_main([str(tmp_path / "nope.toml")]) == 2
 
 
-def test_cli_runs_a_text_table_and_writes_its_outputs(bert, tmp_path, capsys):
+def _cli_config(bert, tmp_path, extra=""):
     X, y = _pairs(90, seed=5)
     split = np.array(["train"] * 50 + ["val"] * 20 + ["test"] * 20)
     neg = np.array([int("no" in b.split()) for _, b in X])
@@ -329,7 +329,12 @@ def test_cli_runs_a_text_table_and_writes_its_outputs(bert, tmp_path, capsys):
         max_iter = 1
         batch_size = 10
         learning_rate = 1e-3
-    """))
+    """) + extra)
+    return cfg
+
+
+def test_cli_runs_a_text_table_and_writes_its_outputs(bert, tmp_path, capsys):
+    cfg = _cli_config(bert, tmp_path)
     assert cli_main([str(cfg), "--output", str(tmp_path / "out")]) == 0
     out = tmp_path / "out"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -471,3 +476,29 @@ def test_save_refuses_a_non_empty_folder_and_with_overwrite_replaces_only_its_ow
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="not a folder"):
         ft.save(tmp_path / "file", overwrite=True)
+
+
+def test_cli_never_replaces_an_earlier_runs_results_nor_resumes_another_run(bert, tmp_path, capsys):
+    cfg = _cli_config(bert, tmp_path)
+    out = tmp_path / "out"
+    assert cli_main([str(cfg), "--output", str(out), "--quiet"]) == 0
+    metrics = (out / "metrics.json").read_text()
+    capsys.readouterr()
+    # the same folder again: its metrics.json and model/ are an earlier run's, refused before any training
+    assert cli_main([str(cfg), "--output", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.json" in err and "--overwrite" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert (out / "metrics.json").read_text() == metrics
+    # without the results, another learning rate finds the earlier run's checkpoints: refused, saying why
+    (out / "metrics.json").unlink()
+    import shutil
+
+    shutil.rmtree(out / "model")
+    assert cli_main([str(cfg), "--output", str(out), "--quiet", "--set", "training.learning_rate=0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "learning_rate" in err and "checkpoints" in err and "--overwrite" in err and len(err.splitlines()) == 1
+    # --overwrite trains afresh and replaces what the earlier run wrote
+    assert cli_main([str(cfg), "--output", str(out), "--quiet", "--overwrite",
+                     "--set", "training.learning_rate=0.01"]) == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and (out / "metrics.json").is_file()

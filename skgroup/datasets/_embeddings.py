@@ -57,6 +57,9 @@ _CHUNK_ROWS = 65536
 # what a complete manifest holds, and the type of each entry
 _MANIFEST_KEYS = {"format_version": int, "n_samples": int, "n_features": int, "dtype": str, "attribute_names": list,
                   "files": dict}
+# present while save_embeddings places its files: files of a cache's names beside it are the leftovers of an
+# interrupted save (replaced by the next one); without it and without a manifest they are someone else's
+_WRITING = ".skgroup-writing"
 # the default check of features.npy (verify='auto'): every block up to this size, else a sample
 _FULL_CHECK_BYTES = 256 << 20
 _SAMPLED_BLOCKS = 64
@@ -224,6 +227,36 @@ def _integer_codes(values, name):
                      f"(e.g. np.unique(values, return_inverse=True)) and pass the names as label_names.")
 
 
+def unowned_cache_files(path):
+    """Files named like a cache's (``features.npy``, ...) in ``path`` that neither a manifest nor an
+    interrupted :func:`save_embeddings` accounts for: a user's files, never replaced without ``overwrite``."""
+    path = Path(path)
+    if (path / "manifest.json").exists() or (path / _WRITING).exists():
+        return []
+    return [f"{name}.npy" for name in _ARRAYS if (path / f"{name}.npy").exists()]
+
+
+def invalidate_cache(path):
+    """Mark the cache in ``path`` as being replaced: the in-progress marker first, then no manifest.
+
+    A process killed after this leaves no cache that loads, and its files
+    stay this library's (the next save replaces them without ``overwrite``).
+    """
+    path = Path(path)
+    (path / _WRITING).write_text("save_embeddings places its files here; it removes this file after the manifest\n")
+    (path / "manifest.json").unlink(missing_ok=True)
+
+
+def _refuse_unowned(path):
+    found = unowned_cache_files(path)
+    if found:
+        raise FileExistsError(
+            f"{path} holds {', '.join(found)} but no manifest.json: not a cache this library wrote (or finished), "
+            "so they may be someone's files. Move them, choose another folder, or pass overwrite=True (CLI "
+            "--overwrite) to replace them."
+        )
+
+
 def save_embeddings(
     path,
     features,
@@ -264,7 +297,9 @@ def save_embeddings(
         What produced the features (JSON-serialisable).
     overwrite : bool, default=False
         Replace an existing cache. Without it an existing cache is an error,
-        so nothing cached is lost by accident.
+        and so are files of a cache's names without a manifest (someone
+        else's), so nothing is lost by accident; the leftovers of a save of
+        this library that was killed before its manifest are replaced.
     """
     path = Path(path)
     if (path / "manifest.json").exists() and not overwrite:
@@ -311,9 +346,11 @@ def save_embeddings(
         raise ValueError(f"ids must have shape ({n},); got {ids.shape}.")
 
     path.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        _refuse_unowned(path)
+    # overwrite: invalidate first, so a crash leaves no mixed cache
+    invalidate_cache(path)
     manifest_path = path / "manifest.json"
-    if manifest_path.exists():  # overwrite: invalidate first, so a crash leaves no mixed cache
-        manifest_path.unlink()
     arrays = {
         "features": features,
         "labels": labels.astype(np.int64, copy=False),
@@ -349,6 +386,7 @@ def save_embeddings(
     tmp = path / f".manifest.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     os.replace(tmp, manifest_path)
+    (path / _WRITING).unlink(missing_ok=True)
     return path
 
 

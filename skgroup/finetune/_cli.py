@@ -193,18 +193,45 @@ def _split_rows(ds, groups, data, seed):
     return out
 
 
-def run(config, output=None, *, quiet=False):
-    """Fine-tune as ``config`` says; returns the test metrics (also written to ``output``)."""
+_RESULTS = ("metrics.json", "model")
+
+
+def _check_output(output, overwrite):
+    """The run folder: a folder (created), holding no earlier run's results unless ``overwrite``."""
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"the output {output} is a file, not a folder: give --output (or [output] dir) a folder.")
+    done = [name for name in _RESULTS if (output / name).exists()]
+    if done and not overwrite:
+        raise ConfigError(
+            f"{output} holds the results of an earlier run ({', '.join(done)}): choose another --output, or pass "
+            "--overwrite to train afresh there and replace them."
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    if overwrite:  # this run's log starts empty; its checkpoints are rewritten as it goes
+        (output / "log.jsonl").unlink(missing_ok=True)
+
+
+def run(config, output=None, *, quiet=False, overwrite=False):
+    """Fine-tune as ``config`` says; returns the test metrics (also written to ``output``).
+
+    A run folder that holds an earlier run's results (``metrics.json``,
+    ``model/``) is refused before any work unless ``overwrite``, which
+    trains afresh (its checkpoints are not resumed) and replaces what the
+    run writes; other files are kept. Without ``overwrite`` the run
+    resumes its checkpoints, and refuses those of a run with other
+    settings or data.
+    """
     from feature_extraction.data import ExtractionDataset  # noqa: F401  (feature_extraction must import)
 
-    from ..engine import Checkpoint, JSONLLogger, PrintEpochs
+    from ..engine import Checkpoint, CheckpointMismatchError, JSONLLogger, PrintEpochs
+    from ..engine._loop import format_differences
     from ..metrics import group_accuracies
     from . import FineTuneClassifier
     from ._executor import SubsetInputs
     from ._inputs import as_inputs
 
     output = Path(output or config.get("output", {}).get("dir", "skgroup-finetune-run"))
-    output.mkdir(parents=True, exist_ok=True)
+    _check_output(output, overwrite)
     training = dict(config.get("training", {}))
     seed = training.get("random_state", 0)
     ds, groups, group_names = load_data(config["data"], seed)
@@ -212,7 +239,7 @@ def run(config, output=None, *, quiet=False):
     method_cfg = dict(config.get("method", {}))
     method = _estimator_class(method_cfg.pop("name", "ERMClassifier"))(**method_cfg)
     auxiliary = make_auxiliary(config.get("auxiliary"))
-    callbacks = [Checkpoint(output / "checkpoints"), JSONLLogger(output / "log.jsonl")]
+    callbacks = [Checkpoint(output / "checkpoints", resume=not overwrite), JSONLLogger(output / "log.jsonl")]
     if not quiet:
         callbacks.append(PrintEpochs())
     from feature_extraction import load_backbone
@@ -228,8 +255,15 @@ def run(config, output=None, *, quiet=False):
     y = ds.labels
     tr, va, te = rows["train"], rows["val"], rows["test"]
     start = time.perf_counter()
-    clf.fit(SubsetInputs(base, tr), y[tr], group_labels=groups[tr],
-            X_val=SubsetInputs(base, va), y_val=y[va], group_labels_val=groups[va])
+    try:
+        clf.fit(SubsetInputs(base, tr), y[tr], group_labels=groups[tr],
+                X_val=SubsetInputs(base, va), y_val=y[va], group_labels_val=groups[va])
+    except CheckpointMismatchError as exc:
+        what = format_differences(exc.differences) if exc.differences else "written by an older skgroup"
+        raise ConfigError(
+            f"{output / 'checkpoints'} holds checkpoints of a different run ({what}): choose another --output, "
+            "or pass --overwrite to train afresh there."
+        ) from None
     seconds = time.perf_counter() - start
     pred = clf.predict(SubsetInputs(base, te))
     report = group_accuracies(y[te], pred, group_labels=groups[te], confidence_level=0.95, random_state=seed)
@@ -244,7 +278,7 @@ def run(config, output=None, *, quiet=False):
         "auxiliary": None if auxiliary is None else {"task": type(auxiliary).__name__, **auxiliary.get_params()},
         "n_train": int(tr.size), "n_val": int(va.size), "n_test": int(te.size),
     }
-    clf.save(output / "model")
+    clf.save(output / "model", overwrite=overwrite)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if not quiet:
         print(f"\ntest accuracy {metrics['test_accuracy']:.4f}, worst-group accuracy "
@@ -261,12 +295,15 @@ def main(argv=None):
                         help="override a config entry, e.g. --set data.path=/data/waterbirds "
                              "--set training.device='\"cuda\"' (VALUE is TOML; bare words are strings)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train afresh in an output folder that holds an earlier run (its checkpoints, log, "
+                             "model/ and metrics.json are replaced; other files are kept)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
         for item in args.set:
             apply_override(config, item)
-        run(config, args.output, quiet=args.quiet)
+        run(config, args.output, quiet=args.quiet, overwrite=args.overwrite)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"skgroup-finetune: error: {exc}", file=sys.stderr)
         return 2
