@@ -502,3 +502,44 @@ def test_cli_never_replaces_an_earlier_runs_results_nor_resumes_another_run(bert
                      "--set", "training.learning_rate=0.01"]) == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and (out / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("sets, expected", [
+    # unknown keys: refused with the nearest valid one (item 9)
+    (["model.option=1"], ["[model]", "option", "options"]),
+    (["data.max_trian=10"], ["[data]", "max_trian", "max_train"]),
+    (["output.dirr='x'"], ["[output]", "dirr", "'dir'"]),
+    (["training.learnin_rate=0.1"], ["[training]", "learning_rate"]),
+    (["method.name='JTTClassifier'", "method.lambda_upp=3"], ["[method]", "lambda_upp", "lambda_up"]),
+    (["data.options.text_column='s1'"], ["[data.options]", "text_columns"]),
+    (["model.options.max_lenght=64"], ["[model.options]", "max_length"]),
+    (["auxiliary.task='mlm'", "auxiliary.mask_prb=0.2"], ["[auxiliary]", "mask_prob"]),
+    # config errors: one line, exit code 2 (item 10)
+    (["method.eta=-1"], ["[method]", "eta"]),
+    (["model.backbone='/no/such/model'"], ["[model]", "/no/such/model"]),
+    (["data.options.text_columns=['s9']"], ["[data]", "s9"]),
+    (["auxiliary.task='mim'"], ["[auxiliary]", "text"]),
+    (["training.device='cuda'"] if not torch.cuda.is_available() else ["training.device='cuda:99'"],
+     ["[training]", "device"]),
+    (["training.batch_size=0"], ["[training]", "batch_size"]),
+])
+def test_cli_config_mistakes_are_one_line_with_the_fix(bert, tmp_path, capsys, sets, expected):
+    cfg = _cli_config(bert, tmp_path)
+    argv = [str(cfg), "--output", str(tmp_path / "out"), "--quiet"]
+    for item in sets:
+        argv += ["--set", item]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for text in expected:
+        assert text in err, (text, err)
+    assert not (tmp_path / "out" / "log.jsonl").exists()  # refused before any training
+
+
+def test_cli_output_that_is_a_file_is_one_line(bert, tmp_path, capsys):
+    cfg = _cli_config(bert, tmp_path)
+    (tmp_path / "afile").write_text("mine")
+    assert cli_main([str(cfg), "--output", str(tmp_path / "afile"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "afile").read_text() == "mine"
