@@ -19,6 +19,7 @@ from feature_extraction._testing import make_tiny_bert, random_sentences  # noqa
 from skgroup import (  # noqa: E402
     CVaRClassifier,
     ERMClassifier,
+    GroupBalancedClassifier,
     GroupDROClassifier,
     JTTClassifier,
     MixtureBalancedClassifier,
@@ -75,6 +76,8 @@ COMMON = dict(solver="adamw", max_iter=3, batch_size=64, learning_rate=1e-2, ran
     (JTTClassifier(**COMMON, lambda_up=3), False),
     (CVaRClassifier(**COMMON, alpha=0.3, l2_reg=0.0), False),
     (MixtureBalancedClassifier(**COMMON, balancing="upsampling", lr_schedule="constant"), False),
+    (GroupBalancedClassifier(**{**COMMON, "lr_schedule": "constant"}), True),
+    (GroupBalancedClassifier(**{**COMMON, "lr_schedule": "constant"}, balancing="resample"), True),
 ])
 def test_plans_train_exactly_what_the_head_estimators_train(method, uses_groups):
     # on a frozen (here: parameter-free) backbone the fine-tuning path must reproduce the head
@@ -543,3 +546,28 @@ def test_cli_output_that_is_a_file_is_one_line(bert, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a file" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+# -- every method of the registry fine-tunes, or is refused by name ----------------------------
+#: estimators with no plan a backbone can be trained with
+NOT_FINETUNABLE = {"DFRClassifier", "RegularizedMTLClassifier"}
+
+
+@pytest.mark.parametrize("name", [name for name, _ in __import__("skgroup.estimators", fromlist=["x"]).all_estimators()])
+def test_every_registered_method_fine_tunes_or_is_refused_by_name(name):
+    import warnings
+
+    from skgroup.estimators import all_estimators
+
+    method = dict(all_estimators())[name]()
+    X, y, g = make_spurious_features(240, random_state=0)
+    ft = FineTuneClassifier(Vectors(), method=method, max_iter=2, batch_size=32, learning_rate=1e-2, random_state=0)
+    if name in NOT_FINETUNABLE:
+        with pytest.raises(ValueError, match=rf"{name}.*cannot fine-tune"):
+            ft.fit(Rows(X), y, group_labels=g)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ft.fit(Rows(X), y, group_labels=g)
+    assert isinstance(ft.method_, type(method)) and ft.n_iter_ >= 1
+    assert ft.score(Rows(X), y) > 0.7  # the features separate the classes (chance: about 0.5)

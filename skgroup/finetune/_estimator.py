@@ -4,7 +4,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
@@ -25,6 +25,19 @@ from ._inputs import RandomResizedCropFlip, as_inputs
 from ._model import save_finetuned
 
 __all__ = ["FineTuneClassifier"]
+
+
+#: Registered estimators with no plan a backbone can be trained by, and what to do instead.
+_NOT_FINETUNING_METHODS = {
+    "DFRClassifier": (
+        "DFR refits the last layer by L1-penalised logistic regression (liblinear) on held-out rows, which trains "
+        "no backbone. Fine-tune with ERM (method=None), then fit DFRClassifier on the fine-tuned features "
+        "(FineTuneClassifier.transform of the training and held-out rows)"),
+    "RegularizedMTLClassifier": (
+        "it trains a multitask head on fixed features (their denoising reconstruction as the auxiliary task). "
+        "Regularized multitask fine-tuning of a backbone is FineTuneClassifier(auxiliary='mlm' or 'mim'), with "
+        "alpha_aux and alpha_reg set on the task (auxiliary=MaskedLM(alpha_aux=..., alpha_reg=...))"),
+}
 
 
 class FineTuneClassifier(ClassifierMixin, BaseEstimator):
@@ -65,6 +78,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     method : skgroup estimator or None, default=None
         The method; None is :class:`~skgroup.ERMClassifier`. Group labels
         reach ``fit`` by routing exactly when the method requests them.
+        Every registered estimator fine-tunes except DFR (a liblinear refit
+        of the last layer on held-out rows: fit it on ``transform``'s
+        features) and RegularizedMTLClassifier (its fine-tuning form is
+        ``auxiliary=``), which are refused with what to do instead.
     auxiliary : {'mlm', 'mim'}, MaskedLM, MaskedImageModeling or None, default=None
         The auxiliary task of regularized multitask fine-tuning, with its
         weights ``alpha_aux`` and ``alpha_reg`` (``set_params(
@@ -133,7 +150,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     _parameter_constraints = {
         "backbone": "no_validation",
         "backbone_options": [dict, None],
-        "method": [HasMethods(["_plan"]), None],
+        "method": "no_validation",  # _method() names what cannot fine-tune and why
         "auxiliary": "no_validation",  # resolve_auxiliary checks it against the backbone's modality
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -247,9 +264,13 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         return load_backbone(self.backbone, **(self.backbone_options or {}))
 
     def _method(self):
+        name = type(self.method).__name__
+        if name in _NOT_FINETUNING_METHODS:
+            raise ValueError(f"method={name}() cannot fine-tune a backbone: {_NOT_FINETUNING_METHODS[name]}.")
         method = ERMClassifier() if self.method is None else clone(self.method)
-        if not isinstance(method, BaseHeadClassifier):
-            raise TypeError(f"method must be a skgroup estimator (e.g. JTTClassifier()); got {type(method).__name__}.")
+        if not isinstance(method, BaseHeadClassifier) or not hasattr(method, "_plan"):
+            raise TypeError(f"method must be a skgroup estimator that trains by a plan (e.g. JTTClassifier()); got "
+                            f"{name}.")
         method._validate_params()
         method._check_params()
         return method
