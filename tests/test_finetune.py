@@ -571,3 +571,25 @@ def test_every_registered_method_fine_tunes_or_is_refused_by_name(name):
         ft.fit(Rows(X), y, group_labels=g)
     assert isinstance(ft.method_, type(method)) and ft.n_iter_ >= 1
     assert ft.score(Rows(X), y) > 0.7  # the features separate the classes (chance: about 0.5)
+
+
+def test_load_finetuned_names_the_damaged_file(tmp_path):
+    X, y, _ = _images(32)
+    ft = FineTuneClassifier(_cnn_backbone(), max_iter=1, batch_size=16, augment=False, random_state=0).fit(X, y)
+    folder = ft.save(tmp_path / "m")
+    meta = folder / "skgroup_finetuned.json"
+    good = meta.read_text()
+    meta.write_text("{not json")
+    with pytest.raises(ValueError, match=r"skgroup_finetuned.json.*not valid JSON"):
+        load_finetuned(folder, model=TinyCNN())
+    meta.write_text(good.replace('"state_dict"', '"bogus"'))
+    with pytest.raises(ValueError, match=r"skgroup_finetuned.json.*format 'bogus'.*transformers.*state_dict"):
+        load_finetuned(folder, model=TinyCNN())
+    meta.write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "classes"}))
+    with pytest.raises(ValueError, match=r"skgroup_finetuned.json.*classes"):
+        load_finetuned(folder, model=TinyCNN())
+    meta.write_text(good)
+    head = folder / "head.safetensors"
+    head.write_bytes(head.read_bytes()[:-9])
+    with pytest.raises(ValueError, match=r"head.safetensors.*cannot be read"):
+        load_finetuned(folder, model=TinyCNN())

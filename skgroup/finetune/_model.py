@@ -147,7 +147,7 @@ def load_finetuned(folder, **backbone_options):
     meta_file = folder / "skgroup_finetuned.json"
     if not meta_file.is_file():
         raise FileNotFoundError(f"{folder} holds no skgroup_finetuned.json: not a folder written by save().")
-    meta = json.loads(meta_file.read_text())
+    meta = _read_meta(meta_file)
     if meta["format"] == "transformers":
         backbone = load_backbone(folder, **backbone_options)
     else:
@@ -155,8 +155,34 @@ def load_finetuned(folder, **backbone_options):
         if model is None:
             raise ValueError(f"{folder} holds a state dict: pass model=<the name or module it was fine-tuned from>.")
         backbone = load_backbone(model, weights=folder / "backbone.safetensors", **backbone_options)
-    head = load_file(str(folder / "head.safetensors"))
-    return backbone, head["weight"], head["bias"], meta["classes"]
+    head_file = folder / "head.safetensors"
+    try:
+        head = load_file(str(head_file))
+        weight, bias = head["weight"], head["bias"]
+    except Exception as exc:  # a truncated or foreign file: SafetensorError, KeyError, OSError...
+        raise ValueError(f"{head_file} cannot be read as the saved head ({type(exc).__name__}: {exc}): the "
+                         "folder is damaged; save the model again.") from exc
+    return backbone, weight, bias, meta["classes"]
+
+
+_FORMATS = ("transformers", "state_dict")
+
+
+def _read_meta(meta_file):
+    """The contents of skgroup_finetuned.json, with what a load needs checked, errors naming the file."""
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{meta_file} is not valid JSON ({exc}): the folder is damaged; save the model "
+                         "again.") from exc
+    if not isinstance(meta, dict) or "format" not in meta or "classes" not in meta:
+        missing = [k for k in ("format", "classes") if not isinstance(meta, dict) or k not in meta]
+        raise ValueError(f"{meta_file} lacks {missing}: not a description save() writes, or damaged; save the "
+                         "model again.")
+    if meta["format"] not in _FORMATS:
+        raise ValueError(f"{meta_file} says format {meta['format']!r}, which save() never writes (it writes "
+                         f"{' or '.join(repr(f) for f in _FORMATS)}): the file is damaged or from another program.")
+    return meta
 
 
 def _plain(value):
