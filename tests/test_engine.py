@@ -487,3 +487,9 @@ def test_checkpoints_see_method_parameters_and_group_labels(tmp_path):
         GroupDROClassifier(**dro, callbacks=[Checkpoint(tmp_path / "dro")]).fit(X, y, group_labels=(g + 1) % 4)
     with pytest.raises(ValueError, match="objective.eta"):
         GroupDROClassifier(**dro, eta=0.5, callbacks=[Checkpoint(tmp_path / "dro")]).fit(X, y, group_labels=g)
+
+
+@pytest.mark.parametrize("every", [0, -1, 1.5, True, "2"])
+def test_checkpoint_every_must_be_a_positive_int(tmp_path, every):
+    with pytest.raises(ValueError, match=r"every.*positive int"):
+        Checkpoint(tmp_path / "ck", every=every)

@@ -593,3 +593,10 @@ def test_load_finetuned_names_the_damaged_file(tmp_path):
     head.write_bytes(head.read_bytes()[:-9])
     with pytest.raises(ValueError, match=r"head.safetensors.*cannot be read"):
         load_finetuned(folder, model=TinyCNN())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a build or machine without CUDA")
+def test_a_cuda_device_without_cuda_is_a_clear_error():
+    X, y, _ = _images(8)
+    with pytest.raises(ValueError, match=r"device='cuda'.*no CUDA device.*device='cpu'"):
+        FineTuneClassifier(_cnn_backbone(), max_iter=1, batch_size=4, device="cuda").fit(X, y)

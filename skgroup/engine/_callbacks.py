@@ -15,6 +15,7 @@ state, so a resumed run has its whole history.
 
 import copy
 import math
+import numbers
 import sys
 from pathlib import Path
 
@@ -228,6 +229,9 @@ class Checkpoint(Callback):
     """
 
     def __init__(self, path, *, every=1, resume=True):
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
+            raise ValueError(f"Checkpoint(every={every!r}): every is the number of epochs between saves, a positive "
+                             "int (1 saves after every epoch; the last epoch is always saved).")
         self.path = Path(path)
         self.every = int(every)
         self.resume = bool(resume)

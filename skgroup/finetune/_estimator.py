@@ -16,6 +16,7 @@ from .._validation import (
     validation_enabled,
 )
 from ..engine import FitContext, TrainOptions, ValidationData, run_plan
+from ..engine._batches import check_device
 from ..engine._callbacks import MONITORS, Callback
 from ..estimators import ERMClassifier
 from ..estimators._base import BaseHeadClassifier, encode_labels, history_columns
@@ -306,6 +307,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             For early stopping and checkpoint selection.
         """
         self._validate_params()
+        check_device(self.device)  # torch's own error on a CPU build is a bare AssertionError
         if any(not isinstance(cb, Callback) for cb in self.callbacks or []):
             raise TypeError("callbacks must be a list of skgroup.engine.Callback objects.")
         from feature_extraction import distributed
