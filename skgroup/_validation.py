@@ -38,12 +38,26 @@ def split_validation_rows(y_enc, groups, fraction, seed):
     strata = y_enc
     if groups is not None and groups.disjoint:
         ids = groups.ids()
-        if np.bincount(ids).min() >= 2 and n_val >= groups.n_groups:
+        if np.bincount(ids).min() >= 2 and n_val >= groups.n_groups and n - n_val >= groups.n_groups:
             strata = ids
-    if np.bincount(strata).min() < 2 or n_val < np.unique(strata).shape[0] or n - n_val < 2:
+    counts = np.bincount(strata)
+    counts = counts[counts > 0]
+    what, k = ("class", "classes") if strata is y_enc else ("group", "groups"), counts.shape[0]
+    if counts.min() < 2:
         raise ValueError(
-            f"validation_fraction={fraction} of {n} rows cannot hold every class in both the "
-            "training and the validation rows; pass X_val, y_val, or a larger validation_fraction."
+            f"one {what[0]} has a single row of the {n}, which cannot be in both the training and the validation "
+            "rows of an internal split (whatever the validation_fraction): pass X_val, y_val (validation rows of "
+            "your own), or early_stopping=False."
+        )
+    if n_val < k:
+        raise ValueError(
+            f"validation_fraction={fraction} of {n} rows holds out {n_val} row{'s' if n_val != 1 else ''}, fewer "
+            f"than the {k} {what[1]} it must hold: pass X_val, y_val, or a larger validation_fraction."
+        )
+    if n - n_val < k:
+        raise ValueError(
+            f"validation_fraction={fraction} of {n} rows leaves {n - n_val} training rows, fewer than the {k} "
+            f"{what[1]} they must hold: pass X_val, y_val, or a smaller validation_fraction."
         )
     train_idx, val_idx = train_test_split(np.arange(n), test_size=n_val, stratify=strata,
                                           random_state=int(seed) % (2**32))

@@ -493,3 +493,25 @@ def test_checkpoints_see_method_parameters_and_group_labels(tmp_path):
 def test_checkpoint_every_must_be_a_positive_int(tmp_path, every):
     with pytest.raises(ValueError, match=r"every.*positive int"):
         Checkpoint(tmp_path / "ck", every=every)
+
+
+def _with_validation_fraction():
+    from skgroup.estimators import all_estimators
+
+    return [name for name, cls in all_estimators() if "validation_fraction" in cls().get_params()]
+
+
+@pytest.mark.parametrize("name", _with_validation_fraction())
+def test_a_validation_fraction_error_points_the_right_way(name):
+    from skgroup.estimators import all_estimators
+
+    cls = dict(all_estimators())[name]
+    X, y, _ = _data(300)
+    with pytest.raises(ValueError, match=r"validation_fraction=0.999.*leaves \d+ training rows.*smaller validation_fraction"):
+        cls(validation_fraction=0.999, early_stopping=True).fit(X, y)
+    with pytest.raises(ValueError, match=r"validation_fraction=0.001.*holds out 1 row.*larger validation_fraction"):
+        cls(validation_fraction=0.001, early_stopping=True).fit(X, y)
+    y1 = y.copy()
+    y1[0] = 7  # a class of one row
+    with pytest.raises(ValueError, match=r"one class has a single row.*X_val|1 sample"):  # (GradTune's hold-out first)
+        cls(validation_fraction=0.2, early_stopping=True).fit(X, y1)
