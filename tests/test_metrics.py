@@ -242,7 +242,7 @@ def test_n_bootstrap_must_be_a_positive_int():
     for bad in (0, -5, 2.5):
         with pytest.raises(ValueError, match=r"n_bootstrap.*confidence_level=None"):
             group_accuracies(Y, P, group_labels=G, confidence_level=0.9, n_bootstrap=bad)
-    rep = group_accuracies(Y, P, group_labels=G, confidence_level=0.9, n_bootstrap=np.int64(50), random_state=0)
+    rep = group_accuracies(Y, P, group_labels=G, confidence_level=0.9, n_bootstrap=np.int64(100), random_state=0)
     assert rep.ci_low is not None
 
 
@@ -295,3 +295,9 @@ def test_group_weights_naming_no_evaluated_group_or_missing_one_are_refused():
         group_accuracies(Y, P, group_labels=G, group_weights={0: 0.5, 1: 0.5})
     rep = group_accuracies(Y, P, group_labels=G, group_weights={0: 0.5, 1: 0.5, 2: 0.0})  # 0 leaves one out
     assert rep.weighted_accuracy == pytest.approx(0.5 * 0.5 + 0.5 * 1.0)
+
+
+def test_too_few_bootstrap_replicates_for_the_level_are_refused():
+    with pytest.raises(ValueError, match=r"n_bootstrap=1.*confidence_level=0.95.*200"):
+        group_accuracies(Y, P, group_labels=G, confidence_level=0.95, n_bootstrap=1)
+    group_accuracies(Y, P, group_labels=G, n_bootstrap=1)  # no interval asked: nothing to refuse

@@ -107,7 +107,7 @@ def test_bias_unsupervised_rule_fits_its_biased_model_once(data):
 
 
 def test_custom_scorers(data):
-    search = _fit(RobustSearchCV([ERM_GRID], selection="balanced_accuracy", n_bootstrap=50, random_state=0), data)
+    search = _fit(RobustSearchCV([ERM_GRID], selection="balanced_accuracy", n_bootstrap=200, random_state=0), data)
     assert np.all(np.isfinite(search.results_["ci_low"]))
 
     def second_worst(y, p, *, group_labels):
@@ -116,7 +116,7 @@ def test_custom_scorers(data):
 
     from skgroup.metrics import make_group_scorer
 
-    search = _fit(RobustSearchCV([ERM_GRID], selection=make_group_scorer(second_worst), n_bootstrap=30,
+    search = _fit(RobustSearchCV([ERM_GRID], selection=make_group_scorer(second_worst), n_bootstrap=200,
                                  random_state=0), data, group_labels_val=data.val.group_labels)
     va = data.val
     assert search.best_score_ == pytest.approx(second_worst(va.y, search.predict(va.X), group_labels=va.group_labels))
@@ -201,7 +201,7 @@ def test_parallel_equals_sequential(data):
 
 
 def test_clone_pickle_and_predict_contract(data):
-    search = RobustSearchCV([ERM_GRID], selection="accuracy", n_bootstrap=100, random_state=0)
+    search = RobustSearchCV([ERM_GRID], selection="accuracy", n_bootstrap=200, random_state=0)
     assert clone(search).get_params()["candidates"][0][1] == ERM_GRID[1]
     _fit(search, data)
     again = pickle.loads(pickle.dumps(search))
@@ -219,7 +219,7 @@ def _check_search():
     # the search's contract, not the candidates': a fast scikit-learn candidate, two folds
     from sklearn.linear_model import LogisticRegression
 
-    return RobustSearchCV([(LogisticRegression(max_iter=500), {"C": [0.1, 10.0]})], cv=2, n_bootstrap=5,
+    return RobustSearchCV([(LogisticRegression(max_iter=500), {"C": [0.1, 10.0]})], cv=2, n_bootstrap=200,
                           random_state=0)
 
 
@@ -301,3 +301,16 @@ def test_validation_labels_outside_the_classes_are_refused(data, y_val, match, e
     with pytest.raises(ValueError, match="y_val") as info:
         search.fit(tr.X, tr.y, X_val=va.X, y_val=y_val(va.y))
     assert info.match(match)
+
+
+@pytest.mark.parametrize("n_bootstrap, level", [(1, 0.95), (100, 0.95), (500, 0.99)])
+def test_too_few_bootstrap_replicates_for_the_level_are_refused(data, n_bootstrap, level):
+    search = RobustSearchCV([ERM_GRID], n_bootstrap=n_bootstrap, confidence_level=level, random_state=0)
+    with pytest.raises(ValueError, match=r"n_bootstrap.*confidence_level"):
+        _fit(search, data)
+
+
+def test_enough_replicates_give_an_interval_around_the_score(data):
+    search = _fit(RobustSearchCV([ERM_GRID], selection="accuracy", n_bootstrap=200, random_state=0), data)
+    low, high = search.best_score_ci_
+    assert low <= search.best_score_ <= high and low < high

@@ -22,6 +22,29 @@ from ._metrics import per_group_accuracy
 __all__ = ["GroupReport", "group_accuracies", "group_proportions", "paired_bootstrap"]
 
 
+#: Bootstrap replicates that must lie beyond each end of a percentile interval.
+MIN_TAIL_REPLICATES = 5
+
+
+def min_bootstrap(confidence_level):
+    """The fewest replicates for a percentile interval at ``confidence_level``: 5 beyond each end
+    (200 at 0.95, 1,000 at 0.99); fewer give bounds that are one or two replicates, or the same one."""
+    tail = (1 - confidence_level) / 2
+    return int(np.ceil(MIN_TAIL_REPLICATES / tail - 1e-9))
+
+
+def check_bootstrap(n_bootstrap, confidence_level):
+    """Refuse too few replicates for the interval's level (see :func:`min_bootstrap`)."""
+    need = min_bootstrap(confidence_level)
+    if n_bootstrap < need:
+        raise ValueError(
+            f"n_bootstrap={n_bootstrap} is too few replicates for a confidence_level={confidence_level} "
+            f"interval: its bounds are the {100 * (1 - confidence_level) / 2:g}% and "
+            f"{100 * (1 + confidence_level) / 2:g}% points of the replicates, which needs at least {need} "
+            f"({MIN_TAIL_REPLICATES} beyond each bound). Raise n_bootstrap, or lower confidence_level."
+        )
+
+
 def group_proportions(group_labels):
     """Fraction of samples in each group, as a dict ``{group: fraction}``.
 
@@ -143,7 +166,9 @@ def group_accuracies(
         If given, add stratified percentile-bootstrap intervals per group and
         for the worst-group accuracy.
     n_bootstrap : int >= 1, default=2000
-        Bootstrap replicates. For no intervals leave ``confidence_level=None``.
+        Bootstrap replicates; with an interval at least 5 beyond each of its
+        bounds (200 at ``confidence_level=0.95``, 1,000 at 0.99). For no
+        intervals leave ``confidence_level=None``.
     expected_groups : iterable, default=None
         See :func:`worst_group_accuracy`.
     random_state : int, RandomState or None
@@ -213,6 +238,7 @@ def group_accuracies(
             raise ValueError(
                 f"confidence_level must be in (0, 1), e.g. 0.95; got {confidence_level}."
             )
+        check_bootstrap(n_bootstrap, confidence_level)
         rng = check_random_state(random_state)
         boot = rng.binomial(counts.astype(np.int64), acc, size=(n_bootstrap, acc.size)) / counts
         tail = (1 - confidence_level) / 2 * 100

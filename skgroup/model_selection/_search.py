@@ -31,6 +31,7 @@ from .._cache import SHARED_FITS
 from .._groups import check_group_labels
 from ..estimators._base import encode_labels
 from ..metrics import EmptyCellWarning, paired_bootstrap
+from ..metrics._report import check_bootstrap
 from ._spaces import registered, search_space
 from ._validation import requests
 
@@ -169,7 +170,9 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         training rows alone.
     confidence_level : float in (0, 1), default=0.95
     n_bootstrap : int, default=1000
-        Bootstrap replicates of the validation rows, resampled within the
+        Bootstrap replicates of the validation rows (at least 5 beyond each
+        bound of the interval: 200 at ``confidence_level=0.95``, 1,000 at
+        0.99), resampled within the
         cells of the rule (groups, classes, (class, biased prediction)
         cells) and shared by all candidates (a paired bootstrap).
     n_jobs : int or None, default=None
@@ -355,6 +358,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             never look at them.
         """
         self._validate_params()
+        check_bootstrap(self.n_bootstrap, self.confidence_level)
         start = time.perf_counter()
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], reset=True)
         check_classification_targets(y)
