@@ -301,3 +301,24 @@ def test_too_few_bootstrap_replicates_for_the_level_are_refused():
     with pytest.raises(ValueError, match=r"n_bootstrap=1.*confidence_level=0.95.*200"):
         group_accuracies(Y, P, group_labels=G, confidence_level=0.95, n_bootstrap=1)
     group_accuracies(Y, P, group_labels=G, n_bootstrap=1)  # no interval asked: nothing to refuse
+
+
+@pytest.mark.parametrize("metric", [
+    lambda t, p: worst_group_accuracy(t, p, group_labels=[0, 0, 1, 1]),
+    lambda t, p: worst_class_accuracy(t, p),
+    lambda t, p: group_accuracies(t, p, group_labels=[0, 0, 1, 1]),
+    lambda t, p: bias_unsupervised_score(t, p, y_pred_biased=[0, 1, 0, 1]),
+])
+@pytest.mark.parametrize("which", ["y_true", "y_pred"])
+def test_labels_mixing_ints_and_strings_are_a_value_error_naming_the_argument(metric, which):
+    mixed = np.array([1, "a", 1, "a"], dtype=object)
+    same = np.array(["1", "a", "1", "a"], dtype=object)
+    args = (mixed, same) if which == "y_true" else (same, mixed)
+    with pytest.raises(ValueError, match=rf"{which} mixes labels of types int, str"):
+        metric(*args)
+
+
+def test_confidence_level_must_be_a_number():
+    for bad in ("0.95", True, [0.9]):
+        with pytest.raises(ValueError, match=r"confidence_level must be a number in \(0, 1\)"):
+            group_accuracies(Y, P, group_labels=G, confidence_level=bad)

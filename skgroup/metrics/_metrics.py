@@ -45,8 +45,25 @@ def _check_predictions(y_true, y_pred):
     check_consistent_length(y_true, y_pred)
     if y_true.shape[0] == 0:
         raise ValueError("y_true is empty: there is nothing to score.")
+    _check_one_type(y_true, "y_true")
+    _check_one_type(y_pred, "y_pred")
     unique_labels(y_true, y_pred)
     return y_true, y_pred
+
+
+def _check_one_type(labels, name):
+    """An object array of labels of several kinds (ints and strings) cannot be sorted or compared:
+    a ValueError naming the argument, not numpy's TypeError from inside a sort."""
+    if labels.dtype != object:
+        return
+    kinds = {"number" if isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)) else
+             type(v).__name__ for v in labels.tolist()}
+    if len(kinds) > 1:
+        types = sorted({type(v).__name__ for v in labels.tolist()})
+        raise ValueError(
+            f"{name} mixes labels of types {', '.join(types)}, which cannot be compared or sorted: give every "
+            f"label one type, e.g. all strings (np.asarray({name}).astype(str)) or all ints."
+        )
 
 
 def per_group_accuracy(y_true, y_pred, *, group_labels, expected_groups=None):
@@ -164,6 +181,7 @@ def bias_unsupervised_score(y_true, y_pred, *, y_pred_biased):
     y_true, y_pred = _check_predictions(y_true, y_pred)
     y_pred_biased = column_or_1d(y_pred_biased)
     check_consistent_length(y_true, y_pred_biased)
+    _check_one_type(y_pred_biased, "y_pred_biased")
     labels, codes = np.unique(np.concatenate([y_true, y_pred_biased]), return_inverse=True)
     k = labels.shape[0]
     t_rank, b_rank = codes[: y_true.shape[0]], codes[y_true.shape[0]:]

@@ -234,9 +234,11 @@ def group_accuracies(
             raise ValueError("group_weights must have a positive sum: give at least one group a weight > 0.")
         report.weighted_accuracy = float(np.dot(w, acc) / w.sum())
     if confidence_level is not None:
-        if not 0 < confidence_level < 1:
+        if (isinstance(confidence_level, bool) or not isinstance(confidence_level, numbers.Real)
+                or not 0 < confidence_level < 1):
             raise ValueError(
-                f"confidence_level must be in (0, 1), e.g. 0.95; got {confidence_level}."
+                f"confidence_level must be a number in (0, 1), e.g. 0.95, or None for no intervals; got "
+                f"{confidence_level!r}."
             )
         check_bootstrap(n_bootstrap, confidence_level)
         rng = check_random_state(random_state)
