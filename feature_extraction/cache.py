@@ -285,14 +285,17 @@ class ShardStore:
         """
         info_file = self.root / "spec.json"
         if self.root.exists():
-            info = None
+            info, damage = None, None
             if info_file.is_file():
                 try:
                     info = json.loads(info_file.read_text())
-                except json.JSONDecodeError:
-                    info = None
-            if not isinstance(info, dict):
-                info = None
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    damage = f"is not valid JSON ({e})"
+                if damage is None and (not isinstance(info, dict) or not {"spec_sha256", "n_samples",
+                                                                          "shard_size"} <= set(info)):
+                    damage, info = "lacks the entries a shard store writes (spec_sha256, n_samples, shard_size)", None
+            else:
+                damage = "is missing"
             same = info is not None and (info.get("spec_sha256"), info.get("n_samples")) == (self.spec_hash,
                                                                                             self.n_samples)
             version_diff = _version_diff(info.get("versions"), versions) if same else []
@@ -311,10 +314,15 @@ class ShardStore:
                 return self.shard_size
             if any(self.root.glob("shard-*.npz")) and not overwrite:
                 if info is None:
-                    differs = ["unknown"]
-                else:
-                    differs = spec_diff(info.get("spec"), spec) or (
-                        ["library versions: " + ", ".join(version_diff)] if version_diff else ["n_samples"])
+                    what = ("holds shards but no spec.json" if damage == "is missing"
+                            else f"holds shards, but {info_file} {damage}")
+                    raise ExtractionMismatchError(
+                        f"{self.root} {what}: spec.json records which extraction the shards belong to, so they cannot "
+                        "be resumed (the file is damaged or was removed). Pass overwrite=True (CLI --overwrite) to "
+                        "discard them and extract again, or choose another output folder."
+                    )
+                differs = spec_diff(info.get("spec"), spec) or (
+                    ["library versions: " + ", ".join(version_diff)] if version_diff else ["n_samples"])
                 raise ExtractionMismatchError(
                     f"{self.root} holds unfinished work of a different extraction (differs in: {', '.join(differs)}). "
                     "Finish that run, choose another output folder, or pass overwrite=True to discard that work."

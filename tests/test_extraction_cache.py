@@ -367,3 +367,17 @@ def test_user_files_in_the_output_and_in_shards_are_kept(tmp_path, bert):
     np.testing.assert_array_equal(np.load(other / "features.npy"), np.ones((3, 2)))
     assert not (other / ".shards").exists()
     load_embeddings(extract_features(bert, _dataset(), other, progress=False, overwrite=True))
+
+
+def test_a_damaged_shard_spec_is_called_damaged(tmp_path, bert):
+    out = extract_features(bert, _dataset(), tmp_path / "c", keep_shards=True, progress=False, shard_size=10)
+    invalidate_cache(out)
+    spec = out / ".shards" / "spec.json"
+    spec.write_text("{garbage")
+    with pytest.raises(ExtractionMismatchError, match=r"spec.json.*damaged.*overwrite=True") as info:
+        extract_features(bert, _dataset(), out, progress=False, shard_size=10)
+    assert "differs in: unknown" not in str(info.value)
+    assert len(list((out / ".shards").glob("shard-*.npz"))) == 4  # nothing deleted
+    spec.unlink()
+    with pytest.raises(ExtractionMismatchError, match=r"no spec.json"):
+        extract_features(bert, _dataset(), out, progress=False, shard_size=10)

@@ -322,3 +322,31 @@ def test_confidence_level_must_be_a_number():
     for bad in ("0.95", True, [0.9]):
         with pytest.raises(ValueError, match=r"confidence_level must be a number in \(0, 1\)"):
             group_accuracies(Y, P, group_labels=G, confidence_level=bad)
+
+
+def test_expected_groups_of_another_type_than_the_group_ids_are_an_error():
+    # '0' is not the group 0: every expected group would be reported missing while all are there
+    with pytest.raises(ValueError, match=r"expected_groups.*'0'.*str.*int"):
+        worst_group_accuracy(Y, P, group_labels=G, expected_groups=["0", "1", "2"])
+    with pytest.raises(ValueError, match=r"expected_groups"):
+        group_accuracies(Y, P, group_labels=G, expected_groups=["0", "1", "2"])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        worst_group_accuracy(Y, P, group_labels=G, expected_groups=[0, 1, 2])
+
+
+def test_bias_unsupervised_score_with_biased_predictions_in_another_coding():
+    # the docstring allows any coding of the classes: the cells are (class, biased prediction) all the same
+    b = np.array([0, 0, 1, 1, 1, 0, 1, 0])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 4 cells, all filled: no "12 empty cells"
+        coded = bias_unsupervised_score(Y, P, y_pred_biased=np.array(["x", "y"])[b])
+    assert coded == pytest.approx(bias_unsupervised_score(Y, P, y_pred_biased=b))
+    with pytest.warns(EmptyCellWarning, match=r"never predicts 1 of the 2 classes"):  # one value for 2 classes
+        bias_unsupervised_score(Y, P, y_pred_biased=np.full(8, "x"))
+    with pytest.raises(ValueError, match=r"y_pred_biased takes 3 values.*2 classes"):
+        bias_unsupervised_score(Y, P, y_pred_biased=np.array(["x", "y", "z", "x", "y", "z", "x", "y"]))

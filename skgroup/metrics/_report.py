@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._metrics import per_group_accuracy
+from ._metrics import _value_kind, per_group_accuracy
 
 __all__ = ["GroupReport", "group_accuracies", "group_proportions", "paired_bootstrap"]
 
@@ -253,11 +253,7 @@ def group_accuracies(
 
 def _same_group(key, name):
     """Whether a group_weights key is the group ``name``: equal and of the same kind (1 is not '1', nor True)."""
-    def kind(v):
-        v = v.item() if isinstance(v, np.generic) else v
-        return "bool" if isinstance(v, bool) else "number" if isinstance(v, numbers.Number) else type(v).__name__
-
-    return kind(key) == kind(name) and key == name
+    return _value_kind(key) == _value_kind(name) and key == name
 
 
 def paired_bootstrap(correct, cells, *, reduce="min", n_bootstrap=1000, random_state=None):
