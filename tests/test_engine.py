@@ -515,3 +515,28 @@ def test_a_validation_fraction_error_points_the_right_way(name):
     y1[0] = 7  # a class of one row
     with pytest.raises(ValueError, match=r"one class has a single row.*X_val|1 sample"):  # (GradTune's hold-out first)
         cls(validation_fraction=0.2, early_stopping=True).fit(X, y1)
+
+
+class _EpochRows(_Rows):
+    """A dataset with public state that training moves (the epoch of a seeded augmentation)."""
+
+    def __init__(self, X):
+        super().__init__(X)
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+
+def test_the_fingerprint_is_taken_before_training_moves_anything(tmp_path):
+    X, y, _ = _data(120)
+    options = TrainOptions(solver="adamw", max_iter=4, batch_size=32, learning_rate=1e-2, lr_schedule="cosine")
+
+    def fit():
+        module = make_head(X.shape[1], 2, (), torch.float32, torch.Generator().manual_seed(0))
+        return Trainer(module, LoaderBatches(_EpochRows(X), y), MeanLoss(), options, seed=1,
+                       callbacks=[Checkpoint(tmp_path / "a.pt", every=3)]).fit()
+
+    first = fit()
+    again = fit()  # the finished run resumes: not refused for the dataset's epoch or the optimizer's lr
+    assert again.history == first.history

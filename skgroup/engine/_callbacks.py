@@ -49,7 +49,14 @@ MONITORS = {
 
 
 class Callback:
-    """Base class; every hook is optional."""
+    """Base class; every hook is optional.
+
+    ``needs_fingerprint``: the callback reads or writes the run's state
+    (:class:`Checkpoint`), so the trainer takes its fingerprint when the
+    fit starts.
+    """
+
+    needs_fingerprint = False
 
     def on_train_begin(self, trainer):
         pass
@@ -227,6 +234,8 @@ class Checkpoint(Callback):
     or pass ``resume=False`` to train from the start and overwrite it.
     What the data fields hash is in :mod:`skgroup.engine._fingerprint`.
     """
+
+    needs_fingerprint = True
 
     def __init__(self, path, *, every=1, resume=True):
         if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:

@@ -208,8 +208,8 @@ class Trainer:
         self.converged = True
         self.stopped_early = False
         self._torch_rng = None
-        self._pinned = None
-        self._data_fields = None
+        self._pinned = None  # the starting state, taken by fit
+        self._static = None
 
     # -- what callbacks read -------------------------------------------------
     @property
@@ -267,36 +267,41 @@ class Trainer:
         refuses to resume the checkpoint.
         """
         if self._pinned is None:
-            self._pinned = self._run_fields()
-        if self._data_fields is None:
-            data = getattr(self.source, "fingerprint", None)
-            self._data_fields = (dict(data()) if callable(data) else
-                                 {"data": f"{type(self.source).__name__} of {len(self.source)} rows"})
-        return {**self._pinned, **self._data_fields}
+            self._pinned = self._starting_fields()
+        if self._static is None:
+            self._static = self._static_fields()
+        return {**self._static, **self._pinned}
 
-    def _run_fields(self):
-        """The fields the run changes as it trains (module, objective state), taken before it starts."""
+    def _starting_fields(self):
+        """What training changes (the module's weights, the objective's state), taken at the start of fit."""
+        fp = object_fields("objective", self.objective)
+        if self.param_groups is not None:  # the optimizer adds to these dicts, and the schedule moves lr
+            fp["param_groups"] = describe([
+                {k: v for k, v in g.items() if k != "params"} | {"n_params": len(list(g["params"]))}
+                if isinstance(g, dict) else {"n_params": 1} for g in self.param_groups
+            ])
+        fp["module.shapes"] = describe({k: list(v.shape) for k, v in self.raw_module.state_dict().items()})
+        fp["module.weights"] = describe(self.raw_module)
+        return fp
+
+    def _static_fields(self):
+        """What training does not change: taken at the start of fit when a callback keeps checkpoints
+        (``needs_fingerprint``), else when the state is first asked for (no hashing of the data otherwise)."""
         fp = {"fingerprint_version": FINGERPRINT_VERSION, "stage": self.name, "seed": self.seed,
               "n_rows": len(self.source)}
         fp.update({f"options.{f.name}": describe(getattr(self.options, f.name)) for f in fields(self.options)})
         # the device's kind, not its index: under torchrun every rank resumes rank 0's checkpoint on its own GPU
         fp["options.device"] = self.device.type
-        fp.update(object_fields("objective", self.objective))
         fp.update(object_fields("sampler", self.sampler))
         fp["rows"] = describe(self.rows)
         fp.update(object_fields("penalty", self.penalty))
-        if self.param_groups is not None:
-            fp["param_groups"] = describe([
-                {k: v for k, v in g.items() if k != "params"} | {"n_params": len(list(g["params"]))}
-                if isinstance(g, dict) else {"n_params": 1} for g in self.param_groups
-            ])
-        state = self.raw_module.state_dict()
-        fp["module.shapes"] = describe({k: list(v.shape) for k, v in state.items()})
-        fp["module.weights"] = describe(self.raw_module)
-        for i, cb in enumerate(self.callbacks):
+        for cb in self.callbacks:
             own = cb.fingerprint() if callable(getattr(cb, "fingerprint", None)) else None
             for k, v in (own or {}).items():
                 fp[f"{type(cb).__name__}.{k}"] = describe(v)
+        data = getattr(self.source, "fingerprint", None)
+        fp.update(dict(data()) if callable(data) else
+                  {"data": f"{type(self.source).__name__} of {len(self.source)} rows"})
         return fp
 
     def state_dict(self):
@@ -348,7 +353,10 @@ class Trainer:
     def fit(self):
         """Train; returns self (``history``, ``best``, ``converged``, ``stopped_early``)."""
         check_device(self.device)
-        self._pinned = self._run_fields()  # before the first step changes the weights or the objective
+        # before the first step changes the weights or the objective (a dataset's state too, e.g. its epoch)
+        self._pinned = self._starting_fields()
+        if any(getattr(cb, "needs_fingerprint", False) for cb in self.callbacks):
+            self._static = self._static_fields()
         if self.options.amp not in (None, "bf16", "fp16"):
             raise ValueError(f"amp must be None, 'bf16' or 'fp16'; got {self.options.amp!r}.")
         self.objective.to(self.device, torch_dtype(self.options.dtype))
