@@ -279,6 +279,16 @@ class Backbone:
     def identity(self):
         return dict(self._identity)
 
+    def fingerprint(self):
+        """What makes this backbone's inputs and features what they are: its class, identity (weights
+        included) and preprocessing; e.g. a training checkpoint records it."""
+        try:
+            preprocessing = self.preprocessing_spec()
+        except NotImplementedError:
+            preprocessing = None
+        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", "identity": self.identity(),
+                "preprocessing": preprocessing}
+
     def preprocessing_spec(self):
         raise NotImplementedError
 

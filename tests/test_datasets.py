@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from skgroup.datasets import (
+    check_embeddings,
     load_celeba_attributes,
     load_embeddings,
     load_mnli,
@@ -147,16 +148,22 @@ def _flip_byte(file, where=-1):
 def test_damaged_cache_files_name_the_file(tmp_path):
     from skgroup.datasets import CorruptCacheError
 
-    # a flipped byte in a small file is always caught (their checksums are cheap); in features.npy with verify
+    # a flipped byte in a small file is always caught (their checksums are cheap); in a small features.npy
+    # by the default check too
     make_cache(tmp_path / "c", dtype=np.float32)
     _flip_byte(tmp_path / "c" / "labels.npy")
     with pytest.raises(CorruptCacheError, match=r"labels.npy.*checksum"):
         load_embeddings(tmp_path / "c")
     make_cache(tmp_path / "c", dtype=np.float32, overwrite=True)
-    _flip_byte(tmp_path / "c" / "features.npy")
-    load_embeddings(tmp_path / "c")  # the cheap checks cannot see a changed value...
+    _flip_byte(tmp_path / "c" / "features.npy", where=200)
+    for verify in ("auto", True):
+        with pytest.raises(CorruptCacheError, match=r"features.npy.*checksum"):
+            load_embeddings(tmp_path / "c", verify=verify)
     with pytest.raises(CorruptCacheError, match=r"features.npy.*checksum"):
-        load_embeddings(tmp_path / "c", verify=True)  # ...the checksum does
+        check_embeddings(tmp_path / "c")
+    load_embeddings(tmp_path / "c", verify=False)  # asked not to: the size and header checks only
+    with pytest.raises(ValueError, match="verify"):
+        load_embeddings(tmp_path / "c", verify="yes")
     # truncated, missing, wrong shape or dtype: always, naming the file
     for damage, match in [
         (lambda c: (c / "features.npy").write_bytes((c / "features.npy").read_bytes()[:-10]), r"features.npy.*bytes"),
@@ -242,3 +249,67 @@ def test_mnli(data_home):
     again = load_mnli(data_home)
     np.testing.assert_array_equal(again.split, m.split)
     assert not any('"' in p and "\t" in p for p in m.premise)
+
+
+def test_large_features_are_checked_on_a_sample_of_blocks(tmp_path, monkeypatch):
+    """Above the full-check size the default reads the first, the last and a random sample of the blocks
+    whose checksums the manifest records; verify=True reads everything."""
+    from skgroup.datasets import CorruptCacheError
+    from skgroup.datasets import _embeddings as emb_module
+
+    monkeypatch.setattr(emb_module, "_MIN_BLOCK_BYTES", 64)
+    make_cache(tmp_path / "c", n=200, dtype=np.float32)  # 200 x 6 x 4 bytes: about 20 blocks of 64 bytes
+    manifest = read_manifest(tmp_path / "c")
+    n_blocks = len(manifest["blocks"]["features"]["crc32"])
+    assert n_blocks >= 18 and manifest["blocks"]["features"]["size"] == 64
+    monkeypatch.setattr(emb_module, "_FULL_CHECK_BYTES", 0)  # now "large"
+    monkeypatch.setattr(emb_module, "_SAMPLED_BLOCKS", 3)
+    read = []
+    real = emb_module._read_block
+    monkeypatch.setattr(emb_module, "_read_block", lambda f, i, size: read.append(i) or real(f, i, size))
+    load_embeddings(tmp_path / "c")
+    assert len(set(read)) == 5 and {0, n_blocks - 1} <= set(read)  # first, last and 3 more
+    _flip_byte(tmp_path / "c" / "features.npy", where=-1)  # the last block is always read
+    with pytest.raises(CorruptCacheError, match=r"features.npy.*checksum.*block"):
+        load_embeddings(tmp_path / "c")
+    _flip_byte(tmp_path / "c" / "features.npy", where=-1)
+    _flip_byte(tmp_path / "c" / "features.npy", where=10 * 64 + 3)  # a middle block: maybe sampled...
+    with pytest.raises(CorruptCacheError, match=r"features.npy.*checksum"):
+        load_embeddings(tmp_path / "c", verify=True)  # ...the full checksum always sees it
+    monkeypatch.setattr(emb_module, "_SAMPLED_BLOCKS", n_blocks)
+    with pytest.raises(CorruptCacheError, match=r"block 10 "):
+        load_embeddings(tmp_path / "c")
+
+
+def test_files_of_a_cache_without_a_manifest_are_not_replaced_unasked(tmp_path):
+    # a folder without manifest.json holding a file of a cache's name: the user's, not an interrupted save
+    folder = tmp_path / "c"
+    folder.mkdir()
+    np.save(folder / "labels.npy", np.array([7, 7, 7]))
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"labels.npy.*overwrite=True"):
+        make_cache(folder)
+    np.testing.assert_array_equal(np.load(folder / "labels.npy"), [7, 7, 7])
+    make_cache(folder, overwrite=True)
+    assert load_embeddings(folder).labels.shape == (50,) and (folder / "notes.txt").read_text() == "mine"
+
+
+def test_a_save_killed_before_its_manifest_is_finished_by_the_next_one(tmp_path, monkeypatch):
+    from skgroup.datasets import _embeddings as emb_module
+
+    real = emb_module._atomic_save
+    calls = []
+
+    def dies_on_split(path, array, **kw):
+        if path.name == "split.npy":
+            raise KeyboardInterrupt  # a kill after features, labels and attributes are in place
+        calls.append(path.name)
+        return real(path, array, **kw)
+
+    monkeypatch.setattr(emb_module, "_atomic_save", dies_on_split)
+    with pytest.raises(KeyboardInterrupt):
+        make_cache(tmp_path / "c")
+    monkeypatch.undo()
+    assert (tmp_path / "c" / "labels.npy").exists() and not (tmp_path / "c" / "manifest.json").exists()
+    make_cache(tmp_path / "c")  # its own leftovers: no overwrite needed
+    load_embeddings(tmp_path / "c", verify=True)

@@ -19,6 +19,7 @@ from feature_extraction._testing import make_tiny_bert, random_sentences  # noqa
 from skgroup import (  # noqa: E402
     CVaRClassifier,
     ERMClassifier,
+    GroupBalancedClassifier,
     GroupDROClassifier,
     JTTClassifier,
     MixtureBalancedClassifier,
@@ -75,6 +76,8 @@ COMMON = dict(solver="adamw", max_iter=3, batch_size=64, learning_rate=1e-2, ran
     (JTTClassifier(**COMMON, lambda_up=3), False),
     (CVaRClassifier(**COMMON, alpha=0.3, l2_reg=0.0), False),
     (MixtureBalancedClassifier(**COMMON, balancing="upsampling", lr_schedule="constant"), False),
+    (GroupBalancedClassifier(**{**COMMON, "lr_schedule": "constant"}), True),
+    (GroupBalancedClassifier(**{**COMMON, "lr_schedule": "constant"}, balancing="resample"), True),
 ])
 def test_plans_train_exactly_what_the_head_estimators_train(method, uses_groups):
     # on a frozen (here: parameter-free) backbone the fine-tuning path must reproduce the head
@@ -305,7 +308,7 @@ def test_cli_config_errors(tmp_path):
     assert cli_main([str(tmp_path / "nope.toml")]) == 2
 
 
-def test_cli_runs_a_text_table_and_writes_its_outputs(bert, tmp_path, capsys):
+def _cli_config(bert, tmp_path, extra=""):
     X, y = _pairs(90, seed=5)
     split = np.array(["train"] * 50 + ["val"] * 20 + ["test"] * 20)
     neg = np.array([int("no" in b.split()) for _, b in X])
@@ -329,7 +332,12 @@ def test_cli_runs_a_text_table_and_writes_its_outputs(bert, tmp_path, capsys):
         max_iter = 1
         batch_size = 10
         learning_rate = 1e-3
-    """))
+    """) + extra)
+    return cfg
+
+
+def test_cli_runs_a_text_table_and_writes_its_outputs(bert, tmp_path, capsys):
+    cfg = _cli_config(bert, tmp_path)
     assert cli_main([str(cfg), "--output", str(tmp_path / "out")]) == 0
     out = tmp_path / "out"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -370,3 +378,225 @@ def test_a_whole_model_proximal_penalty_reaches_the_head_trained_alone():
     assert float(whole(head).detach()) == 0.0  # the names do not match: this is what would be lost
     assert float(_head_penalty(whole)(head).detach()) == pytest.approx(0.5 * (6 * 1.0 + 2 * 4.0))
     assert _head_penalty(None) is None
+
+
+# -- checkpoints of another run ---------------------------------------------------------
+def test_a_finetuning_checkpoint_resumes_only_its_own_run(tmp_path):
+    from skgroup.engine import Checkpoint
+
+    X, y, _ = make_spurious_features(200, random_state=0)
+    ck = tmp_path / "ck"
+
+    def fit(X=X, y=y, backbone=None, **params):
+        kw = dict(max_iter=2, batch_size=32, learning_rate=1e-2, random_state=0, callbacks=[Checkpoint(ck)])
+        return FineTuneClassifier(backbone or Vectors(), **{**kw, **params}).fit(Rows(X), y)
+
+    first = fit()
+    np.testing.assert_array_equal(fit().model_.head.weight.detach().numpy(),
+                                  first.model_.head.weight.detach().numpy())
+    with pytest.raises(ValueError, match="learning_rate"):
+        fit(learning_rate=0.1)
+    with pytest.raises(ValueError, match="head_learning_rate|param_groups"):
+        fit(head_learning_rate=0.5)
+    order = np.random.default_rng(0).permutation(200)
+    with pytest.raises(ValueError, match="data"):
+        fit(X=X[order], y=y[order])
+    X2, y2, _ = _images(32)
+    ck = tmp_path / "cnn"
+    FineTuneClassifier(_cnn_backbone(), max_iter=1, batch_size=16, augment=False, random_state=0,
+                       callbacks=[Checkpoint(ck)]).fit(X2, y2)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        other = load_backbone(TinyCNN(), image_size=24, resize=24)
+    with pytest.raises(ValueError, match="module.weights"):
+        FineTuneClassifier(other, max_iter=1, batch_size=16, augment=False, random_state=0,
+                           callbacks=[Checkpoint(ck)]).fit(X2, y2)
+
+
+# -- inputs: every row is checked, the first bad one named ---------------------------------
+@pytest.mark.parametrize("X, match", [
+    ([1, 2, 3], r"X\[0\].*int"),
+    ([0.5, "a"], r"X\[0\].*float"),
+    ([(None, "x"), ("a", "b")], r"X\[0\].*None"),
+    ([("a", "b", "c"), ("a", "b")], r"X\[0\].*3"),
+    (["hi", ("a", "b")], r"X\[1\].*tuple"),
+    ([("a", "b"), "hi"], r"X\[1\].*str"),
+    ([("a", "b"), ("c",)], r"X\[1\].*1"),            # ragged pairs (item 12)
+    ([("a", "b"), ("c", "d", "e")], r"X\[1\].*3"),
+])
+def test_text_inputs_of_another_kind_name_the_first_bad_row(X, match):
+    from skgroup.finetune import as_inputs
+
+    with pytest.raises(TypeError, match=match):
+        as_inputs(X, "text")
+
+
+def test_text_inputs_that_are_right_are_read_as_they_are():
+    from skgroup.finetune import as_inputs
+
+    pairs = as_inputs([("a", "b"), ["c", "d"], np.array(["e", "f"])], "text")
+    assert pairs.kind == "pairs" and [pairs.get(i) for i in range(3)] == [("a", "b"), ("c", "d"), ("e", "f")]
+    texts = as_inputs(np.array(["x", "y"]), "text")
+    assert texts.kind == "texts" and texts.get(1) == "y"
+
+
+def test_image_inputs_of_mixed_kinds_name_the_first_bad_row(tmp_path):
+    from PIL import Image
+
+    from skgroup.finetune import as_inputs
+
+    img = Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8))
+    with pytest.raises(TypeError, match=r"X\[1\].*str"):  # item 12: a path among PIL images
+        as_inputs([img, "a.png"], "image")
+    with pytest.raises(TypeError, match=r"X\[2\].*Image"):
+        as_inputs(["a.png", tmp_path / "b.png", img], "image")
+    with pytest.raises(TypeError, match=r"X\[0\].*int"):
+        as_inputs([3, 4], "image")
+    X, y, _ = _images(8)
+    ft = FineTuneClassifier(_cnn_backbone(), max_iter=1, batch_size=4, random_state=0)
+    with pytest.raises(TypeError, match=r"X\[3\]"):
+        ft.fit([Image.fromarray(x) for x in X[:3]] + ["x.png"] + [Image.fromarray(x) for x in X[4:]], y)
+
+
+# -- saving never replaces what a folder holds unasked ---------------------------------------
+def test_save_refuses_a_non_empty_folder_and_with_overwrite_replaces_only_its_own_files(tmp_path):
+    X, y, _ = _images(32)
+    ft = FineTuneClassifier(_cnn_backbone(), max_iter=1, batch_size=16, augment=False, random_state=0).fit(X, y)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "README.md").write_text("my notes")
+    (folder / "head.safetensors").write_bytes(b"another model's head")
+    with pytest.raises(FileExistsError, match=r"README.md.*overwrite=True"):
+        ft.save(folder)
+    assert (folder / "head.safetensors").read_bytes() == b"another model's head"
+    ft.save(folder, overwrite=True)
+    assert (folder / "README.md").read_text() == "my notes"  # not one of the files save writes
+    _, W, _, classes = load_finetuned(folder, model=TinyCNN())
+    np.testing.assert_array_equal(W.numpy(), ft.model_.head.weight.detach().numpy())
+    ft.save(tmp_path / "new")  # absent or empty: fine
+    (tmp_path / "empty").mkdir()
+    ft.save(tmp_path / "empty")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        ft.save(tmp_path / "file", overwrite=True)
+
+
+def test_cli_never_replaces_an_earlier_runs_results_nor_resumes_another_run(bert, tmp_path, capsys):
+    cfg = _cli_config(bert, tmp_path)
+    out = tmp_path / "out"
+    assert cli_main([str(cfg), "--output", str(out), "--quiet"]) == 0
+    metrics = (out / "metrics.json").read_text()
+    capsys.readouterr()
+    # the same folder again: its metrics.json and model/ are an earlier run's, refused before any training
+    assert cli_main([str(cfg), "--output", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.json" in err and "--overwrite" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert (out / "metrics.json").read_text() == metrics
+    # without the results, another learning rate finds the earlier run's checkpoints: refused, saying why
+    (out / "metrics.json").unlink()
+    import shutil
+
+    shutil.rmtree(out / "model")
+    assert cli_main([str(cfg), "--output", str(out), "--quiet", "--set", "training.learning_rate=0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "learning_rate" in err and "checkpoints" in err and "--overwrite" in err and len(err.splitlines()) == 1
+    # --overwrite trains afresh and replaces what the earlier run wrote
+    assert cli_main([str(cfg), "--output", str(out), "--quiet", "--overwrite",
+                     "--set", "training.learning_rate=0.01"]) == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and (out / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("sets, expected", [
+    # unknown keys: refused with the nearest valid one (item 9)
+    (["model.option=1"], ["[model]", "option", "options"]),
+    (["data.max_trian=10"], ["[data]", "max_trian", "max_train"]),
+    (["output.dirr='x'"], ["[output]", "dirr", "'dir'"]),
+    (["training.learnin_rate=0.1"], ["[training]", "learning_rate"]),
+    (["method.name='JTTClassifier'", "method.lambda_upp=3"], ["[method]", "lambda_upp", "lambda_up"]),
+    (["data.options.text_column='s1'"], ["[data.options]", "text_columns"]),
+    (["model.options.max_lenght=64"], ["[model.options]", "max_length"]),
+    (["auxiliary.task='mlm'", "auxiliary.mask_prb=0.2"], ["[auxiliary]", "mask_prob"]),
+    # config errors: one line, exit code 2 (item 10)
+    (["method.eta=-1"], ["[method]", "eta"]),
+    (["model.backbone='/no/such/model'"], ["[model]", "/no/such/model"]),
+    (["data.options.text_columns=['s9']"], ["[data]", "s9"]),
+    (["auxiliary.task='mim'"], ["[auxiliary]", "text"]),
+    (["training.device='cuda'"] if not torch.cuda.is_available() else ["training.device='cuda:99'"],
+     ["[training]", "device"]),
+    (["training.batch_size=0"], ["[training]", "batch_size"]),
+])
+def test_cli_config_mistakes_are_one_line_with_the_fix(bert, tmp_path, capsys, sets, expected):
+    cfg = _cli_config(bert, tmp_path)
+    argv = [str(cfg), "--output", str(tmp_path / "out"), "--quiet"]
+    for item in sets:
+        argv += ["--set", item]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for text in expected:
+        assert text in err, (text, err)
+    assert not (tmp_path / "out" / "log.jsonl").exists()  # refused before any training
+
+
+def test_cli_output_that_is_a_file_is_one_line(bert, tmp_path, capsys):
+    cfg = _cli_config(bert, tmp_path)
+    (tmp_path / "afile").write_text("mine")
+    assert cli_main([str(cfg), "--output", str(tmp_path / "afile"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+# -- every method of the registry fine-tunes, or is refused by name ----------------------------
+#: estimators with no plan a backbone can be trained with
+NOT_FINETUNABLE = {"DFRClassifier", "RegularizedMTLClassifier"}
+
+
+@pytest.mark.parametrize("name", [name for name, _ in __import__("skgroup.estimators", fromlist=["x"]).all_estimators()])
+def test_every_registered_method_fine_tunes_or_is_refused_by_name(name):
+    import warnings
+
+    from skgroup.estimators import all_estimators
+
+    method = dict(all_estimators())[name]()
+    X, y, g = make_spurious_features(240, random_state=0)
+    ft = FineTuneClassifier(Vectors(), method=method, max_iter=2, batch_size=32, learning_rate=1e-2, random_state=0)
+    if name in NOT_FINETUNABLE:
+        with pytest.raises(ValueError, match=rf"{name}.*cannot fine-tune"):
+            ft.fit(Rows(X), y, group_labels=g)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ft.fit(Rows(X), y, group_labels=g)
+    assert isinstance(ft.method_, type(method)) and ft.n_iter_ >= 1
+    assert ft.score(Rows(X), y) > 0.7  # the features separate the classes (chance: about 0.5)
+
+
+def test_load_finetuned_names_the_damaged_file(tmp_path):
+    X, y, _ = _images(32)
+    ft = FineTuneClassifier(_cnn_backbone(), max_iter=1, batch_size=16, augment=False, random_state=0).fit(X, y)
+    folder = ft.save(tmp_path / "m")
+    meta = folder / "skgroup_finetuned.json"
+    good = meta.read_text()
+    meta.write_text("{not json")
+    with pytest.raises(ValueError, match=r"skgroup_finetuned.json.*not valid JSON"):
+        load_finetuned(folder, model=TinyCNN())
+    meta.write_text(good.replace('"state_dict"', '"bogus"'))
+    with pytest.raises(ValueError, match=r"skgroup_finetuned.json.*format 'bogus'.*transformers.*state_dict"):
+        load_finetuned(folder, model=TinyCNN())
+    meta.write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "classes"}))
+    with pytest.raises(ValueError, match=r"skgroup_finetuned.json.*classes"):
+        load_finetuned(folder, model=TinyCNN())
+    meta.write_text(good)
+    head = folder / "head.safetensors"
+    head.write_bytes(head.read_bytes()[:-9])
+    with pytest.raises(ValueError, match=r"head.safetensors.*cannot be read"):
+        load_finetuned(folder, model=TinyCNN())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a build or machine without CUDA")
+def test_a_cuda_device_without_cuda_is_a_clear_error():
+    X, y, _ = _images(8)
+    with pytest.raises(ValueError, match=r"device='cuda'.*no CUDA device.*device='cpu'"):
+        FineTuneClassifier(_cnn_backbone(), max_iter=1, batch_size=4, device="cuda").fit(X, y)

@@ -337,7 +337,9 @@ class DFRClassifier(BaseHeadClassifier):
         X_val, y_val : validation rows, default=None
             The held-out rows (not with ``prefit=True``).
         group_labels_val : array-like, default=None
-            Group ids of the ``X_val`` rows; None: the classes are the groups.
+            Group ids of the ``X_val`` rows; None: the classes are the groups
+            (an error when ``group_labels`` are given: X's groups cannot be
+            the held-out rows').
         """
         Cs = np.asarray(self.Cs, dtype=np.float64).ravel()
         if Cs.size == 0 or not np.all(np.isfinite(Cs)) or np.any(Cs <= 0):
@@ -377,6 +379,13 @@ class DFRClassifier(BaseHeadClassifier):
             )
         needs_base = self._needs_base()
         if X_val is not None:
+            if group_labels is not None and group_labels_val is None:
+                raise ValueError(
+                    "group_labels were given for X but not group_labels_val for X_val: with X_val, DFR "
+                    "retrains the last layer on the X_val rows, balanced by their groups, so X's group labels "
+                    "cannot be used. Pass group_labels_val= (the X_val rows' groups), or leave X_val out to "
+                    "hold out rows of X (holdout_fraction) with their group labels."
+                )
             X_val = validate_data(self, X_val, dtype=X.dtype, reset=False)
             yv = encode_labels(self.classes_, y_val, "y_val")
             if yv.shape[0] != X_val.shape[0]:

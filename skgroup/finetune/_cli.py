@@ -29,6 +29,11 @@ and ``benchmarks/recipes/``)::
     alpha_reg = "e^-1"
     mask_prob = 0.15                        # any other MaskedLM / MaskedImageModeling parameter
 
+A key that no table takes is refused with the nearest valid one, and
+every mistake in the config (a value out of range, a missing model or
+column, a task for another modality, a device torch cannot see) is one
+line on stderr and exit status 2, before anything is trained or written.
+
 The run trains on the data's train split with early stopping on its
 validation split, prints a line per epoch, writes ``log.jsonl`` (one record
 per epoch), resumable checkpoints, the fine-tuned model (``model/``) and
@@ -54,6 +59,30 @@ class ConfigError(ValueError):
     """A config file that cannot be run as written."""
 
 
+class _config_errors:
+    """Turn what the libraries raise about a table's values into a one-line ConfigError naming the table."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, ConfigError):
+            return False
+        # (feature_extraction's ModelNotFoundError and MetadataError are ValueErrors)
+        if isinstance(exc, (ValueError, TypeError, FileNotFoundError, KeyError, ImportError, NotImplementedError)):
+            raise ConfigError(f"[{self.table}]: {exc}") from exc
+        return False
+
+
+def _check_device(device):
+    from ..engine._batches import check_device
+
+    check_device(device)
+
+
 def load_config(path):
     """The config as a dict, with the file's problems reported by name."""
     path = Path(path)
@@ -72,6 +101,63 @@ def load_config(path):
     if "backbone" not in config["model"]:
         raise ConfigError(f"{path}: [model] needs backbone = <folder or model name>.")
     return config
+
+
+def _refuse_unknown(table, given, valid):
+    """Every key of ``given`` must be in ``valid``; the error names the nearest valid key (difflib)."""
+    import difflib
+
+    valid = sorted(valid)
+    for key in given:
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ConfigError(f"[{table}] {key} is not a setting of [{table}]: {hint}the settings are {valid}.")
+
+
+def _parameters(fn, skip=()):
+    import inspect
+
+    return [p for p in inspect.signature(fn).parameters if p not in ("self", "cls", *skip)]
+
+
+_DATA_KEYS = {
+    "dataset": {"path", "options"},
+    "mnli": {"data_home"},
+    "fashion-spurious": {"data_home", "random_state", "n_train", "n_val", "n_test", "train_correlation"},
+}
+
+
+def check_config(config):
+    """Refuse a key no table takes, naming the nearest valid one (a typo would otherwise be ignored:
+    ``[output] dirr`` would send the run to the default folder)."""
+    from feature_extraction import load_backbone
+    from feature_extraction.data import TextDataset, image_folder_dataset, metadata_image_dataset
+
+    from . import FineTuneClassifier
+    from ._auxiliary import MaskedImageModeling, MaskedLM
+
+    model = config.get("model", {})
+    _refuse_unknown("model", model, {"backbone", "options"})
+    _refuse_unknown("model.options", model.get("options", {}), _parameters(load_backbone, skip=("model",)))
+    data = config.get("data", {})
+    fmt = data.get("format", "dataset")
+    if fmt not in _DATA_KEYS:
+        raise ConfigError(f"[data] format = {fmt!r}; choose 'dataset', 'mnli' or 'fashion-spurious'.")
+    _refuse_unknown("data", data, {"format", "max_train", "max_val", "max_test"} | _DATA_KEYS[fmt])
+    readers = (TextDataset.from_file, metadata_image_dataset, image_folder_dataset)
+    _refuse_unknown("data.options", data.get("options", {}),
+                    {p for f in readers for p in _parameters(f, skip=("path", "root"))})
+    method = config.get("method", {})
+    _refuse_unknown("method", method, {"name", *_estimator_class(method.get("name", "ERMClassifier"))().get_params()})
+    _refuse_unknown("training", config.get("training", {}),
+                    set(_parameters(FineTuneClassifier.__init__)) - {"backbone", "method", "auxiliary", "callbacks"})
+    _refuse_unknown("output", config.get("output", {}), {"dir"})
+    aux = config.get("auxiliary")
+    if aux:
+        task = {"mlm": MaskedLM, "mim": MaskedImageModeling}.get(aux.get("task"))
+        if task is not None:
+            _refuse_unknown("auxiliary", aux, {"task", *task().get_params()})
 
 
 def apply_override(config, item):
@@ -193,43 +279,89 @@ def _split_rows(ds, groups, data, seed):
     return out
 
 
-def run(config, output=None, *, quiet=False):
-    """Fine-tune as ``config`` says; returns the test metrics (also written to ``output``)."""
+_RESULTS = ("metrics.json", "model")
+
+
+def _check_output(output, overwrite):
+    """The run folder: a folder (created), holding no earlier run's results unless ``overwrite``."""
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"the output {output} is a file, not a folder: give --output (or [output] dir) a folder.")
+    done = [name for name in _RESULTS if (output / name).exists()]
+    if done and not overwrite:
+        raise ConfigError(
+            f"{output} holds the results of an earlier run ({', '.join(done)}): choose another --output, or pass "
+            "--overwrite to train afresh there and replace them."
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    if overwrite:  # this run's log starts empty; its checkpoints are rewritten as it goes
+        (output / "log.jsonl").unlink(missing_ok=True)
+
+
+def run(config, output=None, *, quiet=False, overwrite=False):
+    """Fine-tune as ``config`` says; returns the test metrics (also written to ``output``).
+
+    A run folder that holds an earlier run's results (``metrics.json``,
+    ``model/``) is refused before any work unless ``overwrite``, which
+    trains afresh (its checkpoints are not resumed) and replaces what the
+    run writes; other files are kept. Without ``overwrite`` the run
+    resumes its checkpoints, and refuses those of a run with other
+    settings or data.
+    """
     from feature_extraction.data import ExtractionDataset  # noqa: F401  (feature_extraction must import)
 
-    from ..engine import Checkpoint, JSONLLogger, PrintEpochs
+    from ..engine import Checkpoint, CheckpointMismatchError, JSONLLogger, PrintEpochs
+    from ..engine._loop import format_differences
     from ..metrics import group_accuracies
     from . import FineTuneClassifier
     from ._executor import SubsetInputs
     from ._inputs import as_inputs
 
+    check_config(config)
     output = Path(output or config.get("output", {}).get("dir", "skgroup-finetune-run"))
-    output.mkdir(parents=True, exist_ok=True)
     training = dict(config.get("training", {}))
     seed = training.get("random_state", 0)
-    ds, groups, group_names = load_data(config["data"], seed)
-    rows = _split_rows(ds, groups, config["data"], seed)
+    # everything the config says is checked before the output folder is touched or anything trains
     method_cfg = dict(config.get("method", {}))
     method = _estimator_class(method_cfg.pop("name", "ERMClassifier"))(**method_cfg)
+    with _config_errors("method"):
+        method._validate_params()
+        method._check_params()
     auxiliary = make_auxiliary(config.get("auxiliary"))
-    callbacks = [Checkpoint(output / "checkpoints"), JSONLLogger(output / "log.jsonl")]
+    callbacks = [Checkpoint(output / "checkpoints", resume=not overwrite), JSONLLogger(output / "log.jsonl")]
     if not quiet:
         callbacks.append(PrintEpochs())
-    from feature_extraction import load_backbone
-
-    backbone = load_backbone(config["model"]["backbone"], **config["model"].get("options", {}))
-    try:
-        clf = FineTuneClassifier(backbone, method=method, auxiliary=auxiliary, callbacks=callbacks, random_state=seed,
+    with _config_errors("training"):
+        clf = FineTuneClassifier(config["model"]["backbone"], method=method, auxiliary=auxiliary,
+                                 callbacks=callbacks, random_state=seed,
                                  **{k: v for k, v in training.items() if k != "random_state"})
         clf._validate_params()
-    except TypeError as exc:
-        raise ConfigError(f"[training]: {exc}") from exc
+        _check_device(clf.device)
+    from feature_extraction import load_backbone
+
+    from ._auxiliary import resolve_auxiliary
+
+    with _config_errors("model"):
+        backbone = load_backbone(config["model"]["backbone"], **config["model"].get("options", {}))
+    with _config_errors("auxiliary"):
+        resolve_auxiliary(auxiliary, backbone)
+    clf.set_params(backbone=backbone)
+    with _config_errors("data"):
+        ds, groups, group_names = load_data(config["data"], seed)
+    rows = _split_rows(ds, groups, config["data"], seed)
+    _check_output(output, overwrite)
     base = as_inputs(ds, backbone.modality)
     y = ds.labels
     tr, va, te = rows["train"], rows["val"], rows["test"]
     start = time.perf_counter()
-    clf.fit(SubsetInputs(base, tr), y[tr], group_labels=groups[tr],
-            X_val=SubsetInputs(base, va), y_val=y[va], group_labels_val=groups[va])
+    try:
+        clf.fit(SubsetInputs(base, tr), y[tr], group_labels=groups[tr],
+                X_val=SubsetInputs(base, va), y_val=y[va], group_labels_val=groups[va])
+    except CheckpointMismatchError as exc:
+        what = format_differences(exc.differences) if exc.differences else "written by an older skgroup"
+        raise ConfigError(
+            f"{output / 'checkpoints'} holds checkpoints of a different run ({what}): choose another --output, "
+            "or pass --overwrite to train afresh there."
+        ) from None
     seconds = time.perf_counter() - start
     pred = clf.predict(SubsetInputs(base, te))
     report = group_accuracies(y[te], pred, group_labels=groups[te], confidence_level=0.95, random_state=seed)
@@ -244,7 +376,7 @@ def run(config, output=None, *, quiet=False):
         "auxiliary": None if auxiliary is None else {"task": type(auxiliary).__name__, **auxiliary.get_params()},
         "n_train": int(tr.size), "n_val": int(va.size), "n_test": int(te.size),
     }
-    clf.save(output / "model")
+    clf.save(output / "model", overwrite=overwrite)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if not quiet:
         print(f"\ntest accuracy {metrics['test_accuracy']:.4f}, worst-group accuracy "
@@ -261,14 +393,17 @@ def main(argv=None):
                         help="override a config entry, e.g. --set data.path=/data/waterbirds "
                              "--set training.device='\"cuda\"' (VALUE is TOML; bare words are strings)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train afresh in an output folder that holds an earlier run (its checkpoints, log, "
+                             "model/ and metrics.json are replaced; other files are kept)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
         for item in args.set:
             apply_override(config, item)
-        run(config, args.output, quiet=args.quiet)
+        run(config, args.output, quiet=args.quiet, overwrite=args.overwrite)
     except (ConfigError, FileNotFoundError) as exc:
-        print(f"skgroup-finetune: error: {exc}", file=sys.stderr)
+        print(f"skgroup-finetune: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     return 0
 

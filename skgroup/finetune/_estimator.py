@@ -4,11 +4,12 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .._groups import check_group_labels
 from ..engine import FitContext, TrainOptions, run_plan
+from ..engine._batches import check_device
 from ..engine._callbacks import MONITORS, Callback
 from ..engine._fit import fit_classes, resolve_seed, split_fit_data, store_fit_result
 from ..estimators import ERMClassifier
@@ -19,6 +20,19 @@ from ._inputs import RandomResizedCropFlip, as_inputs
 from ._model import save_finetuned
 
 __all__ = ["FineTuneClassifier"]
+
+
+#: Registered estimators with no plan a backbone can be trained by, and what to do instead.
+_NOT_FINETUNING_METHODS = {
+    "DFRClassifier": (
+        "DFR refits the last layer by L1-penalised logistic regression (liblinear) on held-out rows, which trains "
+        "no backbone. Fine-tune with ERM (method=None), then fit DFRClassifier on the fine-tuned features "
+        "(FineTuneClassifier.transform of the training and held-out rows)"),
+    "RegularizedMTLClassifier": (
+        "it trains a multitask head on fixed features (their denoising reconstruction as the auxiliary task). "
+        "Regularized multitask fine-tuning of a backbone is FineTuneClassifier(auxiliary='mlm' or 'mim'), with "
+        "alpha_aux and alpha_reg set on the task (auxiliary=MaskedLM(alpha_aux=..., alpha_reg=...))"),
+}
 
 
 class FineTuneClassifier(ClassifierMixin, BaseEstimator):
@@ -59,6 +73,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     method : skgroup estimator or None, default=None
         The method; None is :class:`~skgroup.ERMClassifier`. Group labels
         reach ``fit`` by routing exactly when the method requests them.
+        Every registered estimator fine-tunes except DFR (a liblinear refit
+        of the last layer on held-out rows: fit it on ``transform``'s
+        features) and RegularizedMTLClassifier (its fine-tuning form is
+        ``auxiliary=``), which are refused with what to do instead.
     auxiliary : {'mlm', 'mim'}, MaskedLM, MaskedImageModeling or None, default=None
         The auxiliary task of regularized multitask fine-tuning, with its
         weights ``alpha_aux`` and ``alpha_reg`` (``set_params(
@@ -127,7 +145,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     _parameter_constraints = {
         "backbone": "no_validation",
         "backbone_options": [dict, None],
-        "method": [HasMethods(["_plan"]), None],
+        "method": "no_validation",  # _method() names what cannot fine-tune and why
         "auxiliary": "no_validation",  # resolve_auxiliary checks it against the backbone's modality
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -241,9 +259,13 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         return load_backbone(self.backbone, **(self.backbone_options or {}))
 
     def _method(self):
+        name = type(self.method).__name__
+        if name in _NOT_FINETUNING_METHODS:
+            raise ValueError(f"method={name}() cannot fine-tune a backbone: {_NOT_FINETUNING_METHODS[name]}.")
         method = ERMClassifier() if self.method is None else clone(self.method)
-        if not isinstance(method, BaseHeadClassifier):
-            raise TypeError(f"method must be a skgroup estimator (e.g. JTTClassifier()); got {type(method).__name__}.")
+        if not isinstance(method, BaseHeadClassifier) or not hasattr(method, "_plan"):
+            raise TypeError(f"method must be a skgroup estimator that trains by a plan (e.g. JTTClassifier()); got "
+                            f"{name}.")
         method._validate_params()
         method._check_params()
         return method
@@ -271,6 +293,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             For early stopping and checkpoint selection.
         """
         self._validate_params()
+        check_device(self.device)  # torch's own error on a CPU build is a bare AssertionError
         if any(not isinstance(cb, Callback) for cb in self.callbacks or []):
             raise TypeError("callbacks must be a list of skgroup.engine.Callback objects.")
         from feature_extraction import distributed
@@ -360,10 +383,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         """Penultimate features of the fine-tuned backbone (the head estimators' input)."""
         return self._run(X, "features")
 
-    def save(self, folder):
-        """Write the fine-tuned backbone and head (see :func:`skgroup.finetune.save_finetuned`)."""
+    def save(self, folder, *, overwrite=False):
+        """Write the fine-tuned backbone and head (see :func:`skgroup.finetune.save_finetuned`).
+
+        ``folder`` must be absent or empty unless ``overwrite=True``, which
+        replaces the files the save writes and keeps the others.
+        """
         check_is_fitted(self, "model_")
-        return save_finetuned(self.model_, folder, classes=self.classes_, backbone_source=self.backbone_source_)
+        return save_finetuned(self.model_, folder, classes=self.classes_, backbone_source=self.backbone_source_,
+                              overwrite=overwrite)
 
 
 def _frozen_erm_predictions(executor, validation, seed):

@@ -54,6 +54,11 @@ class SubsetInputs:
     def __len__(self):
         return self.rows.shape[0]
 
+    def fingerprint(self):
+        from ..engine._fingerprint import describe
+
+        return {"inputs": describe(self.inputs), "rows": describe(self.rows)}
+
     def get(self, i):
         return self.inputs.get(int(self.rows[i]))
 

@@ -59,8 +59,14 @@ class BackboneClassifier(nn.Module):
         return new
 
 
-def save_finetuned(model, folder, *, classes, backbone_source=None):
+def save_finetuned(model, folder, *, classes, backbone_source=None, overwrite=False):
     """Write the fine-tuned backbone and head to ``folder``; returns the folder.
+
+    ``folder`` must be absent or empty: a folder that holds anything is
+    refused (another model's weights, a README of the user's) unless
+    ``overwrite=True``, which replaces the files this function writes and
+    keeps every other file. The backbone's own source folder is refused
+    in any case.
 
     A transformers backbone is saved with ``save_pretrained`` (and its
     tokenizer; the other files of a sentence-transformers folder, e.g. its
@@ -74,12 +80,13 @@ def save_finetuned(model, folder, *, classes, backbone_source=None):
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    source = Path(backbone_source) if backbone_source else None
+    _check_save_folder(folder, source, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     backbone = model.backbone
     body = model.body
     meta = {"backbone": backbone.name, "identity": backbone.identity(), "classes": [_plain(c) for c in classes],
             "n_features": model.head.in_features}
-    source = Path(backbone_source) if backbone_source else None
     if hasattr(body, "save_pretrained"):
         if source is not None and source.is_dir():
             for item in source.iterdir():  # sentence-transformers modules, tokenizer files, ...
@@ -106,6 +113,25 @@ def save_finetuned(model, folder, *, classes, backbone_source=None):
     return folder
 
 
+def _check_save_folder(folder, source, overwrite):
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a folder: a fine-tuned model is saved as a folder of "
+                              "files; choose another path.")
+    if source is not None and source.is_dir() and folder.exists() and folder.resolve() == source.resolve():
+        raise ValueError(f"{folder} is the folder the backbone was loaded from: saving there would replace the "
+                         "pretrained model's files. Choose another folder.")
+    if overwrite or not folder.is_dir():
+        return
+    present = sorted(p.name for p in folder.iterdir())
+    if present:
+        shown = ", ".join(present[:5]) + (f", ... ({len(present)} entries)" if len(present) > 5 else "")
+        raise FileExistsError(
+            f"{folder} is not empty ({shown}): saving would replace files of the same names there (a model's "
+            "weights, config, tokenizer, README). Choose a new or empty folder, or pass overwrite=True to replace "
+            "the files the save writes (other files are kept)."
+        )
+
+
 def load_finetuned(folder, **backbone_options):
     """(backbone, head weight, head bias, classes) of a folder written by :func:`save_finetuned`.
 
@@ -121,7 +147,7 @@ def load_finetuned(folder, **backbone_options):
     meta_file = folder / "skgroup_finetuned.json"
     if not meta_file.is_file():
         raise FileNotFoundError(f"{folder} holds no skgroup_finetuned.json: not a folder written by save().")
-    meta = json.loads(meta_file.read_text())
+    meta = _read_meta(meta_file)
     if meta["format"] == "transformers":
         backbone = load_backbone(folder, **backbone_options)
     else:
@@ -129,8 +155,34 @@ def load_finetuned(folder, **backbone_options):
         if model is None:
             raise ValueError(f"{folder} holds a state dict: pass model=<the name or module it was fine-tuned from>.")
         backbone = load_backbone(model, weights=folder / "backbone.safetensors", **backbone_options)
-    head = load_file(str(folder / "head.safetensors"))
-    return backbone, head["weight"], head["bias"], meta["classes"]
+    head_file = folder / "head.safetensors"
+    try:
+        head = load_file(str(head_file))
+        weight, bias = head["weight"], head["bias"]
+    except Exception as exc:  # a truncated or foreign file: SafetensorError, KeyError, OSError...
+        raise ValueError(f"{head_file} cannot be read as the saved head ({type(exc).__name__}: {exc}): the "
+                         "folder is damaged; save the model again.") from exc
+    return backbone, weight, bias, meta["classes"]
+
+
+_FORMATS = ("transformers", "state_dict")
+
+
+def _read_meta(meta_file):
+    """The contents of skgroup_finetuned.json, with what a load needs checked, errors naming the file."""
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{meta_file} is not valid JSON ({exc}): the folder is damaged; save the model "
+                         "again.") from exc
+    if not isinstance(meta, dict) or "format" not in meta or "classes" not in meta:
+        missing = [k for k in ("format", "classes") if not isinstance(meta, dict) or k not in meta]
+        raise ValueError(f"{meta_file} lacks {missing}: not a description save() writes, or damaged; save the "
+                         "model again.")
+    if meta["format"] not in _FORMATS:
+        raise ValueError(f"{meta_file} says format {meta['format']!r}, which save() never writes (it writes "
+                         f"{' or '.join(repr(f) for f in _FORMATS)}): the file is damaged or from another program.")
+    return meta
 
 
 def _plain(value):

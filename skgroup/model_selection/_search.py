@@ -29,8 +29,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._cache import SHARED_FITS
 from .._groups import check_group_labels
-from ..metrics import EmptyCellWarning, below_majority, paired_bootstrap
+from ..engine._fit import encode_labels
 from ..estimators import BelowMajorityWarning, all_estimators, method_specs, search_space
+from ..metrics import EmptyCellWarning, below_majority, paired_bootstrap
+from ..metrics._report import check_bootstrap
 from ..utils._tables import make_table
 from ..utils._warnings import warn
 from ._validation import requests
@@ -178,7 +180,9 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         training rows alone.
     confidence_level : float in (0, 1), default=0.95
     n_bootstrap : int, default=1000
-        Bootstrap replicates of the validation rows, resampled within the
+        Bootstrap replicates of the validation rows (at least 5 beyond each
+        bound of the interval: 200 at ``confidence_level=0.95``, 1,000 at
+        0.99), resampled within the
         cells of the rule (groups, classes, (class, biased prediction)
         cells) and shared by all candidates (a paired bootstrap).
     n_jobs : int or None, default=None
@@ -376,6 +380,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             never look at them.
         """
         self._validate_params()
+        check_bootstrap(self.n_bootstrap, self.confidence_level)
         start = time.perf_counter()
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], reset=True)
         check_classification_targets(y)
@@ -491,7 +496,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                     "validation-split protocol, or cv (and no X_val) for cross-validation."
                 )
             X_val = validate_data(self, X_val, dtype=X.dtype, reset=False)
-            y_val = np.asarray(y_val)
+            # the training classes, in their dtype: a prediction '10' must not be cut to y_val's '1'
+            y_val = self.classes_[encode_labels(self.classes_, y_val, "y_val")]
             if y_val.shape[0] != X_val.shape[0]:
                 raise ValueError(f"X_val has {X_val.shape[0]} rows but y_val has {y_val.shape[0]}.")
             if needs_groups and group_labels_val is None:
@@ -541,10 +547,14 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             first = next(o["error"] for o in outputs.values() if o["error"])
             raise ValueError(f"Every candidate failed to fit; the first error: {first}")
         y_score = np.concatenate([s["y_score"] for s in splits])
-        preds = np.full((n_cfg, y_score.shape[0]), y_score[0], dtype=y_score.dtype)
+        # compared as positions in classes_: no array of y's dtype that would cut or convert a prediction
+        y_codes = encode_labels(self.classes_, y_score, "y_val")
+        correct = np.zeros((n_cfg, y_score.shape[0]), dtype=bool)
+        pred_codes = np.zeros((n_cfg, y_score.shape[0]), dtype=np.int64)
         for ci in np.flatnonzero(ok):
-            preds[ci] = np.concatenate([outputs[(ci, si)]["responses"]["predict"] for si in range(len(splits))])
-        correct = preds == y_score
+            pred = np.concatenate([outputs[(ci, si)]["responses"]["predict"] for si in range(len(splits))])
+            pred_codes[ci] = encode_labels(self.classes_, pred, f"the predictions of {configs[ci][0]}")
+            correct[ci] = pred_codes[ci] == y_codes
         alpha = (1 - self.confidence_level) / 2 * 100
         score = np.full(n_cfg, np.nan)
         reps = np.full((self.n_bootstrap, n_cfg), np.nan)
@@ -560,7 +570,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         # a candidate worse than always answering the majority class is never the pick while another is not
         below = np.zeros(n_cfg, dtype=bool)
         for ci in np.flatnonzero(ok):
-            below[ci] = below_majority(y_score, preds[ci])[0]
+            below[ci] = below_majority(y_codes, pred_codes[ci])[0]
         eligible = ok & ~below if (ok & ~below).any() else ok
         best = int(np.nanargmax(np.where(eligible, score, -np.inf)))
         ci_low, ci_high = np.full(n_cfg, np.nan), np.full(n_cfg, np.nan)
