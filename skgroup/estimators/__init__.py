@@ -36,22 +36,30 @@ from ._mtl import (
 from ._group_balanced import GroupBalancedClassifier
 from ._afr import AFRClassifier, afr_weights
 from ._dfr import DFRClassifier, TinyHeldOutGroupWarning
+from ._focal import FocalClassifier
+from ._cb_loss import CBLossClassifier
+from ._ldam import LDAMClassifier
+from ._balanced_softmax import BalancedSoftmaxClassifier
 
 __all__ = [
     "AFRClassifier",
+    "BalancedSoftmaxClassifier",
     "BaseHeadClassifier",
     "BelowERMWarning",
+    "CBLossClassifier",
     "CVaRClassifier",
     "DFRClassifier",
     "DataShape",
     "DegenerateCVaRWarning",
     "Diagonal",
     "ERMClassifier",
+    "FocalClassifier",
     "EmptyErrorSetWarning",
     "GradTuneClassifier",
     "GroupBalancedClassifier",
     "GroupDROClassifier",
     "JTTClassifier",
+    "LDAMClassifier",
     "LargeErrorSetWarning",
     "MethodSpec",
     "MixtureBalancedClassifier",
