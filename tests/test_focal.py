@@ -37,7 +37,7 @@ def test_focal_keeps_the_bayes_boundary_and_lowers_the_confidence():
     # has the Bayes classifier's argmax), and with a well-specified linear head both it and ERM
     # recover the Bayes boundary of the *training* distribution, log(n0 / n1) / sep along the first
     # axis. So it does not move the boundary toward the majority under class imbalance (minority
-    # recall does not rise, see docs/methods/imbalance.rst), while its fitted probabilities are
+    # recall does not rise, see docs/methods/class_imbalance.rst), while its fitted probabilities are
     # less confident: the weights shrink as gamma grows.
     X, y = gaussians(4000, 200)
     bayes = np.log(4000 / 200) / 2.0

@@ -56,7 +56,7 @@ class BalancedSoftmaxClassifier(BaseHeadClassifier):
     Defaults and why: ``tau=1.0`` (SubpopBench has no parameter: its
     BSoftmax is ``tau=1``; Menon et al.'s default); :class:`ERMClassifier`'s
     solver (full-batch L-BFGS) and ``l2_reg=1e-4``. Measurements:
-    ``docs/methods/imbalance.rst``.
+    ``docs/methods/class_imbalance.rst``.
 
     Parameters
     ----------

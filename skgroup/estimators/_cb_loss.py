@@ -42,7 +42,7 @@ class CBLossClassifier(BaseHeadClassifier):
     Defaults and why: ``beta=0.9999``, SubpopBench's default (search range
     ``1 - 10^U(-5, -2)``) and the LDAM-DRW authors' re-weighting setting;
     :class:`ERMClassifier`'s solver (full-batch L-BFGS) and ``l2_reg=1e-4``.
-    Measurements: ``docs/methods/imbalance.rst``.
+    Measurements: ``docs/methods/class_imbalance.rst``.
 
     Differences from the references: the weighted mean is normalised by the
     sum of the row weights (``docs/design.rst``), where the paper's code and

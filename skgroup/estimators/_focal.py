@@ -41,7 +41,7 @@ class FocalClassifier(BaseHeadClassifier):
     selects the checkpoint on validation; ``early_stopping`` does the latter
     on frozen features, and :class:`skgroup.finetune.FineTuneClassifier`
     (``method=FocalClassifier()``) the former. Measurements:
-    ``docs/methods/imbalance.rst``.
+    ``docs/methods/class_imbalance.rst``.
 
     Parameters
     ----------

@@ -55,9 +55,9 @@ class LDAMClassifier(BaseHeadClassifier):
     and SubpopBench's defaults), ``drw_start=0.8`` and ``drw_beta=0.9999``
     (the authors' CIFAR schedule, ``idx = epoch // 160`` of 200 epochs,
     ``betas = [0, 0.9999]``); :class:`ERMClassifier`'s solver (full-batch
-    L-BFGS) and ``l2_reg=1e-4``. Measurements: ``docs/methods/imbalance.rst``.
+    L-BFGS) and ``l2_reg=1e-4``. Measurements: ``docs/methods/class_imbalance.rst``.
 
-    Differences from the references (``docs/methods/imbalance.rst``): the
+    Differences from the references (``docs/methods/class_imbalance.rst``): the
     authors' network normalises features and class weights (cosine logits,
     to which ``s`` applies); SubpopBench, and this estimator, apply the
     margin and ``s`` to the plain head's logits. The authors drop the
