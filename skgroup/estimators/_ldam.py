@@ -237,7 +237,8 @@ class LDAMClassifier(BaseHeadClassifier):
 
 def _search_space(data):
     # SubpopBench's hparams_registry.py: max_m ~ 10^U(-1, -0.1) (0.1 to 0.79, default 0.5), four
-    # points log-spaced over it; scale s in {10, 30} (default 30). DRW at the authors' schedule
+    # points about log-spaced over it (0.8 for its top, 10^-0.1); scale s in {10, 30} (default 30). DRW at
+    # the authors' schedule
     return {"max_margin": [0.1, 0.2, 0.4, 0.8], "scale": [10.0, 30.0]}
 
 
