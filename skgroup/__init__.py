@@ -1,7 +1,7 @@
 """skgroup: scikit-learn estimators for group-robust classification.
 
 Robust heads (Group DRO, JTT, CVaR DRO, GradTune, DFR, AFR, class and group balancing,
-regularized multitask learning) trained on
+regularized multitask learning, class-imbalance losses) trained on
 frozen penultimate-layer features, with worst-group metrics and scorers that
 travel through scikit-learn's metadata routing.
 """
@@ -19,6 +19,12 @@ from .estimators import (
     JTTClassifier,
     MixtureBalancedClassifier,
     RegularizedMTLClassifier,
+)
+from .estimators import (  # noqa: I001 - the class-imbalance losses (SubpopBench)
+    BalancedSoftmaxClassifier,
+    CBLossClassifier,
+    FocalClassifier,
+    LDAMClassifier,
 )
 from .metrics import (
     group_accuracies,
@@ -40,6 +46,10 @@ __all__ = [
     "GroupBalancedClassifier",
     "AFRClassifier",
     "DFRClassifier",
+    "FocalClassifier",
+    "CBLossClassifier",
+    "LDAMClassifier",
+    "BalancedSoftmaxClassifier",
     "group_accuracies",
     "make_group_labels",
     "worst_class_accuracy",

@@ -36,23 +36,31 @@ from ._mtl import (
 from ._group_balanced import GroupBalancedClassifier
 from ._afr import AFRClassifier, afr_weights
 from ._dfr import DFRClassifier, TinyHeldOutGroupWarning
+from ._focal import FocalClassifier
+from ._cb_loss import CBLossClassifier
+from ._ldam import LDAMClassifier
+from ._balanced_softmax import BalancedSoftmaxClassifier
 
 __all__ = [
     "AFRClassifier",
+    "BalancedSoftmaxClassifier",
     "BaseHeadClassifier",
     "BelowERMWarning",
     "BelowMajorityWarning",
+    "CBLossClassifier",
     "CVaRClassifier",
     "DFRClassifier",
     "DataShape",
     "DegenerateCVaRWarning",
     "Diagonal",
     "ERMClassifier",
+    "FocalClassifier",
     "EmptyErrorSetWarning",
     "GradTuneClassifier",
     "GroupBalancedClassifier",
     "GroupDROClassifier",
     "JTTClassifier",
+    "LDAMClassifier",
     "LargeErrorSetWarning",
     "MethodSpec",
     "MixtureBalancedClassifier",

@@ -12,11 +12,16 @@ objectives drive a linear head on cached features and a whole backbone.
 
 ::
 
-    from skgroup.objectives import Objective, GroupDRO
+    from skgroup.objectives import FocalLoss, GroupDRO, Objective
     objective = Objective(FocalLoss(gamma=2.0), GroupDRO(membership, eta=0.01))
+
+Losses by name (the estimators' ``loss`` parameter): 'cross_entropy',
+'focal', 'ldam', 'logit_adjusted' (Balanced Softmax at its default tau=1),
+'generalized_cross_entropy'.
 """
 
-from ._losses import LOSSES, CrossEntropy, Loss, make_loss, register_loss
+from ._losses import LOSSES, CrossEntropy, GeneralizedCrossEntropy, Loss, make_loss, register_loss
+from ._imbalance import FocalLoss, LDAMLoss, LogitAdjustedLoss, effective_number_weights
 from ._objective import (
     AuxiliaryLoss,
     BatchTerms,
@@ -36,7 +41,11 @@ __all__ = [
     "BatchTerms",
     "CVaR",
     "CrossEntropy",
+    "FocalLoss",
+    "GeneralizedCrossEntropy",
     "GroupDRO",
+    "LDAMLoss",
+    "LogitAdjustedLoss",
     "FeatureOutput",
     "Loss",
     "Mean",
@@ -49,6 +58,7 @@ __all__ = [
     "RepresentationL1",
     "Weighted",
     "cvar_of_losses",
+    "effective_number_weights",
     "make_loss",
     "register_loss",
 ]
