@@ -550,7 +550,7 @@ def test_cli_output_that_is_a_file_is_one_line(bert, tmp_path, capsys):
 
 # -- every method of the registry fine-tunes, or is refused by name ----------------------------
 #: estimators with no plan a backbone can be trained with
-NOT_FINETUNABLE = {"DFRClassifier", "RegularizedMTLClassifier"}
+NOT_FINETUNABLE = {s.name for s in __import__("skgroup.estimators", fromlist=["x"]).method_specs() if not s.finetune}
 
 
 @pytest.mark.parametrize("name", [name for name, _ in __import__("skgroup.estimators", fromlist=["x"]).all_estimators()])

@@ -539,5 +539,9 @@ register_method(MethodSpec(
     fast_params={"Cs": (1.0, 0.1), "n_retrains": 3},
     quick_grid={"n_retrains": [5]},
     trains_on_group_labels=True,
-    finetune=False,  # it fits scikit-learn's liblinear on held-out features, not through the engine
+    finetune=False,
+    finetune_instead=(
+        "DFR refits the last layer by L1-penalised logistic regression (liblinear) on held-out rows, which trains "
+        "no backbone. Fine-tune with ERM (method=None), then fit DFRClassifier on the fine-tuned features "
+        "(FineTuneClassifier.transform of the training and held-out rows)"),
 ))

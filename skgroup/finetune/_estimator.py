@@ -13,6 +13,7 @@ from ..engine._batches import check_device
 from ..engine._callbacks import MONITORS, Callback
 from ..engine._fit import fit_classes, resolve_seed, split_fit_data, store_fit_result
 from ..estimators import ERMClassifier
+from ..estimators._spec import registered_spec
 from ..estimators._base import BaseHeadClassifier
 from ._auxiliary import resolve_auxiliary
 from ._executor import FineTuneExecutor, SubsetInputs
@@ -23,18 +24,6 @@ __all__ = ["FineTuneClassifier"]
 
 
 #: Registered estimators with no plan a backbone can be trained by, and what to do instead.
-_NOT_FINETUNING_METHODS = {
-    "DFRClassifier": (
-        "DFR refits the last layer by L1-penalised logistic regression (liblinear) on held-out rows, which trains "
-        "no backbone. Fine-tune with ERM (method=None), then fit DFRClassifier on the fine-tuned features "
-        "(FineTuneClassifier.transform of the training and held-out rows)"),
-    "RegularizedMTLClassifier": (
-        "it trains a multitask head on fixed features (their denoising reconstruction as the auxiliary task). "
-        "Regularized multitask fine-tuning of a backbone is FineTuneClassifier(auxiliary='mlm' or 'mim'), with "
-        "alpha_aux and alpha_reg set on the task (auxiliary=MaskedLM(alpha_aux=..., alpha_reg=...))"),
-}
-
-
 class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     """Fine-tune a whole backbone with any skgroup method.
 
@@ -260,8 +249,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
 
     def _method(self):
         name = type(self.method).__name__
-        if name in _NOT_FINETUNING_METHODS:
-            raise ValueError(f"method={name}() cannot fine-tune a backbone: {_NOT_FINETUNING_METHODS[name]}.")
+        spec = registered_spec(name)
+        if spec is not None and not spec.finetune:
+            raise ValueError(f"method={name}() cannot fine-tune a backbone: {spec.finetune_instead}.")
         method = ERMClassifier() if self.method is None else clone(self.method)
         if not isinstance(method, BaseHeadClassifier) or not hasattr(method, "_plan"):
             raise TypeError(f"method must be a skgroup estimator that trains by a plan (e.g. JTTClassifier()); got "
