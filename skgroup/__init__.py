@@ -10,15 +10,19 @@ __version__ = "0.1.0"
 
 from .estimators import (
     AFRClassifier,
+    CORALClassifier,
     CVaRClassifier,
     DFRClassifier,
     ERMClassifier,
     GradTuneClassifier,
     GroupBalancedClassifier,
     GroupDROClassifier,
+    IRMClassifier,
     JTTClassifier,
+    MMDClassifier,
     MixtureBalancedClassifier,
     RegularizedMTLClassifier,
+    VRExClassifier,
 )
 from .metrics import (
     group_accuracies,
@@ -33,6 +37,10 @@ __all__ = [
     "CVaRClassifier",
     "ERMClassifier",
     "GroupDROClassifier",
+    "IRMClassifier",
+    "VRExClassifier",
+    "CORALClassifier",
+    "MMDClassifier",
     "JTTClassifier",
     "GradTuneClassifier",
     "MixtureBalancedClassifier",

@@ -36,9 +36,15 @@ from ._mtl import (
 from ._group_balanced import GroupBalancedClassifier
 from ._afr import AFRClassifier, afr_weights
 from ._dfr import DFRClassifier, TinyHeldOutGroupWarning
+from ._environments import SingleEnvironmentWarning
+from ._irm import IRMClassifier
+from ._vrex import VRExClassifier
+from ._coral import CORALClassifier
+from ._mmd import MMDClassifier
 
 __all__ = [
     "AFRClassifier",
+    "CORALClassifier",
     "BaseHeadClassifier",
     "BelowERMWarning",
     "CVaRClassifier",
@@ -47,12 +53,15 @@ __all__ = [
     "DegenerateCVaRWarning",
     "Diagonal",
     "ERMClassifier",
+    "IRMClassifier",
+    "SingleEnvironmentWarning",
     "EmptyErrorSetWarning",
     "GradTuneClassifier",
     "GroupBalancedClassifier",
     "GroupDROClassifier",
     "JTTClassifier",
     "LargeErrorSetWarning",
+    "MMDClassifier",
     "MethodSpec",
     "MixtureBalancedClassifier",
     "MultitaskHead",
@@ -60,6 +69,7 @@ __all__ = [
     "ProjectConstraints",
     "RegularizedMTLClassifier",
     "TinyHeldOutGroupWarning",
+    "VRExClassifier",
     "afr_weights",
     "all_estimators",
     "get_spec",
