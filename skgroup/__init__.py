@@ -1,7 +1,7 @@
 """skgroup: scikit-learn estimators for group-robust classification.
 
 Robust heads (Group DRO, JTT, CVaR DRO, GradTune, DFR, AFR, class and group balancing,
-regularized multitask learning) trained on
+regularized multitask learning, invariance penalties: IRM, V-REx, CORAL, MMD) trained on
 frozen penultimate-layer features, with worst-group metrics and scorers that
 travel through scikit-learn's metadata routing.
 """

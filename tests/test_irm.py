@@ -194,3 +194,36 @@ def test_fine_tuning_trains_what_the_head_trains():
                             grad_clip=None, random_state=4).fit(Rows(X), y, group_labels=g)
     np.testing.assert_array_equal(ft.model_.head.weight.detach().numpy(), head.coef_)
     assert ft.method_.environment_names_ == ((0, 2), (1, 3))
+
+
+def test_a_search_over_the_weight_trains_the_anneal_once(monkeypatch):
+    import skgroup.estimators._base as base
+    from skgroup._cache import SHARED_FITS
+
+    X, y, g = make_spurious_features(300, random_state=0)
+    trained = []
+    run_plan = base.run_plan
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def train(self, stage):
+            trained.append(stage.name)
+            return self.inner.train(stage)
+
+    monkeypatch.setattr(base, "run_plan", lambda plan, executor: run_plan(plan, Spy(executor)))
+    SHARED_FITS.clear()
+    common = dict(penalty_anneal_iters=6, max_iter=1, batch_size=50, random_state=0)
+    IRMClassifier(penalty_weight=1.0, **common).fit(X, y, group_labels=g)
+    shared = IRMClassifier(penalty_weight=30.0, **common).fit(X, y, group_labels=g)
+    assert trained == ["anneal", "irm", "irm"]
+    with SHARED_FITS.disabled():
+        alone = IRMClassifier(penalty_weight=30.0, **common).fit(X, y, group_labels=g)
+    np.testing.assert_array_equal(shared.coef_, alone.coef_)  # reuse never changes a result
+    assert IRMClassifier(**common)._shared_fit_signature() != IRMClassifier(**{**common, "penalty_anneal_iters": 7}
+                                                                             )._shared_fit_signature()
+    assert IRMClassifier(penalty_anneal_iters=0)._shared_fit_signature() is None

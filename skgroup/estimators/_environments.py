@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._cache import SHARED_FITS, canonical, fingerprint
 from .._groups import check_group_labels
 from .._samplers import FixedLengthSampler
 from ..engine import HeadExecutor, Stage, resolve_batch_size
@@ -199,13 +200,41 @@ class EnvironmentPenaltyClassifier(BaseHeadClassifier):
         if anneal > 0:
             opts = ctx.options
             rows_per_step = resolve_batch_size(opts.batch_size, ctx.n_samples) * max(int(opts.accumulate), 1)
-            # DomainBed: weight 1 for the first anneal steps, then the full weight and a new Adam
-            # ("it doesn't like the sharp jump in gradient magnitudes"): a second stage starts
-            # from the first one's weights with a fresh optimizer
-            first = yield Stage("anneal", self._objective(ctx, environments, 1.0),
-                                opts.replace(max_iter=1, lr_schedule="constant"),
-                                sampler=FixedLengthSampler(ctx.n_samples, anneal * rows_per_step),
-                                validate=False, seed=ctx.seed(0), capture_features=self._capture_features)
-            init = first
+            anneal_options = opts.replace(max_iter=1, lr_schedule="constant")
+            # the anneal stage does not depend on penalty_weight: a search over it trains it once
+            key = None
+            if self._reuses_shared_fits() and isinstance(ctx.executor, HeadExecutor):  # not while fine-tuning
+                key = SHARED_FITS.key(f"{type(self).__name__}_anneal", ctx.executor.fingerprint(),
+                                      ctx.executor.hidden_layer_sizes, canonical(anneal_options), ctx.seed(0),
+                                      anneal, fingerprint(environments), canonical(self.loss))
+            cached = SHARED_FITS.get(key)
+            if cached is not None:
+                init = ctx.executor.restore(cached)
+            else:
+                # DomainBed: weight 1 for the first anneal steps, then the full weight and a new Adam
+                # ("it doesn't like the sharp jump in gradient magnitudes"): a second stage starts
+                # from the first one's weights with a fresh optimizer
+                init = yield Stage("anneal", self._objective(ctx, environments, 1.0), anneal_options,
+                                   sampler=FixedLengthSampler(ctx.n_samples, anneal * rows_per_step),
+                                   validate=False, seed=ctx.seed(0), capture_features=self._capture_features)
+                if key is not None:
+                    SHARED_FITS.put(key, ctx.executor.snapshot(init))
         yield Stage(self._stage_name, self._objective(ctx, environments, self.penalty_weight), ctx.options,
                     init=init, seed=ctx.seed(1), capture_features=self._capture_features)
+
+    def _shared_fit_signature(self):
+        """The settings the anneal stage depends on besides the data (None without an anneal stage).
+
+        Candidates of a search that agree on it share one anneal stage
+        (:class:`~skgroup.model_selection.RobustSearchCV` fits one of them
+        first and ships the stage to the others' workers).
+        """
+        if not getattr(self, "penalty_anneal_iters", 0):
+            return None
+        settings = dict(
+            hidden_layer_sizes=self.hidden_layer_sizes, l2_reg=self.l2_reg, solver=self.solver,
+            batch_size=self.batch_size, learning_rate=self.learning_rate, device=self.device, dtype=self.dtype,
+            penalty_anneal_iters=self.penalty_anneal_iters, environments=self.environments, loss=self.loss,
+        )
+        return canonical((type(self).__name__, settings, self.random_state, self.early_stopping,
+                          self.validation_fraction, self.monitor))
