@@ -208,7 +208,8 @@ def _sq_dists(x, z):
 
 def _kernel(x, z, gammas):
     d = _sq_dists(x, z)
-    return sum(torch.exp(-g * d) for g in gammas)
+    g = torch.as_tensor(gammas, dtype=d.dtype, device=d.device).view(-1, 1, 1)
+    return torch.exp(-g * d.unsqueeze(0)).sum(dim=0)
 
 
 def gaussian_mmd(x, z, gammas=MMD_GAMMAS):
@@ -238,19 +239,20 @@ class CORALPenalty(_Environments, Penalty):
         feats = _features(terms, "CORALPenalty")
         member, count = self.onehot(terms.idx, feats.dtype)
         means = (member.T @ feats) / count.clamp_min(1).unsqueeze(1)
-        valid = count >= 2
-        total = feats.new_zeros(())
-        n_pairs = feats.new_zeros(())
-        # (E, m, d): each environment's rows centred on its mean, the other rows zero
-        centred = (feats.unsqueeze(0) - means.unsqueeze(1)) * member.T.unsqueeze(2)
-        covs = centred.transpose(1, 2) @ centred / (count - 1).clamp_min(1).view(-1, 1, 1)
-        for e in range(self.n_environments):
-            for f in range(e + 1, self.n_environments):
-                both = (valid[e] & valid[f]).to(feats.dtype)
-                term = (means[e] - means[f]).pow(2).mean() + (covs[e] - covs[f]).pow(2).mean()
-                total = total + both * term
-                n_pairs = n_pairs + both
-        return total / n_pairs.clamp_min(1)
+        # covariances compared through the rows' Gram matrix (m x m, not E x d x d): with Z the rows
+        # centred on their environment's mean, <C_e, C_f>_F = sum_{i in e, j in f} (z_i . z_j)^2
+        # / ((n_e - 1)(n_f - 1)), so ||C_e - C_f||_F^2 = <C_e, C_e> + <C_f, C_f> - 2 <C_e, C_f>
+        centred = feats - member @ means
+        blocks = member.T @ (centred @ centred.T).pow(2) @ member
+        denom = (count - 1).clamp_min(1)
+        inner = blocks / (denom.unsqueeze(1) * denom.unsqueeze(0))
+        diag = torch.diagonal(inner)
+        d = feats.shape[1]
+        cov_diff = (diag.unsqueeze(1) + diag.unsqueeze(0) - 2 * inner) / d**2
+        mean_diff = (means.unsqueeze(1) - means.unsqueeze(0)).pow(2).mean(dim=2)
+        valid = (count >= 2).to(feats.dtype)
+        pairs = torch.triu(valid.unsqueeze(1) * valid.unsqueeze(0), diagonal=1)
+        return (pairs * (mean_diff + cov_diff)).sum() / pairs.sum().clamp_min(1)
 
     def config(self):
         return {"n_environments": self.n_environments, "weight": self.weight}
