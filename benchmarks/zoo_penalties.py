@@ -44,6 +44,7 @@ from skgroup.metrics import worst_group_accuracy
 from skgroup.model_selection import RobustSearchCV
 
 METHODS = [IRMClassifier, VRExClassifier, CORALClassifier, MMDClassifier]
+ALL_METHODS = list(METHODS)
 SECTIONS = ("defaults", "tuned", "environments", "shift", "scale")
 
 
@@ -202,7 +203,11 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--quick", action="store_true", help="small data and one seed: a smoke test")
+    parser.add_argument("--methods", nargs="+", choices=[c.__name__ for c in ALL_METHODS],
+                        help="only these methods (and ERM) in the defaults, tuned and environments sections")
     args = parser.parse_args(argv)
+    if args.methods:
+        METHODS[:] = [c for c in ALL_METHODS if c.__name__ in args.methods]
     import torch
 
     torch.set_num_threads(1)

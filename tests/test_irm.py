@@ -165,17 +165,15 @@ def test_irm_beats_erm_when_the_spurious_correlation_changes_across_environments
 
 def test_environments_and_warnings():
     X, y, g = make_spurious_features(400, random_state=0)
-    clf = IRMClassifier(penalty_anneal_iters=2, max_iter=1, random_state=0).fit(X, y, group_labels=g)
-    assert clf.environment_names_ == ((0, 2), (1, 3))  # the attribute: groups (y0, a0), (y1, a0) and a1's
-    with pytest.warns(SingleEnvironmentWarning, match="single one"):
-        IRMClassifier(penalty_anneal_iters=2, max_iter=1, random_state=0).fit(X, y)
-    with pytest.warns(SingleEnvironmentWarning, match="every environment holds one class"):
-        IRMClassifier(penalty_anneal_iters=2, max_iter=1, environments="groups",
-                      random_state=0).fit(X, y, group_labels=g)
+    fast = dict(penalty_anneal_iters=2, max_iter=1, random_state=0)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", SingleEnvironmentWarning)
-        IRMClassifier(penalty_anneal_iters=2, max_iter=1, environments="groups",
-                      random_state=0).fit(X, y, group_labels=g % 2)
+        warnings.simplefilter("error", SingleEnvironmentWarning)  # per-group environments are IRM's default
+        assert IRMClassifier(**fast).fit(X, y, group_labels=g).environment_names_ == (0, 1, 2, 3)
+        # SubpopBench's environments: the attribute, the groups (y0, a0), (y1, a0) and a1's
+        clf = IRMClassifier(environments="attribute", **fast).fit(X, y, group_labels=g)
+        assert clf.environment_names_ == ((0, 2), (1, 3))
+    with pytest.warns(SingleEnvironmentWarning, match="single one"):
+        IRMClassifier(environments="attribute", **fast).fit(X, y)
     with pytest.raises(ValueError, match="lbfgs"):
         IRMClassifier(solver="lbfgs").fit(X, y, group_labels=g)
 
@@ -193,7 +191,7 @@ def test_fine_tuning_trains_what_the_head_trains():
                             weight_decay=0.0, l2_reg=method.l2_reg, lr_schedule="constant", warmup=0,
                             grad_clip=None, random_state=4).fit(Rows(X), y, group_labels=g)
     np.testing.assert_array_equal(ft.model_.head.weight.detach().numpy(), head.coef_)
-    assert ft.method_.environment_names_ == ((0, 2), (1, 3))
+    assert ft.method_.environment_names_ == (0, 1, 2, 3)
 
 
 def test_a_search_over_the_weight_trains_the_anneal_once(monkeypatch):
