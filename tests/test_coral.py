@@ -104,6 +104,8 @@ def test_no_environments_warns():
 
 
 def test_coral_raises_the_worst_group_on_the_synthetic_benchmark():
+    # at weight 10 on the raw features CORAL raised the worst group to 0.575 +- 0.019 over 3 draws, ERM
+    # 0.438 +- 0.036 (benchmarks/zoo_penalties.py --sections scale); here the draw of seed 0
     data = make_spurious_benchmark(random_state=0)
     tr, te = data.train, data.test
     erm = ERMClassifier(random_state=0).fit(tr.X, tr.y)

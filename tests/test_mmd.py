@@ -89,12 +89,19 @@ def test_the_penalty_aligns_the_hidden_features():
 
 
 def test_mmd_raises_the_worst_group_on_the_synthetic_benchmark():
+    # on standardised features (where the references' bandwidths see the hidden features) the penalty at
+    # weight 10 raised the worst group to 0.498 +- 0.092 over 3 draws, the MLP alone 0.410, ERM 0.438
+    # (benchmarks/zoo_penalties.py --sections scale); here the draw of seed 0
+    from sklearn.preprocessing import StandardScaler
+
     data = make_spurious_benchmark(random_state=0)
     tr, te = data.train, data.test
+    scaler = StandardScaler().fit(tr.X)
     erm = ERMClassifier(random_state=0).fit(tr.X, tr.y)
-    mmd = MMDClassifier(penalty_weight=10.0, random_state=0).fit(tr.X / 10, tr.y, group_labels=tr.group_labels)
+    mmd = MMDClassifier(penalty_weight=10.0, random_state=0).fit(scaler.transform(tr.X), tr.y,
+                                                                group_labels=tr.group_labels)
     wga = {"erm": worst_group_accuracy(te.y, erm.predict(te.X), group_labels=te.group_labels),
-           "mmd": worst_group_accuracy(te.y, mmd.predict(te.X / 10), group_labels=te.group_labels)}
+           "mmd": worst_group_accuracy(te.y, mmd.predict(scaler.transform(te.X)), group_labels=te.group_labels)}
     assert wga["mmd"] >= wga["erm"] + 0.05, wga
 
 

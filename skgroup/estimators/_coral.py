@@ -175,7 +175,6 @@ register_method(MethodSpec(
     search_space=_search_space,
     fast_params={"max_iter": 3, "batch_size": 64, "hidden_layer_sizes": (16,)},
     check_params={"hidden_layer_sizes": (16,)},
-    benchmark_grid={"penalty_weight": [0.1, 0.3, 1.0, 3.0, 10.0]},
     quick_grid={"penalty_weight": [0.1, 1.0]},
     trains_on_group_labels=True,
 ))
