@@ -40,6 +40,11 @@ from ._focal import FocalClassifier
 from ._cb_loss import CBLossClassifier
 from ._ldam import LDAMClassifier
 from ._balanced_softmax import BalancedSoftmaxClassifier
+from ._environments import SingleEnvironmentWarning
+from ._irm import IRMClassifier
+from ._vrex import VRExClassifier
+from ._coral import CORALClassifier
+from ._mmd import MMDClassifier
 
 __all__ = [
     "AFRClassifier",
@@ -48,27 +53,32 @@ __all__ = [
     "BelowERMWarning",
     "BelowMajorityWarning",
     "CBLossClassifier",
+    "CORALClassifier",
     "CVaRClassifier",
     "DFRClassifier",
     "DataShape",
     "DegenerateCVaRWarning",
     "Diagonal",
     "ERMClassifier",
-    "FocalClassifier",
     "EmptyErrorSetWarning",
+    "FocalClassifier",
     "GradTuneClassifier",
     "GroupBalancedClassifier",
     "GroupDROClassifier",
+    "IRMClassifier",
     "JTTClassifier",
     "LDAMClassifier",
     "LargeErrorSetWarning",
+    "MMDClassifier",
     "MethodSpec",
     "MixtureBalancedClassifier",
     "MultitaskHead",
     "MultitaskHistory",
     "ProjectConstraints",
     "RegularizedMTLClassifier",
+    "SingleEnvironmentWarning",
     "TinyHeldOutGroupWarning",
+    "VRExClassifier",
     "afr_weights",
     "all_estimators",
     "get_spec",
