@@ -1,7 +1,7 @@
 """skgroup: scikit-learn estimators for group-robust classification.
 
 Robust heads (Group DRO, JTT, CVaR DRO, GradTune, DFR, AFR, class and group balancing,
-regularized multitask learning) trained on
+regularized multitask learning, Mixup, LISA, LfF) trained on
 frozen penultimate-layer features, with worst-group metrics and scorers that
 travel through scikit-learn's metadata routing.
 """
@@ -17,7 +17,10 @@ from .estimators import (
     GroupBalancedClassifier,
     GroupDROClassifier,
     JTTClassifier,
+    LfFClassifier,
+    LISAClassifier,
     MixtureBalancedClassifier,
+    MixupClassifier,
     RegularizedMTLClassifier,
 )
 from .metrics import (
@@ -40,6 +43,9 @@ __all__ = [
     "GroupBalancedClassifier",
     "AFRClassifier",
     "DFRClassifier",
+    "MixupClassifier",
+    "LISAClassifier",
+    "LfFClassifier",
     "group_accuracies",
     "make_group_labels",
     "worst_class_accuracy",

@@ -36,6 +36,9 @@ from ._mtl import (
 from ._group_balanced import GroupBalancedClassifier
 from ._afr import AFRClassifier, afr_weights
 from ._dfr import DFRClassifier, TinyHeldOutGroupWarning
+from ._mixup import MixupClassifier
+from ._lisa import LISAClassifier
+from ._lff import LfFClassifier
 
 __all__ = [
     "AFRClassifier",
@@ -52,8 +55,11 @@ __all__ = [
     "GroupBalancedClassifier",
     "GroupDROClassifier",
     "JTTClassifier",
+    "LISAClassifier",
     "LargeErrorSetWarning",
+    "LfFClassifier",
     "MethodSpec",
+    "MixupClassifier",
     "MixtureBalancedClassifier",
     "MultitaskHead",
     "MultitaskHistory",
