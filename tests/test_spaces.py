@@ -88,10 +88,11 @@ def test_auto_leaves_out_methods_that_need_training_group_labels_without_them():
     search = RobustSearchCV("auto")
     without = {name for name, _, _ in search._configs(3000, 20, 2, with_group_labels=False)}
     with_labels = {name for name, _, _ in search._configs(3000, 20, 2, with_group_labels=True)}
-    assert {"DFRClassifier", "GroupBalancedClassifier"} <= with_labels - without
-    assert {"ERMClassifier", "JTTClassifier", "AFRClassifier"} <= without
+    needing = {"DFRClassifier", "GroupBalancedClassifier", "LISAClassifier"}
+    assert needing <= with_labels - without
+    assert {"ERMClassifier", "JTTClassifier", "AFRClassifier", "MixupClassifier", "LfFClassifier"} <= without
     free = {spec.name for spec in method_specs(with_group_labels=False)}
-    assert free == {spec.name for spec in method_specs()} - {"DFRClassifier", "GroupBalancedClassifier"}
+    assert free == {spec.name for spec in method_specs()} - needing
 
 
 def test_searched_parameters_names_the_grid_keys():
