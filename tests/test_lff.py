@@ -281,3 +281,46 @@ def test_lff_upweights_the_rows_that_contradict_the_shortcut():
     assert reliance(lff.biased_coefs_[0]) > reliance(erm.coef_.T) > reliance(lff.coef_.T)
     test_minority = np.isin(te.group_labels, [1, 2])
     assert lff.score(te.X[test_minority], te.y[test_minority]) > erm.score(te.X[test_minority], te.y[test_minority]) + 0.2
+
+
+_DDP = """
+import os, sys
+import numpy as np, torch
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[2])
+from _vectors import Rows, Vectors
+from skgroup import LfFClassifier
+from skgroup.datasets import make_spurious_features
+from skgroup.finetune import FineTuneClassifier
+
+X, y, _ = make_spurious_features(128, n_core=4, n_spurious=4, random_state=0)
+ft = FineTuneClassifier(Vectors(), method=LfFClassifier(), max_iter=3, batch_size=16, solver="sgd",
+                        learning_rate=0.05, weight_decay=0.0, warmup=0, grad_clip=None, random_state=0)
+ft.fit(Rows(X), y)
+if int(os.environ.get("RANK", 0)) == 0:
+    np.save(sys.argv[1], np.concatenate([ft.model_.head.weight.detach().numpy().ravel(), ft.method_.sample_weights_]))
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="no gloo backend")
+def test_two_processes_update_the_averages_of_the_global_batch(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one.npy"), str(tests)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), str(tmp_path / "two.npy"), str(tests)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    # the head and every row's W (from the moving averages): the same as one process on the whole batches
+    np.testing.assert_allclose(np.load(tmp_path / "two.npy"), np.load(tmp_path / "one.npy"), rtol=1e-5, atol=1e-6)

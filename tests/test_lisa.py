@@ -110,7 +110,7 @@ def test_strategy_is_intra_label_with_probability_p_sel():
     xb, y, idx = torch.eye(4), torch.tensor([0, 0, 1, 1]), torch.arange(4)
     torch.manual_seed(0)
     draws = []
-    for _ in range(2000):
+    for _ in range(800):
         transform(xb, y, idx)
         draws.append(transform.last_intra_label)
     assert stats.binomtest(sum(draws), len(draws), 0.3).pvalue > 0.01
@@ -165,7 +165,7 @@ def test_lisa_raises_the_worst_group_over_erm_on_spurious_features():
     # of one label across attributes (and of one attribute across labels) removes that shortcut
     wga = {"erm": [], "lisa": [], "intra_label": []}
     for seed in range(2):
-        data = make_spurious_benchmark(1500, 200, 1000, random_state=seed)
+        data = make_spurious_benchmark(1000, 200, 1000, random_state=seed)
         tr, te = data.train, data.test
 
         def score(est):
