@@ -324,3 +324,19 @@ def test_two_processes_update_the_averages_of_the_global_batch(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     # the head and every row's W (from the moving averages): the same as one process on the whole batches
     np.testing.assert_allclose(np.load(tmp_path / "two.npy"), np.load(tmp_path / "one.npy"), rtol=1e-5, atol=1e-6)
+
+
+def test_finetuning_a_text_backbone_keeps_the_debiased_model(tmp_path):
+    pytest.importorskip("transformers")
+    from feature_extraction._testing import make_tiny_bert, random_sentences
+    from skgroup.finetune import FineTuneClassifier
+    from skgroup.finetune._model import BackboneClassifier
+
+    folder = make_tiny_bert(tmp_path / "bert")
+    texts = random_sentences(40, seed=0)
+    y = np.array([int("not" in t.split() or "no" in t.split()) for t in texts])
+    ft = FineTuneClassifier(str(folder), method=LfFClassifier(), max_iter=1, batch_size=8, learning_rate=1e-3,
+                            random_state=0).fit(texts, y)
+    assert isinstance(ft.model_, BackboneClassifier)  # the debiased model alone, a model of the usual shape
+    assert not hasattr(ft.method_, "biased_coefs_") and ft.method_.sample_weights_.shape == (40,)
+    assert ft.predict_proba(texts[:3]).shape == (3, 2) and (ft.save(tmp_path / "saved") / "head.safetensors").exists()
