@@ -10,7 +10,7 @@ from scipy import stats
 
 from skgroup import ERMClassifier, LISAClassifier
 from skgroup.datasets import make_spurious_benchmark, make_spurious_features
-from skgroup.estimators._lisa import LISATransform, domains_from_groups, lisa_partners
+from skgroup.estimators._lisa import LISATransform, cut_box, domains_from_groups, lisa_partners
 from skgroup.metrics import make_group_labels, worst_group_accuracy
 
 
@@ -126,6 +126,64 @@ def test_lambda_follows_beta_alpha_alpha_per_row():
     lams = np.concatenate(lams)
     assert stats.kstest(lams, stats.beta(0.5, 0.5).cdf).pvalue > 0.01
     assert stats.kstest(lams, stats.beta(2.0, 2.0).cdf).pvalue < 1e-6
+
+
+def test_cutmix_pastes_one_box_of_the_partner_and_mixes_labels_by_area():
+    m, h, w = 8, 10, 12
+    y = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
+    domains = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+    xb = torch.arange(m, dtype=torch.float32)[:, None, None, None].expand(m, 3, h, w).clone()  # image i is i
+    torch.manual_seed(4)
+    transform = LISATransform(domains, alpha=2.0, p_sel=1.0, mix_method="cutmix")
+    mixed, targets = transform(xb, y, torch.arange(m))
+    for i in range(m):
+        inside = mixed[i] != i
+        rows, cols = torch.nonzero(inside[0], as_tuple=True)
+        (j,) = set(mixed[i][inside].tolist())  # one partner's pixels (image j is all j)
+        j = int(j)
+        assert y[j] == y[i] and domains[j] != domains[i]  # intra-label rule
+        # the pasted region is one full box, the same in every channel and every row
+        box = (int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1)
+        assert int(inside[0].sum()) == (box[1] - box[0]) * (box[3] - box[2]) and torch.equal(inside[0], inside[2])
+        assert float(targets.lam[i]) == pytest.approx(1 - (box[1] - box[0]) * (box[3] - box[2]) / (h * w))
+        if i == 0:
+            first = box
+        assert box == first
+
+
+def test_cut_box_follows_the_authors_rand_bbox():
+    torch.manual_seed(0)
+    top, bottom, left, right = cut_box(32, 32, 0.75)
+    # sides int(32 * sqrt(0.25)) = 16 around the centre, clipped to the image
+    assert bottom - top <= 16 and right - left <= 16 and 0 <= top <= bottom <= 32 and 0 <= left <= right <= 32
+    torch.manual_seed(0)
+    cy, cx = int(torch.randint(32, ())), int(torch.randint(32, ()))
+    assert (top, bottom, left, right) == (max(cy - 8, 0), min(cy + 8, 32), max(cx - 8, 0), min(cx + 8, 32))
+
+
+def test_cutmix_refuses_features():
+    X, y, g = make_spurious_features(200, random_state=0)
+    with pytest.raises(ValueError, match="cannot be cut"):
+        LISAClassifier(mix_method="cutmix", max_iter=1).fit(X, y, group_labels=g)
+    with pytest.raises(ValueError, match="mix_method='mixup'"):
+        LISATransform(np.zeros(4), 2.0, 0.5, "cutmix")(torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64),
+                                                       torch.arange(4))
+
+
+def test_finetuning_images_with_cutmix():
+    from _vectors import Rows, Vectors
+    from skgroup.finetune import FineTuneClassifier
+
+    rng = np.random.RandomState(0)
+    y = rng.randint(0, 2, 64)
+    a = np.where(rng.rand(64) < 0.8, y, 1 - y)
+    images = rng.randn(64, 1, 6, 6).astype(np.float32)
+    images[:, :, :3] += (2 * y - 1)[:, None, None, None]  # the label in the top half
+    images[:, :, 3:] += 2 * (2 * a - 1)[:, None, None, None]  # the attribute in the bottom half
+    ft = FineTuneClassifier(Vectors(), method=LISAClassifier(mix_method="cutmix"), max_iter=2, batch_size=16,
+                            learning_rate=1e-2, warmup=0, random_state=0)
+    ft.fit(Rows(images), y, group_labels=2 * y + a)
+    assert np.isfinite(ft.loss_curve_).all() and ft.score(Rows(images), y) > 0.6
 
 
 # -- the estimator --------------------------------------------------------------------------------
