@@ -335,11 +335,12 @@ class LfFClassifier(BaseHeadClassifier):
     biased_coefs_, biased_intercepts_ : lists of ndarray
         The biased head's weights (of the kept epoch with validation); not
         set by the fine-tuning path, which keeps the debiased model only.
-    sample_weights_ : ndarray of shape (n_samples,)
-        W of every training row from the moving averages as they stood at
-        the end of training (at the kept epoch with validation): the
-        relative difficulty of the paper's Fig. 3. Rows never visited have
-        W = 0.
+    sample_weights_ : ndarray of shape (n_training_rows,)
+        W of every training row (the rows of ``X``, less those of an
+        internal ``validation_fraction`` split) from the moving averages as
+        they stood at the end of training (at the kept epoch with
+        validation): the relative difficulty of the paper's Fig. 3. Rows
+        never visited have W = 0.
     coef_ : ndarray of shape (n_classes, n_features)
         The debiased head's weights (a linear head).
     intercept_ : ndarray of shape (n_classes,)
