@@ -45,6 +45,9 @@ from ._irm import IRMClassifier
 from ._vrex import VRExClassifier
 from ._coral import CORALClassifier
 from ._mmd import MMDClassifier
+from ._mixup import MixupClassifier
+from ._lisa import LISAClassifier
+from ._lff import LfFClassifier
 
 __all__ = [
     "AFRClassifier",
@@ -68,10 +71,13 @@ __all__ = [
     "IRMClassifier",
     "JTTClassifier",
     "LDAMClassifier",
+    "LISAClassifier",
     "LargeErrorSetWarning",
+    "LfFClassifier",
     "MMDClassifier",
     "MethodSpec",
     "MixtureBalancedClassifier",
+    "MixupClassifier",
     "MultitaskHead",
     "MultitaskHistory",
     "ProjectConstraints",
