@@ -62,7 +62,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     backbone_options : dict or None, default=None
         Keyword arguments of ``load_backbone`` (``pooling``, ``pair_mode``
         — 'template' for a cross-encoder over sentence pairs —, ``max_length``,
-        ``image_size``, ``weights``, ...).
+        ``image_size``, ``weights``, ...). ``pooling='pooler'`` reads a
+        BERT-family checkpoint's pretrained pooler, as
+        ``BertForSequenceClassification`` does; a sentence-transformers
+        checkpoint keeps its own pooling (mean for all-MiniLM-L6-v2, its
+        training objective). Normalisation is ``normalize`` below.
     method : skgroup estimator or None, default=None
         The method; None is :class:`~skgroup.ERMClassifier`. Group labels
         reach ``fit`` by routing exactly when the method requests them.

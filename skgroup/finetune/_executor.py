@@ -84,8 +84,9 @@ class FineTuneExecutor:
     """
 
     def __init__(self, backbone, inputs, y, n_classes, *, validation=None, early_stopping=None,
-                 head_learning_rate=None, head_init="auto", head_dropout="auto", augment=None, num_workers=0, pin_memory=False, channels_last=False,
-                 eval_batch_size=64, callbacks=(), verbose=0, classes=None, device="cpu", seed=0, auxiliary=None):
+                 head_learning_rate=None, head_init="auto", head_dropout="auto", augment=None, num_workers=0,
+                 pin_memory=False, channels_last=False, eval_batch_size=64, callbacks=(), verbose=0, classes=None,
+                 device="cpu", seed=0, auxiliary=None):
         self.backbone = backbone
         self.inputs = inputs
         self.y = np.asarray(y, dtype=np.int64)
@@ -94,7 +95,8 @@ class FineTuneExecutor:
         self.validation = validation
         self.early_stopping = early_stopping
         self.head_learning_rate = head_learning_rate
-        self.head_options = dict(zip(("init", "init_std", "dropout"), resolve_head(backbone, head_init, head_dropout)))
+        init, std, dropout = resolve_head(backbone, head_init, head_dropout)
+        self.head_options = {"init": init, "init_std": std, "dropout": dropout}
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.channels_last = bool(channels_last)

@@ -80,6 +80,11 @@ class BackboneClassifier(nn.Module):
     def forward(self, batch):
         return self.head(self.dropout(self.features(batch)))
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "dropout" not in self._modules:  # pickled before the head had its dropout
+            self.dropout = nn.Dropout(0.0)
+
     def __deepcopy__(self, memo):
         # the Backbone wrapper and the registered body are one module: copy them together
         new = BackboneClassifier.__new__(BackboneClassifier)
