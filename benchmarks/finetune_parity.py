@@ -497,12 +497,12 @@ def main(argv=None):
     args.batch_size = args.batch_size or (32 if mnli else 64)
     args.lr = args.lr or (5e-5 if mnli else 0.01)
     args.weight_decay = args.weight_decay if args.weight_decay is not None else (0.01 if mnli else 1e-4)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if args.quick:
         return quick_main(args)
     if args.diagnose:
         return diagnose(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     results = run(args.task, args, args.runs, out)
     n_train = next(iter(results.values()))["n_train"]
     print(f"\n{args.task}: test accuracy / worst-group accuracy after each epoch (difference to the bare loop); "
