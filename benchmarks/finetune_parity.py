@@ -179,6 +179,7 @@ def bare_mnli(data, args, evaluate):
             opt.step()
             sched.step()
             losses.append(loss.detach())
+            _step_line(len(losses), start)
         seconds = time.perf_counter() - start
         model.eval()
         rec = {"epoch": epoch + 1, "train_loss": float(torch.stack(losses).mean()), "train_seconds": seconds,
@@ -235,6 +236,7 @@ def bare_fashion(data, args, evaluate):
             opt.step()
             sched.step()
             losses.append(loss.detach())
+            _step_line(len(losses), start)
         seconds = time.perf_counter() - start
         model.eval()
         rec = {"epoch": epoch + 1, "train_loss": float(torch.stack(losses).mean()), "train_seconds": seconds,
@@ -259,6 +261,11 @@ def _epoch_probe(evaluate_module):
 
         def on_epoch_begin(self, trainer):
             start[0] = time.perf_counter()
+            self._n = 0
+
+        def on_batch_end(self, trainer, loss):
+            self._n += 1
+            _step_line(self._n, start[0])
 
         def on_epoch_end(self, trainer):
             seconds = time.perf_counter() - start[0]
@@ -297,6 +304,11 @@ def path_run(task, data, args, variant, evaluate_module):
                                  solver="sgd", lr_schedule="cosine", augment=False, **common, **options)
     clf.fit(data[0], data[1])
     return probe.records
+
+
+def _step_line(n, start, every=25):
+    if n % every == 0:
+        print(f"    {n} batches, {time.perf_counter() - start:.0f} s", flush=True)
 
 
 def _progress(rec):
