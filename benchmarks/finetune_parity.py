@@ -30,6 +30,9 @@ after every epoch, at >= 0.9x its throughput.
 Runs (``--runs``; the path's variants are ablations of its head)::
 
     bare          the bare loop
+    bare-same     the bare loop started from the path's initial head, drawing the one random number a
+                  DataLoader draws per epoch, so that its dropout (and stochastic depth) draws are the
+                  path's: what is left of a difference is the implementation's, not the seed's
     path          FineTuneClassifier with its defaults for the head
     path-pooler   (mnli) pooling='pooler': BertForSequenceClassification's head exactly
     path-zeros    head_init='zeros' (the old default)
@@ -151,12 +154,35 @@ def _schedule(kind, total):
     return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step / total, 1.0)))
 
 
-def bare_mnli(data, args, evaluate):
+def _path_head(task, data, args):
+    """The path's initial head for this run (``BackboneClassifier``'s draw from the stage's seed)."""
+    from feature_extraction import load_backbone
+    from skgroup.finetune._model import BackboneClassifier, resolve_head
+
+    if task == "mnli":
+        bb = load_backbone(data[5], pair_mode="template", max_length=args.max_length, normalize=False)
+        d, k = bb.module.config.hidden_size, len(np.unique(data[1]))
+    else:
+        bb = load_backbone("efficientnet-lite0", image_size=args.image_size, resize=args.image_size)
+        d, k = 1280, 2
+    init, std, dropout = resolve_head(bb)
+    return BackboneClassifier(bb, d, k, init=init, init_std=std, dropout=dropout, seed=args.seed).head
+
+
+def _epoch_draw(same):
+    if same:  # the base seed a DataLoader iterator draws from the global generator
+        torch.empty((), dtype=torch.int64).random_()
+
+
+def bare_mnli(data, args, evaluate, same=False):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     Xtr, ytr, _, _, _, path = data
     torch.manual_seed(args.seed)  # the new classifier's draw
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(np.unique(ytr)))
+    if same:
+        with torch.no_grad():
+            model.classifier.load_state_dict(_path_head("mnli", data, args).state_dict())
     tokenizer = AutoTokenizer.from_pretrained(path)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     total = args.epochs * -(-len(Xtr) // args.batch_size)
@@ -169,6 +195,7 @@ def bare_mnli(data, args, evaluate):
         model.train()
         start, losses = time.perf_counter(), []
         order = rng.permutation(len(Xtr))
+        _epoch_draw(same)
         for s in range(0, len(order), args.batch_size):
             rows = order[s:s + args.batch_size]
             enc = tokenizer([Xtr[i][0] for i in rows], [Xtr[i][1] for i in rows], padding=True, truncation=True,
@@ -211,11 +238,13 @@ def _image_prepare(image_size):
     return prepare
 
 
-def bare_fashion(data, args, evaluate):
+def bare_fashion(data, args, evaluate, same=False):
     Xtr, ytr = data[0], data[1]
     model = _lite0(args.image_size)
     torch.manual_seed(args.seed)
     model._fc = torch.nn.Linear(1280, 2)
+    if same:
+        model._fc.load_state_dict(_path_head("fashion", data, args).state_dict())
     prepare = _image_prepare(args.image_size)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
     total = args.epochs * -(-len(Xtr) // args.batch_size)
@@ -228,6 +257,7 @@ def bare_fashion(data, args, evaluate):
         model.train()
         start, losses = time.perf_counter(), []
         order = rng.permutation(len(Xtr))
+        _epoch_draw(same)
         for s in range(0, len(order), args.batch_size):
             rows = order[s:s + args.batch_size]
             loss = torch.nn.functional.cross_entropy(model(prepare(Xtr[rows])), yt[rows])
@@ -385,8 +415,10 @@ def run(task, args, names, out):
             continue
         print(f"{name}:", flush=True)
         start = time.perf_counter()
-        records = bare(data, args, evaluate) if name == "bare" else path_run(task, data, args, name,
-                                                                             evaluate_module)
+        if name.startswith("bare"):
+            records = bare(data, args, evaluate, same=name == "bare-same")
+        else:
+            records = path_run(task, data, args, name, evaluate_module)
         row = {"run": name, "setting": setting, "epochs": records, "wall_seconds": time.perf_counter() - start,
                "n_train": len(data[0]), "n_test": len(Xte)}
         results[name] = row
@@ -486,7 +518,7 @@ def main(argv=None):
     use_project_data()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="mnli", choices=["mnli", "fashion"])
-    p.add_argument("--runs", nargs="*", default=["bare", "path"], choices=["bare", *PATH_VARIANTS])
+    p.add_argument("--runs", nargs="*", default=["bare", "path"], choices=["bare", "bare-same", *PATH_VARIANTS])
     p.add_argument("--n-train", type=int, default=None, help="random subsample of the training rows "
                    "(mnli: default all 4,911; fashion: default 4,000 images)")
     p.add_argument("--n-test", type=int, default=None, help="mnli: random subsample of the 2,452 test pairs; "
