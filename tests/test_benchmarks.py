@@ -48,7 +48,7 @@ def test_bench_merge_smoke(tmp_path):
 
 
 def test_finetune_scripts_quick():
-    for script in ("finetune.py", "finetune_speed.py"):
+    for script in ("finetune.py", "finetune_parity.py", "finetune_speed.py"):
         proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"], capture_output=True,
                               text=True, timeout=600, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-3000:]
