@@ -771,7 +771,7 @@ def test_pooler_head_trains_what_a_transformers_classifier_trains(bert):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         order = np.random.default_rng(0).permutation(len(X))
-        torch.empty((), dtype=torch.int64).random_()  # the draw a DataLoader makes when an epoch starts
+        # no draw for the DataLoader's base seed: the engine gives its loaders a generator of their own
         model.train()
         for s in range(0, len(X), bs):
             rows = order[s:s + bs]
