@@ -24,7 +24,7 @@ n)`` with sample weights of mean 1; the intercept is never penalised):
   after 2 or 5 L-BFGS iterations), its error set E on the training rows,
   then a logistic regression with ``sample_weight`` lambda_up on E and 1
   elsewhere (the expectation of the paper's upsampling), lambda_up in {1, 2,
-  5, 10, 20, 50, 100} (1 is ERM), final l2 in {1e-4, 1e-2}.
+  5, 10, 20, 50, 100} (1 is ERM), final l2 in {1e-4, 0.01, 1}.
 * ``Group DRO`` (Sagawa et al., 2020, Algorithm 1), plain numpy: a linear
   softmax head from zero, minibatches of 128 drawn group-balanced with
   replacement (the reference code's ``--reweight_groups``), online
@@ -137,7 +137,7 @@ def ref_group_balanced(data, seed):
 
 JTT_ID_MODELS = ({"id_l2": 1e-2}, {"id_l2": 1e-1}, {"id_l2": 1.0}, {"id_iters": 2}, {"id_iters": 5})
 JTT_LAMBDAS = (1, 2, 5, 10, 20, 50, 100)
-JTT_FINAL_L2 = (1e-4, 1e-2)
+JTT_FINAL_L2 = (1e-4, 1e-2, 1.0)
 
 
 def ref_jtt(data, seed):

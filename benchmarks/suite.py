@@ -194,10 +194,15 @@ def read_cells(path):
 
 
 def _append(path, rec):
-    with open(path, "a") as f:
-        f.write(json.dumps(rec, default=_jsonable) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    # one write() on an O_APPEND descriptor: two suite processes (e.g. the small and the large
+    # datasets side by side) can share one cells.jsonl without interleaving their lines
+    line = (json.dumps(rec, default=_jsonable) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def plan(datasets, estimators, modes, seeds):
