@@ -36,6 +36,7 @@ from ._mtl import (
 from ._group_balanced import GroupBalancedClassifier
 from ._afr import AFRClassifier, afr_weights
 from ._dfr import DFRClassifier, TinyHeldOutGroupWarning
+from ._dpe import DPEClassifier
 
 __all__ = [
     "AFRClassifier",
@@ -43,6 +44,7 @@ __all__ = [
     "BelowERMWarning",
     "CVaRClassifier",
     "DFRClassifier",
+    "DPEClassifier",
     "DataShape",
     "DegenerateCVaRWarning",
     "Diagonal",
