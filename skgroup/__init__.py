@@ -12,6 +12,7 @@ from .estimators import (
     AFRClassifier,
     CVaRClassifier,
     DFRClassifier,
+    DPEClassifier,
     ERMClassifier,
     GradTuneClassifier,
     GroupBalancedClassifier,
@@ -20,6 +21,7 @@ from .estimators import (
     MixtureBalancedClassifier,
     RegularizedMTLClassifier,
 )
+from .groups import InferredGroupsClassifier  # noqa: E402 - registers the inferred-group methods
 from .metrics import (
     group_accuracies,
     make_group_labels,
@@ -40,6 +42,8 @@ __all__ = [
     "GroupBalancedClassifier",
     "AFRClassifier",
     "DFRClassifier",
+    "DPEClassifier",
+    "InferredGroupsClassifier",
     "group_accuracies",
     "make_group_labels",
     "worst_class_accuracy",
