@@ -9,7 +9,7 @@ import torch
 
 from skgroup import DPEClassifier, ERMClassifier
 from skgroup.datasets import make_spurious_features
-from skgroup.estimators._dpe import balanced_subset, diversity_schedule, standardize_rows
+from skgroup.estimators._dpe import _member_step, balanced_subset, diversity_schedule, standardize_rows
 from skgroup.groups import ClusterInferrer, InferredGroupsClassifier
 from skgroup.metrics import worst_group_accuracy
 
@@ -53,20 +53,45 @@ def test_objective_by_hand_including_the_diversity_penalty():
     seed, tau, wd, lam = 7, 30.0, 10.0, 5e4
     clf = DPEClassifier(n_members=2, max_iter=1, batch_size=1000, entropic_scale=tau, prototype_decay=wd,
                         diversity=lam, random_state=seed).fit(X, y)
-    Z = _unit(standardize_rows(X)).astype(np.float32).astype(np.float64)
-    # the draws of the fit: member 1's subset and epoch order, then member 2's subset
+    Z = _unit(standardize_rows(X))
+    # the draws of the fit: member 1's subset, prototypes and epoch order, then member 2's
     rng = np.random.default_rng(seed)
     rows1 = balanced_subset(y, rng)
+    P1 = 0.01 * rng.standard_normal((2, 8))
     rng.permutation(rows1.shape[0])
     rows2 = balanced_subset(y, rng)
-    gen = torch.Generator().manual_seed(seed)
-    P1 = (0.01 * torch.randn(2, 8, generator=gen)).double().numpy()
-    P2 = (0.01 * torch.randn(2, 8, generator=gen)).double().numpy()
+    P2 = 0.01 * rng.standard_normal((2, 8))
     # one batch an epoch: the recorded loss is the objective at the initial prototypes (s = 1)
-    assert clf.loss_curves_[0][0] == pytest.approx(_objective(Z[rows1], y[rows1], P1, 1.0, tau, wd), rel=1e-4)
+    assert clf.loss_curves_[0][0] == pytest.approx(_objective(Z[rows1], y[rows1], P1, 1.0, tau, wd), rel=1e-9)
     expected = _objective(Z[rows2], y[rows2], P2, 1.0, tau, wd, previous=[clf.prototypes_[0]], lam=lam)
-    assert clf.loss_curves_[1][0] == pytest.approx(expected, rel=1e-4)
+    assert clf.loss_curves_[1][0] == pytest.approx(expected, rel=1e-9)
     assert clf.subset_sizes_.tolist() == [2 * min(np.bincount(y))] * 2 and clf.balanced_on_ == "classes"
+
+
+def test_gradients_are_the_reference_codes_autograd():
+    """The written-out gradients equal autograd through the reference code's ops (IsoMax+ first part with
+    cdist of normalised rows and prototypes, its second part, the norm and similarity penalties)."""
+    rng = np.random.RandomState(0)
+    K, d, m = 3, 6, 2
+    Z = _unit(rng.randn(40, d))
+    y = rng.randint(0, K, 40)
+    P, Q, s = rng.randn(K, d) * 0.3, rng.randn(K, m, d), -0.7
+    tau, wd, lam = 30.0, 10.0, 5.0
+    loss, g_P, g_s = _member_step(Z, y, P, s, tau, wd, Q, lam)
+    Pt = torch.tensor(P, requires_grad=True)
+    st = torch.tensor([s], dtype=torch.float64, requires_grad=True)
+    dist = st.abs() * torch.cdist(torch.tensor(Z), torch.nn.functional.normalize(Pt), p=2.0,
+                                  compute_mode="donot_use_mm_for_euclid_dist")
+    probs = torch.softmax(-tau * dist, dim=1)
+    ref = -torch.log(probs[torch.arange(40), torch.tensor(y)]).mean()
+    ref = ref + wd * torch.einsum("ijk,ilk->ijl", Pt[:, None], Pt[:, None]).squeeze().mean()
+    protos = torch.cat([Pt[:, None], torch.tensor(Q)], dim=1)
+    cov = torch.einsum("ijk,ilk->ijl", protos, protos) / (d - 1)
+    ref = ref + lam * torch.abs(cov[:, 0, 1:].sum(1).div(m + 1).mean())
+    ref.backward()
+    assert loss == pytest.approx(float(ref.detach()), rel=1e-10)
+    np.testing.assert_allclose(g_P, Pt.grad.numpy(), rtol=1e-8, atol=1e-12)
+    assert g_s == pytest.approx(float(st.grad), rel=1e-8)
 
 
 def test_diversity_schedule_is_the_reference_codes():
