@@ -380,3 +380,68 @@ def test_inferred_group_dro_beats_erm_on_planted_groups():
     erm_wga = worst_group_accuracy(yt, erm.predict(Xt), group_labels=gt)
     meta_wga = worst_group_accuracy(yt, meta.predict(Xt), group_labels=gt)
     assert meta_wga > erm_wga + 0.15
+
+
+# -- label-free selection rules of RobustSearchCV --------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_benchmark():
+    from skgroup.datasets import make_spurious_benchmark
+
+    return make_spurious_benchmark(600, 300, 300, random_state=0)
+
+
+def _candidates():
+    return [(ERMClassifier(), {"l2_reg": [1e-4, 1.0]}),
+            (InferredGroupsClassifier(GroupBalancedClassifier()), {"estimator__balancing": ["reweight", "sqrt_reweight"]})]
+
+
+def test_class_diff_rule_scores_minus_the_class_difference(small_benchmark):
+    from skgroup.metrics import class_difference
+    from skgroup.model_selection import RobustSearchCV
+
+    tr, va = small_benchmark.train, small_benchmark.val
+    search = _quiet(RobustSearchCV(_candidates(), selection="class_diff", early_stopping=False, random_state=0).fit,
+                    tr.X, tr.y, X_val=va.X, y_val=va.y)
+    from sklearn.base import clone as _clone
+
+    for (name, est, params), score in zip(search._configs(600, 200, 2), search.results_["score"]):
+        model = _quiet(search._prepare(est, params, 0, None, False).fit, tr.X, tr.y)
+        assert score == pytest.approx(-class_difference(va.y, model.predict(va.X)))
+    assert search.best_score_ == pytest.approx(max(search.results_["score"]))
+    assert _clone(search).selection == "class_diff"
+
+
+def test_inferred_worst_group_rule_scores_the_groups_inferred_on_validation(small_benchmark):
+    from skgroup.model_selection import RobustSearchCV
+
+    tr, va = small_benchmark.train, small_benchmark.val
+    search = _quiet(RobustSearchCV(_candidates(), selection="inferred_worst_group", early_stopping=False,
+                                   random_state=0).fit, tr.X, tr.y, X_val=va.X, y_val=va.y)
+    # the rule's inference and the candidates' (both the default inferrer, one seed) are one fit
+    assert search.shared_fits_["group_inference"] == 1
+    _, _, groups = infer_groups(ClusterInferrer("features"), tr.X, tr.y, va.X, va.y, random_state=0)
+    for (name, est, params), score in zip(search._configs(600, 200, 2), search.results_["score"]):
+        model = _quiet(search._prepare(est, params, 0, None, False).fit, tr.X, tr.y)
+        assert score == pytest.approx(worst_group_accuracy(va.y, model.predict(va.X), group_labels=groups))
+
+
+def test_grid_estimators_are_not_shared_between_candidates(small_benchmark):
+    from skgroup.model_selection import RobustSearchCV
+
+    tr, va = small_benchmark.train, small_benchmark.val
+    inner = GroupDROClassifier(max_iter=2, batch_size=64)
+    grid = {"estimator": [inner], "estimator__l2_reg": [1e-3, 10.0]}
+    search = _quiet(RobustSearchCV([(InferredGroupsClassifier(inferrer=ErrorSplit()), grid)], random_state=0).fit,
+                    tr.X, tr.y, X_val=va.X, y_val=va.y)
+    assert inner.l2_reg == GroupDROClassifier().l2_reg  # the grid's object is left alone
+    assert search.best_estimator_.estimator_.l2_reg == search.best_params_["estimator__l2_reg"]
+    assert search.results_["accuracy"][0] != search.results_["accuracy"][1]
+
+
+def test_auto_searches_the_inferred_group_methods_and_dpe_without_group_labels():
+    from skgroup.model_selection import RobustSearchCV
+
+    names = {name for name, _, _ in RobustSearchCV()._configs(3000, 200, 2, with_group_labels=False)}
+    assert {"InferredGroupsClassifier", "DPEClassifier"} <= names
+    assert "GroupBalancedClassifier" not in names and "DFRClassifier" not in names

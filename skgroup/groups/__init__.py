@@ -27,7 +27,7 @@ from ._error_split import ErrorSplit
 from ._cluster import ClusterInferrer, representation
 from ._eiil import EIIL, eiil_environments
 from ._spare import SPARE, spare_weights
-from ._meta import InferredGroupsClassifier, infer_groups
+from ._meta import InferredGroupsClassifier, default_inferrer, infer_groups
 
 __all__ = [
     "BaseGroupInferrer",
@@ -36,6 +36,7 @@ __all__ = [
     "ErrorSplit",
     "InferredGroupsClassifier",
     "SPARE",
+    "default_inferrer",
     "eiil_environments",
     "group_recovery",
     "infer_groups",

@@ -16,9 +16,9 @@ from .._groups import check_group_labels
 from ..engine._fit import resolve_seed
 from ..estimators import DFRClassifier, GroupBalancedClassifier, GroupDROClassifier, MethodSpec, register_method
 from ..estimators import scaled_epochs
-from ._error_split import ErrorSplit
+from ._cluster import ClusterInferrer
 
-__all__ = ["InferredGroupsClassifier", "infer_groups"]
+__all__ = ["InferredGroupsClassifier", "default_inferrer", "infer_groups"]
 
 
 def _is_seed(value):
@@ -80,8 +80,11 @@ def _default_estimator():
     return GroupDROClassifier()
 
 
-def _default_inferrer():
-    return ErrorSplit()
+def default_inferrer():
+    """The inferrer used when none is given: per-class k-means of the standardised features, k by
+    silhouette (GEORGE on a frozen backbone), the best recovery of planted groups measured here
+    (``python benchmarks/groups.py --section recovery``, docs/groups.rst)."""
+    return ClusterInferrer("features")
 
 
 def _estimator_has(attr):
@@ -129,8 +132,7 @@ class InferredGroupsClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
         The method (cloned); None: :class:`~skgroup.GroupDROClassifier`.
     inferrer : group inferrer or None, default=None
         A :mod:`skgroup.groups` inferrer (cloned); None:
-        :class:`~skgroup.groups.ErrorSplit` (the biased ERM model's (class,
-        prediction) cells).
+        ``ClusterInferrer('features')`` (:func:`default_inferrer`).
     random_state : int, RandomState or None, default=None
         Seeds the inferrer and the estimator where their own
         ``random_state`` is None.
@@ -181,7 +183,7 @@ class InferredGroupsClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
         return bool(getattr(est, "_fits_on_validation", False))
 
     def _inferrer(self):
-        return self.inferrer if self.inferrer is not None else _default_inferrer()
+        return self.inferrer if self.inferrer is not None else default_inferrer()
 
     def _seed(self):
         """One integer for the inferrer and the estimator (drawn once when random_state is not an int)."""

@@ -31,7 +31,7 @@ from .._cache import SHARED_FITS
 from .._groups import check_group_labels
 from ..metrics import EmptyCellWarning, paired_bootstrap
 from ..estimators import all_estimators, method_specs, search_space
-from ..groups import EIIL, infer_groups  # the import also registers the inferred-group methods
+from ..groups import default_inferrer, infer_groups  # the import also registers the inferred-group methods
 from ..utils._tables import make_table
 from ._validation import requests
 
@@ -174,9 +174,10 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     group_inferrer : group inferrer or None, default=None
         The :mod:`skgroup.groups` inferrer of ``selection='inferred_worst_group'``
         (fitted on each split's training rows, predicting the groups of its
-        validation rows); None: :class:`~skgroup.groups.EIIL` (EVaLS infers
-        environments on validation data with EIIL). Candidates that wrap the
-        same inferrer (``InferredGroupsClassifier``) share its fit.
+        validation rows); None: :func:`skgroup.groups.default_inferrer`, the
+        one ``InferredGroupsClassifier`` uses, so that its candidates share
+        the fit (EVaLS infers environments with EIIL, which recovers planted
+        groups worse here: ``docs/groups.rst``).
     cv : int, CV splitter, iterable or None, default=None
         Used when ``fit`` gets no ``X_val``: None means 5 stratified folds.
         Each row must be tested at most once (scores are computed on the
@@ -418,7 +419,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             if rule == "inferred_worst_group":
                 # the groups of the validation rows, inferred from the training rows' fit (EVaLS): the
                 # rule's cells and the candidates' monitor; shared with candidates wrapping this inferrer
-                inferrer = self.group_inferrer if self.group_inferrer is not None else EIIL()
+                inferrer = self.group_inferrer if self.group_inferrer is not None else default_inferrer()
                 for split in splits:
                     _, _, split["g_inferred"] = infer_groups(inferrer, split["X"], split["y"], split["X_score"],
                                                              split["y_score"], random_state=seed)
