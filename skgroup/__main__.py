@@ -3,9 +3,10 @@
 By default the built-in synthetic benchmark of Sagawa et al. (2020b) (group-
 balanced validation and test draws). Two tables:
 
-1. every estimator with its default parameters, over three seeds (DFR
-   retrains on the validation split, its held-out data with group labels;
-   the others train on the training split);
+1. every estimator with its default parameters, over three seeds (DFR and
+   DPE train on the validation split, their held-out data, with its group
+   labels; ``InferredGroupsClassifier`` is Group DRO on groups inferred from
+   the training rows; the others train on the training split);
 2. what :class:`~skgroup.model_selection.RobustSearchCV` (``candidates='auto'``)
    picks on the validation split under each label-free rule
    (``worst_class``, ``bias_unsupervised``, ``class_diff`` and
