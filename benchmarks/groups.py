@@ -61,13 +61,17 @@ RULES = ("worst_class", "bias_unsupervised", "class_diff", "inferred_worst_group
 NEW = ("InferredGroupsClassifier", "DPEClassifier")
 
 
+#: --quick: small synthetic data and a short EIIL (the test suite's smoke run)
+QUICK = {"on": False}
+
+
 def inferrers(seed):
     return {
         "ErrorSplit": ErrorSplit(random_state=seed),
         "Cluster (features)": ClusterInferrer("features", random_state=seed),
         "Cluster (probabilities)": ClusterInferrer("probabilities", random_state=seed),
         "Cluster (gradients)": ClusterInferrer("gradients", random_state=seed),
-        "EIIL": EIIL(random_state=seed),
+        "EIIL": EIIL(n_steps=300 if QUICK["on"] else 10000, random_state=seed),
         "SPARE": SPARE(random_state=seed),
     }
 
@@ -105,7 +109,7 @@ def load_law(seed=0):
 def load(name, seed):
     if name == "law":
         return load_law(0)  # one split, as CelebA's; the seed varies the models
-    return load_benchmark(name, seed)
+    return load_benchmark(name, seed, quick=QUICK["on"])
 
 
 def _test(est, data, seed):
@@ -350,10 +354,12 @@ def main(argv=None):
                    help="inferrers of the 'methods' section's inferred-group rows")
     p.add_argument("--rules", nargs="*", default=list(RULES))
     p.add_argument("--out", default="results/groups")
+    p.add_argument("--quick", action="store_true", help="small synthetic data, short EIIL (a smoke test)")
     p.add_argument("--table", default=None, help="only print the tables of the runs in this folder")
     p.add_argument("--rst", default=None,
                    help="also write each table as reStructuredText to <RST>_<table>.inc (e.g. docs/groups)")
     args = p.parse_args(argv)
+    QUICK["on"] = args.quick
     out = Path(args.table or args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "runs.jsonl"

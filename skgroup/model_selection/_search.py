@@ -145,7 +145,11 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         it (:func:`~skgroup.model_selection.search_space`, scaled to the
         size of the training data); DFR and group balancing only when
         ``fit`` gets training ``group_labels`` (without them they would be
-        class-balanced methods under another name). A list holds any of: ``(estimator,
+        class-balanced methods under another name), and in every case
+        :class:`~skgroup.groups.InferredGroupsClassifier` (Group DRO, group
+        reweighting and DFR on groups inferred from the training rows, the
+        inference fitted once for all of them) and
+        :class:`~skgroup.DPEClassifier` (class-balanced subsets). A list holds any of: ``(estimator,
         param_grid)`` pairs (``param_grid`` a dict or list of dicts, as
         ``GridSearchCV`` takes), estimators (searched over the registered
         space of their class on top of their own parameters, or used as
