@@ -102,7 +102,8 @@ def load_law(seed=0):
     train = split == "train"
     mean, std = numeric[train].mean(axis=0), numeric[train].std(axis=0)
     X = np.column_stack([(numeric - mean) / std, region[:, None] == np.unique(region)[None, :], sex]).astype(np.float32)
-    out = {s: Bunch(X=X[split == s], y=y[split == s], group_labels=groups[split == s]) for s in ("train", "val", "test")}
+    out = {s: Bunch(X=X[split == s], y=y[split == s], group_labels=groups[split == s])
+           for s in ("train", "val", "test")}
     return Bunch(**out, name="law")
 
 
@@ -269,7 +270,8 @@ def tables(records):
                        f"| {_mean([x['val']['ari_within_class'] for x in rows])} "
                        f"| {np.mean([x['fit_seconds'] for x in rows]):.1f} |")
     out.append("\n".join(rec))
-    meth = ["| dataset | seeds | method | group labels | test avg acc | test WGA | fit s |", "|---|---|---|---|---|---|---|"]
+    meth = ["| dataset | seeds | method | group labels | test avg acc | test WGA | fit s |",
+            "|---|---|---|---|---|---|---|"]
     for (section, ds), rs in by.items():
         if section != "methods":
             continue

@@ -54,7 +54,8 @@ for name, inferrer in inferrers.items():
     labels = inferrer.fit_predict(tr.X, tr.y)
     scores[name] = group_recovery(tr.group_labels, labels, tr.y)
     print(f"{name:24s} groups per class {inferrer.n_groups_per_class_.tolist()}, ARI {scores[name]['ari']:.3f} "
-          f"(class alone {scores[name]['ari_class_only']:.3f}), within-class ARI {scores[name]['ari_within_class']:.3f}")
+          f"(class alone {scores[name]['ari_class_only']:.3f}), "
+          f"within-class ARI {scores[name]['ari_within_class']:.3f}")
 
 fig, ax = plt.subplots(figsize=(6, 3))
 ax.barh(list(scores), [s["ari_within_class"] for s in scores.values()], color="tab:blue")

@@ -133,7 +133,8 @@ def test_error_split_cells_by_hand():
     X = np.column_stack([pred, np.arange(9.0)])
     cells = ErrorSplit(_Fixed()).fit(X, y)
     # (class, prediction): 3 cells a class, the class's largest first -> correct cells are 0 of each class
-    expected_within = {(0, 0): 0, (0, 1): 1, (0, 2): 2, (1, 1): 0, (1, 2): 1, (1, 0): 2, (2, 2): 0, (2, 0): 1, (2, 1): 2}
+    expected_within = {(0, 0): 0, (0, 1): 1, (0, 2): 2, (1, 1): 0, (1, 2): 1, (1, 0): 2,
+                       (2, 2): 0, (2, 0): 1, (2, 1): 2}
     expected = [3 * c + expected_within[(c, p)] for c, p in zip(y, pred)]
     np.testing.assert_array_equal(cells.labels_, expected)
     assert cells.error_rate_ == pytest.approx(3 / 9)
@@ -393,7 +394,8 @@ def small_benchmark():
 
 def _candidates():
     return [(ERMClassifier(), {"l2_reg": [1e-4, 1.0]}),
-            (InferredGroupsClassifier(GroupBalancedClassifier()), {"estimator__balancing": ["reweight", "sqrt_reweight"]})]
+            (InferredGroupsClassifier(GroupBalancedClassifier()),
+             {"estimator__balancing": ["reweight", "sqrt_reweight"]})]
 
 
 def test_class_diff_rule_scores_minus_the_class_difference(small_benchmark):

@@ -137,8 +137,8 @@ class BaseGroupInferrer(BaseEstimator):
         self.rank_within_class_ = [np.argsort(o) for o in order]
         self.group_offsets_ = np.concatenate([[0], np.cumsum(self.n_groups_per_class_)[:-1]]).astype(np.int64)
         self.n_groups_ = int(np.sum(self.n_groups_per_class_))
-        self.group_names_ = tuple((self.classes_[c].item() if hasattr(self.classes_[c], "item") else self.classes_[c], j)
-                                  for c, k in enumerate(self.n_groups_per_class_) for j in range(k))
+        names = [c.item() if hasattr(c, "item") else c for c in self.classes_]
+        self.group_names_ = tuple((names[c], j) for c, k in enumerate(self.n_groups_per_class_) for j in range(k))
         self.labels_ = self._ids(cls, within)
         self.group_counts_ = np.bincount(self.labels_, minlength=self.n_groups_)
         return self
