@@ -9,6 +9,7 @@ through scikit-learn's metadata routing.
 __version__ = "0.1.0"
 
 from .estimators import all_estimators as _all_estimators
+from . import groups as _groups  # noqa: F401 - registers the inferred-group methods
 from .metrics import (
     group_accuracies,
     make_group_labels,

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,9 +32,24 @@ def test_main_job_prints_its_table():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| ERMClassifier" in proc.stdout and "worst-group acc" in proc.stdout
     # the search's pick under each label-free rule, with intervals
-    for rule in ("| worst_class |", "| bias_unsupervised |"):
+    for rule in ("| worst_class |", "| bias_unsupervised |", "| class_diff |", "| inferred_worst_group |"):
         line = next(row for row in proc.stdout.splitlines() if row.startswith(rule))
         assert line.count("[") == 2 and "of" in line
+        # whether the pick trains on inferred groups, and on which inferrer's
+        assert "| none |" in line or "| inferred (" in line
+
+
+def test_group_inference_benchmark_quick(tmp_path):
+    out = tmp_path / "groups"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "groups.py"), "--section", "recovery", "--quick", "--seeds", "1",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((out / "runs.jsonl").read_text().splitlines()[0])
+    assert set(run["result"]) == {"ErrorSplit", "Cluster (features)", "Cluster (probabilities)", "Cluster (gradients)",
+                                  "EIIL", "SPARE"}
+    assert run["result"]["Cluster (features)"]["train"]["ari_within_class"] > 0.9
+    assert "| synthetic | 1 | Cluster (features) |" in proc.stdout
 
 
 def test_bench_merge_smoke(tmp_path):

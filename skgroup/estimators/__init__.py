@@ -48,6 +48,7 @@ from ._mmd import MMDClassifier
 from ._mixup import MixupClassifier
 from ._lisa import LISAClassifier
 from ._lff import LfFClassifier
+from ._dpe import DPEClassifier
 
 __all__ = [
     "AFRClassifier",
@@ -59,6 +60,7 @@ __all__ = [
     "CORALClassifier",
     "CVaRClassifier",
     "DFRClassifier",
+    "DPEClassifier",
     "DataShape",
     "DegenerateCVaRWarning",
     "Diagonal",
