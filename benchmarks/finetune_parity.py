@@ -30,8 +30,8 @@ after every epoch, at >= 0.9x its throughput.
 Runs (``--runs``; the path's variants are ablations of its head)::
 
     bare          the bare loop
-    bare-same     the bare loop started from the path's initial head, drawing the one random number a
-                  DataLoader draws per epoch, so that its dropout (and stochastic depth) draws are the
+    bare-same     the bare loop started from the path's initial head; the engine's loaders draw their base
+                  seed from a generator of their own, so its dropout (and stochastic depth) draws are the
                   path's: what is left of a difference is the implementation's, not the seed's
     path          FineTuneClassifier with its defaults for the head
     path-pooler   (mnli) pooling='pooler': BertForSequenceClassification's head exactly
@@ -169,11 +169,6 @@ def _path_head(task, data, args):
     return BackboneClassifier(bb, d, k, init=init, init_std=std, dropout=dropout, seed=args.seed).head
 
 
-def _epoch_draw(same):
-    if same:  # the base seed a DataLoader iterator draws from the global generator
-        torch.empty((), dtype=torch.int64).random_()
-
-
 def bare_mnli(data, args, evaluate, same=False):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -195,7 +190,6 @@ def bare_mnli(data, args, evaluate, same=False):
         model.train()
         start, losses = time.perf_counter(), []
         order = rng.permutation(len(Xtr))
-        _epoch_draw(same)
         for s in range(0, len(order), args.batch_size):
             rows = order[s:s + args.batch_size]
             enc = tokenizer([Xtr[i][0] for i in rows], [Xtr[i][1] for i in rows], padding=True, truncation=True,
@@ -257,7 +251,6 @@ def bare_fashion(data, args, evaluate, same=False):
         model.train()
         start, losses = time.perf_counter(), []
         order = rng.permutation(len(Xtr))
-        _epoch_draw(same)
         for s in range(0, len(order), args.batch_size):
             rows = order[s:s + args.batch_size]
             loss = torch.nn.functional.cross_entropy(model(prepare(Xtr[rows])), yt[rows])

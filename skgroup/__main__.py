@@ -168,6 +168,8 @@ def main(argv=None):
     parser.add_argument("--estimators", nargs="*", default=None, help="names of estimators to run (default all)")
     parser.add_argument("--no-search", action="store_true", help="only the defaults table")
     parser.add_argument("--n-jobs", type=int, default=None, help="parallel candidates of the search")
+    parser.add_argument("--rules", nargs="*", default=list(RULES), choices=RULES,
+                        help="the label-free selection rules of the search table (default all; each is one search)")
     args = parser.parse_args(argv)
     seeds = tuple(range(args.seeds))
     start = time.perf_counter()
@@ -178,7 +180,7 @@ def main(argv=None):
     if below:
         print("\n" + below)
     if not args.no_search:
-        picks = search_picks(args.dataset, 0, args.n_train, n_jobs=args.n_jobs)
+        picks = search_picks(args.dataset, 0, args.n_train, rules=tuple(args.rules), n_jobs=args.n_jobs)
         print("\nChoosing the method without group labels: RobustSearchCV(candidates='auto') on the validation"
               "\nsplit (seed 0); candidates the paired bootstrap cannot tell from the pick are 'indistinguishable'\n")
         print(format_picks(picks))
