@@ -31,6 +31,7 @@ from .._cache import SHARED_FITS
 from .._groups import check_group_labels
 from ..metrics import EmptyCellWarning, paired_bootstrap
 from ..estimators import all_estimators, method_specs, search_space
+from .. import meta as _meta  # noqa: F401 - registers the meta-estimators' specs, for their names
 from ..utils._tables import make_table
 from ._validation import requests
 
@@ -50,6 +51,10 @@ _RESPONSES = ("predict", "predict_proba", "decision_function")
 
 def _estimator_classes():
     return dict(all_estimators())
+
+
+def _wrapper_classes():
+    return {spec.name: spec.estimator for spec in method_specs(wrappers=True)}
 
 
 def _takes(estimator, name):
@@ -138,7 +143,12 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         ``GridSearchCV`` takes), estimators (searched over the registered
         space of their class on top of their own parameters, or used as
         they are when none is registered), and estimator class names
-        (``'JTTClassifier'``: the registered space).
+        (``'JTTClassifier'``: the registered space). The meta-estimators of
+        :mod:`skgroup.meta` are never in 'auto' (they need a classifier to
+        wrap): pass them as estimators, ``GroupDROMetaClassifier(clf)``
+        (searched over the method's registered knobs), or all of them
+        around one classifier with
+        :func:`skgroup.meta.wrapped_candidates` (``clf`` itself included).
     selection : str or callable, default='worst_class'
         How candidates are compared on the validation rows:
 
@@ -286,7 +296,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _configs(self, n_samples, n_features, n_classes, with_group_labels=True):
         """Candidate configurations: a list of (class name, unfitted estimator, grid params)."""
         classes = _estimator_classes()
-        if isinstance(self.candidates, str):  # 'auto'
+        wrappers = _wrapper_classes()
+        if isinstance(self.candidates, str):  # 'auto': the heads (a meta-estimator needs a classifier to wrap)
             items = [spec.name for spec in method_specs(with_group_labels=with_group_labels)]
         else:
             items = list(self.candidates)
@@ -295,6 +306,12 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         configs = []
         for item in items:
             if isinstance(item, str):
+                if item in wrappers:
+                    raise ValueError(
+                        f"candidates names {item!r}, a meta-estimator that wraps a classifier: pass "
+                        f"{item}(estimator) (searched over its registered space), or every method around one "
+                        "classifier with skgroup.meta.wrapped_candidates(estimator)."
+                    )
                 if item not in classes:
                     raise ValueError(f"candidates names {item!r}, which is not a skgroup estimator; "
                                      f"choose from {sorted(classes)} or pass an estimator.")
@@ -304,7 +321,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             elif hasattr(item, "fit"):
                 name = type(item).__name__
                 estimator = item
-                grid = search_space(name, n_samples, n_features, n_classes) if name in classes else {}
+                registered = name in classes or name in wrappers
+                grid = search_space(name, n_samples, n_features, n_classes) if registered else {}
             else:
                 raise ValueError(
                     "Each entry of candidates must be an (estimator, param_grid) pair, an estimator or a "
@@ -319,7 +337,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         own = est.get_params(deep=False)
         if "random_state" in own and own["random_state"] is None and "random_state" not in params:
             est.set_params(random_state=seed)
-        if validated and monitor is not None and own.get("monitor") == "auto" and "monitor" not in params:
+        if (validated and monitor is not None and own.get("monitor") == "auto" and "monitor" not in params
+                and monitor in getattr(est, "_supported_monitors", (monitor,))):
             est.set_params(monitor=monitor)
         return est
 
