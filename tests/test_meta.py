@@ -292,7 +292,7 @@ def test_robust_search_takes_wrappers_by_instance_not_by_auto():
     for name, _, params in configs:
         by_name.setdefault(name, []).append(params)
     assert by_name["LogisticRegression"] == [{}]
-    assert sorted(p["eta"] for p in by_name["GroupDROMetaClassifier"]) == [0.1, 1.0, 10.0]
+    assert sorted(p["eta"] for p in by_name["GroupDROMetaClassifier"]) == [0.3, 1.0, 3.0]
     with pytest.raises(ValueError, match="wraps a classifier.*wrapped_candidates"):
         RobustSearchCV(["GroupDROMetaClassifier"])._configs(3000, 20, 2)
 

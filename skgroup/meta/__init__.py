@@ -31,6 +31,7 @@ __all__ = [
     "GroupDROMetaClassifier",
     "JTTMetaClassifier",
     "SingleModelMetaClassifier",
+    "WRAPPERS",
     "capped_simplex_projection",
     "cvar",
     "weight_keyword",
