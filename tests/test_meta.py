@@ -585,8 +585,9 @@ def test_without_predict_proba_the_iterates_vote():
 def test_wrapped_logistic_regression_agrees_with_group_dro_classifier():
     """Reductions Group DRO of a logistic regression and GroupDROClassifier minimise the same objective
     (the worst group's log loss plus the same L2 penalty: C = 1 / (l2_reg n) with weights summing to n);
-    their test worst-group accuracies agree within 0.05, the measured seed-to-seed spread of
-    GroupDROClassifier's here (docs/wrappers.rst)."""
+    their test worst-group accuracies agree within 0.04, four times the seed-to-seed standard deviation of
+    GroupDROClassifier's here (0.010 over 10 seeds; the largest gap seen was 0.016:
+    ``python benchmarks/wrappers.py --section agreement --seeds 10``, docs/wrappers.rst)."""
     from skgroup import GroupDROClassifier
     from skgroup.metrics import worst_group_accuracy
 
@@ -600,4 +601,4 @@ def test_wrapped_logistic_regression_agrees_with_group_dro_classifier():
                                          random_state=seed).fit(tr.X, tr.y, group_labels=tr.group_labels)
         wga = [worst_group_accuracy(te.y, m.predict(te.X), group_labels=te.group_labels) for m in (head, wrapped)]
         gaps.append(abs(wga[0] - wga[1]))
-    assert max(gaps) <= 0.05, gaps
+    assert max(gaps) <= 0.04, gaps
