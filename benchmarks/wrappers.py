@@ -158,7 +158,8 @@ def _score(model, split):
 
 def _search(candidate, grid, data, seed):
     tr, va = data.train, data.val
-    search = RobustSearchCV([(candidate, grid)], selection="worst_group", n_bootstrap=100, random_state=seed)
+    search = RobustSearchCV([(candidate, grid)], selection="worst_group", include_erm=False, n_bootstrap=200,
+                            random_state=seed)
     start = time.perf_counter()
     search.fit(tr.X, tr.y, group_labels=tr.group_labels, X_val=va.X, y_val=va.y, group_labels_val=va.group_labels)
     seconds = time.perf_counter() - start

@@ -15,7 +15,8 @@ the shards are removed after.
 
 A complete cache is reused only after :func:`skgroup.datasets.check_embeddings`
 (every file's presence, shape, dtype and size; checksums of the small files,
-and of ``features.npy`` with ``verify=True``): a damaged cache is an error
+and of ``features.npy``: its block checksums by default, all of them up to
+256 MiB and a sample beyond, its full sha256 with ``verify=True``): a damaged cache is an error
 that says how to rebuild it, never reused and never deleted unasked. Shards
 left beside a complete cache by a run killed before it removed them are
 deleted on the next run once the cache is verified in full.
@@ -25,14 +26,14 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from skgroup.datasets import CorruptCacheError, check_embeddings, read_manifest, save_embeddings
-from skgroup.datasets._embeddings import _ARRAYS, FeaturesWriter
+from skgroup.datasets._embeddings import _ARRAYS, FeaturesWriter, unowned_cache_files
 
 from .data import DecodeError
 
@@ -86,12 +87,13 @@ def _version_diff(old, new):
     return sorted(k for k in set(old) & set(new) if old[k] != new[k])
 
 
-def check_existing_cache(output, spec, versions, *, overwrite=False, strict_versions=False, verify=False):
+def check_existing_cache(output, spec, versions, *, overwrite=False, strict_versions=False, verify="auto"):
     """Decide what to do with ``output``: 'reuse' it, 'build' it (absent or overwritten), or raise.
 
     A complete cache of the same spec is reused once its files pass
-    :func:`skgroup.datasets.check_embeddings` (``verify=True``: the
-    checksum of ``features.npy`` too); a damaged one raises
+    :func:`skgroup.datasets.check_embeddings` with ``verify`` ('auto': the
+    block checksums of ``features.npy``, all or a sample; ``True``: its
+    full sha256); a damaged one raises
     :class:`~skgroup.datasets.CorruptCacheError` naming the file (rebuilt only
     with ``overwrite``). Different library versions are a warning (the
     features may differ in the last bits) unless ``strict_versions``, which
@@ -107,6 +109,13 @@ def check_existing_cache(output, spec, versions, *, overwrite=False, strict_vers
         raise ExtractionMismatchError(f"{output} holds a manifest.json that is not an skgroup cache ({e}); "
                                       "choose another output folder or pass overwrite=True.") from e
     if manifest is None:
+        found = unowned_cache_files(output)
+        if found:  # refused now, not after the whole extraction, when the merge would meet them
+            raise ExtractionMismatchError(
+                f"{output} holds {', '.join(found)} but no manifest.json: not a cache of this library, so they "
+                "may be someone's files. Move them, choose another output folder, or pass overwrite=True (CLI "
+                "--overwrite) to replace them."
+            )
         return "build"
     extraction = manifest.get("extraction") or {}
     old_spec = extraction.get("spec")
@@ -138,6 +147,26 @@ def check_existing_cache(output, spec, versions, *, overwrite=False, strict_vers
         f"{output} already holds features of a different extraction (differs in: {', '.join(differs)}). "
         "Choose another output folder, or pass overwrite=True (CLI --overwrite) to replace it."
     )
+
+
+def _remove_shards(root):
+    """Delete what the shard store writes in ``root`` (shards, spec.json, their temporaries) and the folder
+    when that empties it; any other file is kept (with the folder), with a warning. Returns True if removed."""
+    root = Path(root)
+    if not root.is_dir():
+        return True
+    for p in root.iterdir():
+        ours = (p.name == "spec.json" or re.fullmatch(r"shard-\d{6}\.npz", p.name)
+                or re.fullmatch(r"\.(shard-\d{6}\.npz|spec\.json)\.tmp-\d+", p.name))
+        if ours and p.is_file():
+            p.unlink(missing_ok=True)
+    rest = sorted(p.name for p in root.iterdir())
+    if rest:
+        warnings.warn(f"{root} holds files the extraction did not write ({', '.join(rest[:5])}"
+                      f"{', ...' if len(rest) > 5 else ''}): they are kept, and so is the folder.", stacklevel=3)
+        return False
+    root.rmdir()
+    return True
 
 
 def remove_stale_shards(output, manifest, *, keep_shards=False):
@@ -173,11 +202,11 @@ def remove_stale_shards(output, manifest, *, keep_shards=False):
     except CorruptCacheError as e:
         raise CorruptCacheError(f"{e} The shards of this extraction are still in {root}: overwrite=True (CLI "
                                 "--overwrite) rebuilds the cache from them without recomputing.") from e
-    shutil.rmtree(root)
+    removed = _remove_shards(root)
     _fsync_dir(output)
     log.info("removed %s: shards left by a run interrupted after it wrote the cache at %s, which is complete and "
              "verified", root, output)
-    return True
+    return removed
 
 
 def remove_leftover_temporaries(output):
@@ -256,14 +285,17 @@ class ShardStore:
         """
         info_file = self.root / "spec.json"
         if self.root.exists():
-            info = None
+            info, damage = None, None
             if info_file.is_file():
                 try:
                     info = json.loads(info_file.read_text())
-                except json.JSONDecodeError:
-                    info = None
-            if not isinstance(info, dict):
-                info = None
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    damage = f"is not valid JSON ({e})"
+                if damage is None and (not isinstance(info, dict) or not {"spec_sha256", "n_samples",
+                                                                          "shard_size"} <= set(info)):
+                    damage, info = "lacks the entries a shard store writes (spec_sha256, n_samples, shard_size)", None
+            else:
+                damage = "is missing"
             same = info is not None and (info.get("spec_sha256"), info.get("n_samples")) == (self.spec_hash,
                                                                                             self.n_samples)
             version_diff = _version_diff(info.get("versions"), versions) if same else []
@@ -282,15 +314,20 @@ class ShardStore:
                 return self.shard_size
             if any(self.root.glob("shard-*.npz")) and not overwrite:
                 if info is None:
-                    differs = ["unknown"]
-                else:
-                    differs = spec_diff(info.get("spec"), spec) or (
-                        ["library versions: " + ", ".join(version_diff)] if version_diff else ["n_samples"])
+                    what = ("holds shards but no spec.json" if damage == "is missing"
+                            else f"holds shards, but {info_file} {damage}")
+                    raise ExtractionMismatchError(
+                        f"{self.root} {what}: spec.json records which extraction the shards belong to, so they cannot "
+                        "be resumed (the file is damaged or was removed). Pass overwrite=True (CLI --overwrite) to "
+                        "discard them and extract again, or choose another output folder."
+                    )
+                differs = spec_diff(info.get("spec"), spec) or (
+                    ["library versions: " + ", ".join(version_diff)] if version_diff else ["n_samples"])
                 raise ExtractionMismatchError(
                     f"{self.root} holds unfinished work of a different extraction (differs in: {', '.join(differs)}). "
                     "Finish that run, choose another output folder, or pass overwrite=True to discard that work."
                 )
-            shutil.rmtree(self.root)
+            _remove_shards(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         _atomic_write_bytes(info_file, json.dumps({"spec_sha256": self.spec_hash, "n_samples": self.n_samples,
                                                    "shard_size": self.shard_size, "spec": spec,
@@ -434,6 +471,6 @@ class ShardStore:
             writer.abort()
             raise
         if not keep_shards:
-            shutil.rmtree(self.root, ignore_errors=True)
+            _remove_shards(self.root)
             _fsync_dir(output)
         return skipped

@@ -94,8 +94,9 @@ def build_parser():
     r.add_argument("--overwrite", action="store_true", help="replace what the output folder holds")
     r.add_argument("--strict-versions", action="store_true", help="re-extract when library versions changed")
     r.add_argument("--keep-shards", action="store_true", help="keep .shards/ after merging")
-    r.add_argument("--verify", action="store_true", help="before reusing a cache, check the sha256 of features.npy "
-                   "too (reads it whole; shapes, sizes and the small files are always checked)")
+    r.add_argument("--verify", action="store_true", help="before reusing a cache, check the sha256 of the whole of "
+                   "features.npy (default: the checksums of its blocks, all of them up to 256 MiB, else a random "
+                   "sample; shapes, sizes and the small files are always checked)")
     r.add_argument("--threads", type=int, help="torch CPU threads")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--cache-root", help="with 'real': where the benchmark caches go")
@@ -161,7 +162,7 @@ def main(argv=None):
                 device=args.device, batch_size=args.batch_size, num_workers=workers,
                 channels_last=not args.no_channels_last and "auto", shard_size=args.shard_size,
                 on_error=args.on_error, overwrite=args.overwrite, strict_versions=args.strict_versions,
-                keep_shards=args.keep_shards, verify=args.verify, progress=not args.no_progress)
+                keep_shards=args.keep_shards, verify=True if args.verify else "auto", progress=not args.no_progress)
     except (FileNotFoundError, ModelNotFoundError, ExtractionMismatchError, MetadataError, DecodeError, ImportError,
             NotImplementedError, ValueError, OutputBusyError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from skgroup.datasets import read_manifest
+from skgroup.datasets._embeddings import invalidate_cache
 
 from . import __version__, distributed
 from .backbones import Backbone, load_backbone
@@ -291,7 +292,7 @@ def extract_features(
     overwrite=False,
     strict_versions=False,
     keep_shards=False,
-    verify=False,
+    verify="auto",
     progress=True,
 ):
     """Extract penultimate features of ``backbone`` on ``dataset`` into a cache folder ``output``.
@@ -353,10 +354,12 @@ def extract_features(
         Keep ``.shards/`` after merging. Without it, shards that a killed run
         left beside a complete cache are removed when the cache is reused
         (after a full checksum of the cache).
-    verify : bool, default=False
-        Before reusing a cache, also check the sha256 of ``features.npy``
-        (reads it whole). Every file's presence, shape, dtype and size, and
-        the checksums of the small files, are checked in any case.
+    verify : 'auto' or bool, default='auto'
+        How ``features.npy`` is checked before a cache is reused: 'auto'
+        the checksums of its blocks (all of them up to 256 MiB, else the
+        first, the last and 64 at random), True its full sha256 (reads it
+        whole), False not at all. Every file's presence, shape, dtype and
+        size, and the checksums of the small files, are checked in any case.
     progress : bool, default=True
         Progress bar (items per second, time left) on rank 0.
 
@@ -460,8 +463,10 @@ def _run(backbone, dataset, output, info, t0, held, *, name, dtype, precision, d
                 remove_stale_shards(output, manifest, keep_shards=keep_shards)
                 plan = {"action": "reuse"}
             else:
-                if overwrite:  # invalidate first: a killed overwrite run must not leave the old cache looking valid
-                    (output / "manifest.json").unlink(missing_ok=True)
+                if overwrite and output.is_dir():
+                    # invalidate first: a killed overwrite run must not leave the old cache looking valid (its
+                    # files stay marked as this library's, so a plain rerun resumes)
+                    invalidate_cache(output)
                     _fsync_dir(output)
                 remove_leftover_temporaries(output)
                 store = ShardStore(output, spec_hash, len(dataset), shard_size)

@@ -145,3 +145,19 @@ def test_afr_lifts_the_worst_group_without_group_labels(seed):
     gs = g[afr.second_stage_indices_]
     minority = np.isin(gs, [1, 2])
     assert afr.sample_weight_[minority].mean() > 3 * afr.sample_weight_[~minority].mean()
+
+
+def test_a_large_gamma_gives_the_limit_of_the_weights_not_an_error():
+    # exp(-gamma * p) underflows to 0 for every row at gamma = 1e6: in log space the normalised weights
+    # go to the limit, all the mass on the rows the first stage finds hardest (per class with 'sum')
+    logits = np.log(np.array([[0.5, 0.5], [0.9, 0.1], [0.8, 0.2], [0.3, 0.7]]))
+    y = np.array([0, 0, 1, 1])  # p_true = 0.5, 0.9, 0.2, 0.7
+    np.testing.assert_allclose(afr_weights(logits, y, 1e6, "none"), [0, 0, 1, 0], atol=1e-300)
+    np.testing.assert_allclose(afr_weights(logits, y, 1e6, "sum"), [0.5, 0, 0.5, 0], atol=1e-300)
+    np.testing.assert_allclose(afr_weights(logits, y, 60.0, "none"),
+                               np.exp(-60 * np.array([0.5, 0.9, 0.2, 0.7])) / np.exp(-60 * np.array(
+                                   [0.5, 0.9, 0.2, 0.7])).sum(), rtol=1e-12)
+    X, y = _data(200)
+    with pytest.warns(UserWarning, match=r"gamma=1e\+06.*effective"):
+        clf = AFRClassifier(gamma=1e6, random_state=0).fit(X, y)
+    assert np.isfinite(clf.coef_).all() and np.isclose(clf.sample_weight_.sum(), 1.0)

@@ -269,3 +269,14 @@ def test_dfr_on_heldout_groups_beats_erm_on_the_worst_group(seed):
     # the spurious block's share of the weight (class 1's logit minus class 0's) drops
     share = lambda c: np.abs(c[1, 10:] - c[0, 10:]).sum() / np.abs(c[1] - c[0]).sum()  # noqa: E731
     assert share(dfr.coef_) < share(erm.coef_) - 0.15, (share(dfr.coef_), share(erm.coef_))
+
+
+def test_training_group_labels_without_the_heldout_rows_groups_are_refused():
+    # with X_val the held-out rows are X_val's: X's group labels cannot be their groups, and balancing
+    # the classes instead (group_names_ = classes) would be another method under DFR's name
+    X, y, g = _grouped()
+    Xv, yv, gv = _grouped(seed=1)
+    with pytest.raises(ValueError, match=r"group_labels_val"):
+        DFRClassifier(random_state=0).fit(X, y, group_labels=g, X_val=Xv, y_val=yv)
+    clf = DFRClassifier(random_state=0).fit(X, y, group_labels=g, X_val=Xv, y_val=yv, group_labels_val=gv)
+    assert clf.group_names_ == (0, 1, 2, 3)

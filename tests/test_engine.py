@@ -121,7 +121,8 @@ def test_early_stopping_names_the_missing_record():
 def test_estimator_selects_the_best_epoch_on_validation():
     X, y, g = _data(600)
     Xv, yv, gv = _data(300, seed=1)
-    est = ERMClassifier(solver="sgd", learning_rate=0.5, max_iter=12, n_iter_no_change=None, random_state=0)
+    est = ERMClassifier(solver="sgd", learning_rate=0.5, max_iter=12, n_iter_no_change=None, random_state=0,
+                        monitor="worst_group_accuracy")
     est.fit(X, y, X_val=Xv, y_val=yv, group_labels_val=gv)
     wga = est.validation_scores_["worst_group_accuracy"]
     assert est.best_iteration_ == int(np.argmax(wga)) + 1
@@ -424,3 +425,119 @@ def test_penalty_must_be_callable():
     with pytest.raises(TypeError, match="penalty"):
         Trainer(make_head(X.shape[1], 2, (), torch.float32, torch.Generator()), ArrayBatches(X, y), Objective(),
                 TrainOptions(), penalty=3.0)
+
+
+# -- checkpoints resume only the run that wrote them ----------------------------------
+def _ck_fit(ckdir, X, y, *, est=None, resume=True, **params):
+    base = dict(solver="adamw", max_iter=3, batch_size=32, learning_rate=1e-2, random_state=0)
+    est = est if est is not None else ERMClassifier(**{**base, **params})
+    return est.set_params(callbacks=[Checkpoint(ckdir, resume=resume)]).fit(X, y)
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(learning_rate=0.1, y=True), "learning_rate"),
+    (dict(learning_rate=0.1, y=True), "data.y"),
+    (dict(l2_reg=0.1), "l2_reg"),
+    (dict(batch_size=64), "batch_size"),
+    (dict(weight_decay=0.0, order=True), "data"),
+    (dict(max_iter=5), "max_iter"),
+    (dict(random_state=1), "seed"),
+])
+def test_a_checkpoint_of_another_run_is_refused_naming_what_differs(tmp_path, change, field):
+    X, y, _ = _data(200)
+    ck = tmp_path / "ck"
+    _ck_fit(ck, X, y)
+    X2, y2 = X, y
+    change = dict(change)
+    if change.pop("y", False):
+        y2 = 1 - y
+    if change.pop("order", False):
+        order = np.random.default_rng(0).permutation(len(y))
+        X2, y2 = X[order], y[order]
+    change.pop("weight_decay", None)
+    with pytest.raises(ValueError, match=field) as info:
+        _ck_fit(ck, X2, y2, **change)
+    message = str(info.value)
+    assert str(ck) in message and "resume=False" in message and "delete" in message.lower()
+
+
+def test_the_same_run_resumes_and_resume_false_starts_clean(tmp_path):
+    X, y, _ = _data(200)
+    ck = tmp_path / "ck"
+    first = _ck_fit(ck, X, y)
+    again = _ck_fit(ck, X, y)  # the finished run, resumed: nothing to train, same model
+    np.testing.assert_array_equal(first.coef_, again.coef_)
+    fresh = ERMClassifier(solver="adamw", max_iter=3, batch_size=32, learning_rate=0.1, random_state=0).fit(X, 1 - y)
+    restarted = _ck_fit(ck, X, 1 - y, learning_rate=0.1, resume=False)
+    np.testing.assert_array_equal(fresh.coef_, restarted.coef_)
+    assert fresh.score(X, 1 - y) > 0.5
+
+
+def test_checkpoints_see_method_parameters_and_group_labels(tmp_path):
+    from skgroup import JTTClassifier
+
+    X, y, g = _data(200)
+    jtt = dict(solver="adamw", id_epochs=1, max_iter=2, batch_size=32, random_state=0)
+    _ck_fit(tmp_path / "jtt", X, y, est=JTTClassifier(**jtt, lambda_up=3))
+    with pytest.raises(ValueError, match="final.pt") as info:  # the identification stage is unchanged
+        _ck_fit(tmp_path / "jtt", X, y, est=JTTClassifier(**jtt, lambda_up=6))
+    assert "sampler" in str(info.value)
+    dro = dict(solver="adamw", max_iter=2, batch_size=32, random_state=0)
+    GroupDROClassifier(**dro, callbacks=[Checkpoint(tmp_path / "dro")]).fit(X, y, group_labels=g)
+    with pytest.raises(ValueError, match="objective.reduction.membership"):
+        GroupDROClassifier(**dro, callbacks=[Checkpoint(tmp_path / "dro")]).fit(X, y, group_labels=(g + 1) % 4)
+    with pytest.raises(ValueError, match="objective.reduction.eta"):
+        GroupDROClassifier(**dro, eta=0.5, callbacks=[Checkpoint(tmp_path / "dro")]).fit(X, y, group_labels=g)
+
+
+@pytest.mark.parametrize("every", [0, -1, 1.5, True, "2"])
+def test_checkpoint_every_must_be_a_positive_int(tmp_path, every):
+    with pytest.raises(ValueError, match=r"every.*positive int"):
+        Checkpoint(tmp_path / "ck", every=every)
+
+
+def _with_validation_fraction():
+    from skgroup.estimators import all_estimators
+
+    return [name for name, cls in all_estimators() if "validation_fraction" in cls().get_params()]
+
+
+@pytest.mark.parametrize("name", _with_validation_fraction())
+def test_a_validation_fraction_error_points_the_right_way(name):
+    from skgroup.estimators import all_estimators
+
+    cls = dict(all_estimators())[name]
+    X, y, _ = _data(300)
+    with pytest.raises(ValueError, match=r"validation_fraction=0.999.*leaves \d+ training rows.*smaller validation_fraction"):
+        cls(validation_fraction=0.999, early_stopping=True).fit(X, y)
+    with pytest.raises(ValueError, match=r"validation_fraction=0.001.*holds out 1 row.*larger validation_fraction"):
+        cls(validation_fraction=0.001, early_stopping=True).fit(X, y)
+    y1 = y.copy()
+    y1[0] = 7  # a class of one row
+    with pytest.raises(ValueError, match=r"one class has a single row.*X_val|1 sample"):  # (GradTune's hold-out first)
+        cls(validation_fraction=0.2, early_stopping=True).fit(X, y1)
+
+
+class _EpochRows(_Rows):
+    """A dataset with public state that training moves (the epoch of a seeded augmentation)."""
+
+    def __init__(self, X):
+        super().__init__(X)
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+
+def test_the_fingerprint_is_taken_before_training_moves_anything(tmp_path):
+    X, y, _ = _data(120)
+    options = TrainOptions(solver="adamw", max_iter=4, batch_size=32, learning_rate=1e-2, lr_schedule="cosine")
+
+    def fit():
+        module = make_head(X.shape[1], 2, (), torch.float32, torch.Generator().manual_seed(0))
+        return Trainer(module, LoaderBatches(_EpochRows(X), y), Objective(), options, seed=1,
+                       callbacks=[Checkpoint(tmp_path / "a.pt", every=3)]).fit()
+
+    first = fit()
+    again = fit()  # the finished run resumes: not refused for the dataset's epoch or the optimizer's lr
+    assert again.history == first.history

@@ -151,7 +151,7 @@ def test_bad_parameters_name_the_argument():
 
 
 def test_training_core_rejects_sampler_with_lbfgs_and_online_objectives():
-    from skgroup.objectives import GroupDRO, Objective
+    from skgroup.objectives import GroupDRO
 
     X, y = np.random.RandomState(0).randn(20, 2).astype(np.float32), np.arange(20) % 2
     with pytest.raises(ValueError, match="minibatch solver"):
@@ -196,3 +196,53 @@ def test_small_steps_run_on_one_thread_and_restore_the_setting(bench):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_lbfgs_does_not_stop_early_by_default_and_erm_monitors_the_loss():
+    from skgroup.datasets import make_spurious_benchmark
+
+    data = make_spurious_benchmark(600, 300, 300, random_state=0)
+    tr, va = data.train, data.val
+    plain = ERMClassifier(random_state=0).fit(tr.X, tr.y)
+    watched = ERMClassifier(random_state=0).fit(tr.X, tr.y, X_val=va.X, y_val=va.y)
+    # validation is scored every iteration, but the L-BFGS run is the same and keeps its last iterate
+    assert watched.n_iter_ == plain.n_iter_ and watched.best_iteration_ == watched.n_iter_
+    np.testing.assert_array_equal(watched.coef_, plain.coef_)
+    assert watched.validation_scores_["loss"].shape == (watched.n_iter_,)
+    # early_stopping=True selects an iteration (on ERM's 'auto' monitor: the validation loss)
+    chosen = ERMClassifier(random_state=0, early_stopping=True, n_iter_no_change=None).fit(
+        tr.X, tr.y, X_val=va.X, y_val=va.y)
+    losses = chosen.validation_scores_["loss"]
+    assert chosen.best_iteration_ == int(np.argmin(losses)) + 1
+    # a minibatch ERM stops on the validation loss, not on a worst-class score
+    sgd = ERMClassifier(solver="adamw", max_iter=8, batch_size=64, random_state=0, n_iter_no_change=None).fit(
+        tr.X, tr.y, X_val=va.X, y_val=va.y)
+    assert sgd.best_iteration_ == int(np.argmin(sgd.validation_scores_["loss"])) + 1
+
+
+def test_a_model_worse_than_the_majority_class_warns_without_validation_data():
+    from skgroup.estimators import BelowMajorityWarning
+    from skgroup.metrics import below_majority
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(400, 3).astype(np.float32)
+    y = (X[:, 0] > 0.5).astype(int)  # about 31% positives
+    # by hand: the constant answer has accuracy = majority rate and balanced accuracy 1/2
+    below, n = below_majority(y, np.zeros_like(y))
+    assert not below and n["accuracy"] == n["majority_rate"] and n["balanced_accuracy"] == 0.5
+    assert below_majority(y, 1 - y)[0]  # all wrong
+    assert not below_majority(y, y)[0]
+    # a fit with labels flipped for the rows it is checked on cannot be made here; instead an
+    # estimator whose weights are negated after fitting is worse than the constant on its rows
+    with pytest.warns(BelowMajorityWarning, match="majority class on its own training rows"):
+        _NegatedERM(random_state=0).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BelowMajorityWarning)
+        ERMClassifier(random_state=0).fit(X, y)
+
+
+class _NegatedERM(ERMClassifier):
+    def _store_result(self, result, validated):
+        super()._store_result(result, validated)
+        self.coefs_ = [-W for W in self.coefs_]
+        self.intercepts_ = [-b for b in self.intercepts_]

@@ -17,6 +17,7 @@ pytest.importorskip("transformers")
 from feature_extraction import ExtractionMismatchError, TextDataset, extract_features  # noqa: E402
 from feature_extraction._testing import make_tiny_bert, random_sentences  # noqa: E402
 from skgroup.datasets import load_embeddings, read_manifest  # noqa: E402
+from skgroup.datasets._embeddings import invalidate_cache  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 N = 40
@@ -72,7 +73,7 @@ def test_library_versions_warn_or_count_as_different(tmp_path, bert):
 
 def test_foreign_shards_are_not_mixed_in(tmp_path, bert):
     out = extract_features(bert, _dataset(), tmp_path / "c", keep_shards=True, progress=False, shard_size=10)
-    (out / "manifest.json").unlink()  # as if killed before the merge finished
+    invalidate_cache(out)  # as if killed before the merge finished
     with pytest.raises(ExtractionMismatchError, match="unfinished work of a different extraction.*backbone.pooling"):
         extract_features(bert, _dataset(), out, backbone_options={"pooling": "mean"}, progress=False)
     extract_features(bert, _dataset(), out, backbone_options={"pooling": "mean"}, overwrite=True, progress=False)
@@ -82,7 +83,7 @@ def test_foreign_shards_are_not_mixed_in(tmp_path, bert):
 def test_corrupt_and_truncated_shards_are_redone(tmp_path, bert):
     ref = load_embeddings(extract_features(bert, _dataset(), tmp_path / "ref", progress=False, shard_size=8)).features
     out = extract_features(bert, _dataset(), tmp_path / "c", keep_shards=True, progress=False, shard_size=8)
-    (out / "manifest.json").unlink()  # killed after the shards, before the final manifest
+    invalidate_cache(out)  # killed after the shards, before the final manifest
     shards = sorted((out / ".shards").glob("shard-*.npz"))
     assert len(shards) == 5
     data = bytearray(shards[1].read_bytes())
@@ -195,7 +196,7 @@ def test_killed_overwrite_run_resumes(tmp_path, bert, monkeypatch):
 
 def test_strict_versions_on_resume(tmp_path, bert):
     out = extract_features(bert, _dataset(), tmp_path / "c", keep_shards=True, progress=False, shard_size=10)
-    (out / "manifest.json").unlink()  # as if killed before the merge finished
+    invalidate_cache(out)  # as if killed before the merge finished
     info_file = out / ".shards" / "spec.json"
     info = json.loads(info_file.read_text())
     assert info["versions"]["torch"]
@@ -233,9 +234,10 @@ def test_damaged_cache_is_never_reused_nor_deleted(tmp_path, bert):
     with pytest.raises(CorruptCacheError, match=r"labels.npy does not match its checksum.*overwrite=True"):
         extract_features(bert, _dataset(), out, progress=False)
     (out / "labels.npy").write_bytes(good["labels.npy"])
-    _flip_byte(out / "features.npy")  # a changed feature: the full checksum, on request
-    with pytest.raises(CorruptCacheError, match=r"features.npy does not match its checksum"):
-        extract_features(bert, _dataset(), out, progress=False, verify=True)
+    _flip_byte(out / "features.npy")  # a changed feature: the default block checksums (all, it is small)
+    for verify in ("auto", True):
+        with pytest.raises(CorruptCacheError, match=r"features.npy does not match its checksum"):
+            extract_features(bert, _dataset(), out, progress=False, verify=verify)
     (out / "features.npy").write_bytes(good["features.npy"][:-7])  # truncated: always
     with pytest.raises(CorruptCacheError, match=r"features.npy is \d+ bytes.*truncated"):
         extract_features(bert, _dataset(), out, progress=False)
@@ -252,11 +254,10 @@ def test_damaged_cache_is_never_reused_nor_deleted(tmp_path, bert):
 
 def _killed_before_shards_removed(monkeypatch, bert, out, **kw):
     """A finished run whose process died after the manifest, before .shards/ was removed."""
-    import types
 
     import feature_extraction.cache as cache
 
-    monkeypatch.setattr(cache, "shutil", types.SimpleNamespace(rmtree=lambda *a, **k: None))
+    monkeypatch.setattr(cache, "_remove_shards", lambda *a, **k: None)
     extract_features(bert, _dataset(), out, progress=False, shard_size=10, **kw)
     monkeypatch.undo()
     assert (out / "manifest.json").exists() and len(list((out / ".shards").glob("shard-*.npz"))) == 4
@@ -283,8 +284,8 @@ def test_stale_shards_beside_a_complete_cache_are_removed(tmp_path, bert, monkey
     # a final cache that fails the full check is not reused and its shards stay; overwrite rebuilds from them
     out = tmp_path / "d"
     _killed_before_shards_removed(monkeypatch, bert, out)
-    _flip_byte(out / "features.npy")
-    with pytest.raises(CorruptCacheError, match=r"features.npy does not match its checksum.*still in"):
+    _flip_byte(out / "features.npy")  # caught by the default check before reuse, which points at the shards
+    with pytest.raises(CorruptCacheError, match=r"features.npy does not match its checksum.*Shards of an earlier run"):
         extract_features(bert, _dataset(), out, progress=False, shard_size=10)
     assert len(list((out / ".shards").glob("shard-*.npz"))) == 4
     (out / "features.npy").write_bytes((out / "features.npy").read_bytes()[:-3])
@@ -347,3 +348,36 @@ def test_merge_killed_midway_leaves_no_cache_and_resumes(tmp_path, bert, monkeyp
     emb = load_embeddings(extract_features(bert, _dataset(), out, progress=False, shard_size=8), verify=True)
     assert emb.manifest["extraction"]["run"]["shards_reused"] == 5
     assert not list(out.glob(".*.tmp-*")) and not (out / ".shards").exists()
+
+
+def test_user_files_in_the_output_and_in_shards_are_kept(tmp_path, bert):
+    out = tmp_path / "c"
+    (out / ".shards").mkdir(parents=True)
+    (out / ".shards" / "mine.txt").write_text("keep me")
+    with pytest.warns(UserWarning, match="mine.txt"):
+        extract_features(bert, _dataset(), out, progress=False, shard_size=10)
+    assert (out / ".shards" / "mine.txt").read_text() == "keep me"
+    assert not list((out / ".shards").glob("shard-*")) and not (out / ".shards" / "spec.json").exists()
+    # a features.npy without a manifest is not this extraction's: refused before any work
+    other = tmp_path / "d"
+    other.mkdir()
+    np.save(other / "features.npy", np.ones((3, 2), np.float32))
+    with pytest.raises(FileExistsError, match=r"features.npy.*overwrite=True"):
+        extract_features(bert, _dataset(), other, progress=False)
+    np.testing.assert_array_equal(np.load(other / "features.npy"), np.ones((3, 2)))
+    assert not (other / ".shards").exists()
+    load_embeddings(extract_features(bert, _dataset(), other, progress=False, overwrite=True))
+
+
+def test_a_damaged_shard_spec_is_called_damaged(tmp_path, bert):
+    out = extract_features(bert, _dataset(), tmp_path / "c", keep_shards=True, progress=False, shard_size=10)
+    invalidate_cache(out)
+    spec = out / ".shards" / "spec.json"
+    spec.write_text("{garbage")
+    with pytest.raises(ExtractionMismatchError, match=r"spec.json.*damaged.*overwrite=True") as info:
+        extract_features(bert, _dataset(), out, progress=False, shard_size=10)
+    assert "differs in: unknown" not in str(info.value)
+    assert len(list((out / ".shards").glob("shard-*.npz"))) == 4  # nothing deleted
+    spec.unlink()
+    with pytest.raises(ExtractionMismatchError, match=r"no spec.json"):
+        extract_features(bert, _dataset(), out, progress=False, shard_size=10)

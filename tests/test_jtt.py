@@ -2,6 +2,7 @@ import pickle
 import warnings
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 import pytest
 import sklearn
 from sklearn.base import clone
@@ -57,7 +58,8 @@ def test_stage_one_overrides():
     clf = JTTClassifier(solver="lbfgs", upweight_mode="reweight", max_iter=50, random_state=0).fit(X, y)
     assert clf.identification_model_.solver == "adamw"  # T epochs need a minibatch solver
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # stopping L-BFGS at T iterations is intended: no warning
+        # stopping L-BFGS at T iterations is intended: no convergence warning
+        warnings.simplefilter("error", ConvergenceWarning)
         clf = JTTClassifier(id_solver="lbfgs", id_epochs=2, random_state=0).fit(X, y)
     assert clf.identification_model_.n_iter_ <= 2
 

@@ -242,7 +242,7 @@ def test_n_bootstrap_must_be_a_positive_int():
     for bad in (0, -5, 2.5):
         with pytest.raises(ValueError, match=r"n_bootstrap.*confidence_level=None"):
             group_accuracies(Y, P, group_labels=G, confidence_level=0.9, n_bootstrap=bad)
-    rep = group_accuracies(Y, P, group_labels=G, confidence_level=0.9, n_bootstrap=np.int64(50), random_state=0)
+    rep = group_accuracies(Y, P, group_labels=G, confidence_level=0.9, n_bootstrap=np.int64(100), random_state=0)
     assert rep.ci_low is not None
 
 
@@ -285,3 +285,68 @@ def test_paired_bootstrap_matches_the_report_and_the_metrics():
     assert np.isfinite(reps).all()
     with pytest.raises(ValueError, match="reduce"):
         paired_bootstrap(correct, g, reduce="max")
+
+
+def test_group_weights_naming_no_evaluated_group_or_missing_one_are_refused():
+    # '1' is not the group 1: it would be dropped and group 1 weighted 0, giving 1.0
+    with pytest.raises(ValueError, match=r"group_weights.*'1'"):
+        group_accuracies([0, 1, 0, 1], [0, 1, 1, 1], group_labels=[0, 0, 1, 1], group_weights={0: .5, "1": .5})
+    with pytest.raises(ValueError, match=r"group_weights.*no weight.*\[2\]"):
+        group_accuracies(Y, P, group_labels=G, group_weights={0: 0.5, 1: 0.5})
+    rep = group_accuracies(Y, P, group_labels=G, group_weights={0: 0.5, 1: 0.5, 2: 0.0})  # 0 leaves one out
+    assert rep.weighted_accuracy == pytest.approx(0.5 * 0.5 + 0.5 * 1.0)
+
+
+def test_too_few_bootstrap_replicates_for_the_level_are_refused():
+    with pytest.raises(ValueError, match=r"n_bootstrap=1.*confidence_level=0.95.*200"):
+        group_accuracies(Y, P, group_labels=G, confidence_level=0.95, n_bootstrap=1)
+    group_accuracies(Y, P, group_labels=G, n_bootstrap=1)  # no interval asked: nothing to refuse
+
+
+@pytest.mark.parametrize("metric", [
+    lambda t, p: worst_group_accuracy(t, p, group_labels=[0, 0, 1, 1]),
+    lambda t, p: worst_class_accuracy(t, p),
+    lambda t, p: group_accuracies(t, p, group_labels=[0, 0, 1, 1]),
+    lambda t, p: bias_unsupervised_score(t, p, y_pred_biased=[0, 1, 0, 1]),
+])
+@pytest.mark.parametrize("which", ["y_true", "y_pred"])
+def test_labels_mixing_ints_and_strings_are_a_value_error_naming_the_argument(metric, which):
+    mixed = np.array([1, "a", 1, "a"], dtype=object)
+    same = np.array(["1", "a", "1", "a"], dtype=object)
+    args = (mixed, same) if which == "y_true" else (same, mixed)
+    with pytest.raises(ValueError, match=rf"{which} mixes labels of types int, str"):
+        metric(*args)
+
+
+def test_confidence_level_must_be_a_number():
+    for bad in ("0.95", True, [0.9]):
+        with pytest.raises(ValueError, match=r"confidence_level must be a number in \(0, 1\)"):
+            group_accuracies(Y, P, group_labels=G, confidence_level=bad)
+
+
+def test_expected_groups_of_another_type_than_the_group_ids_are_an_error():
+    # '0' is not the group 0: every expected group would be reported missing while all are there
+    with pytest.raises(ValueError, match=r"expected_groups.*'0'.*str.*int"):
+        worst_group_accuracy(Y, P, group_labels=G, expected_groups=["0", "1", "2"])
+    with pytest.raises(ValueError, match=r"expected_groups"):
+        group_accuracies(Y, P, group_labels=G, expected_groups=["0", "1", "2"])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        worst_group_accuracy(Y, P, group_labels=G, expected_groups=[0, 1, 2])
+
+
+def test_bias_unsupervised_score_with_biased_predictions_in_another_coding():
+    # the docstring allows any coding of the classes: the cells are (class, biased prediction) all the same
+    b = np.array([0, 0, 1, 1, 1, 0, 1, 0])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 4 cells, all filled: no "12 empty cells"
+        coded = bias_unsupervised_score(Y, P, y_pred_biased=np.array(["x", "y"])[b])
+    assert coded == pytest.approx(bias_unsupervised_score(Y, P, y_pred_biased=b))
+    with pytest.warns(EmptyCellWarning, match=r"never predicts 1 of the 2 classes"):  # one value for 2 classes
+        bias_unsupervised_score(Y, P, y_pred_biased=np.full(8, "x"))
+    with pytest.raises(ValueError, match=r"y_pred_biased takes 3 values.*2 classes"):
+        bias_unsupervised_score(Y, P, y_pred_biased=np.array(["x", "y", "z", "x", "y", "z", "x", "y"]))

@@ -107,7 +107,7 @@ def test_bias_unsupervised_rule_fits_its_biased_model_once(data):
 
 
 def test_custom_scorers(data):
-    search = _fit(RobustSearchCV([ERM_GRID], selection="balanced_accuracy", n_bootstrap=50, random_state=0), data)
+    search = _fit(RobustSearchCV([ERM_GRID], selection="balanced_accuracy", n_bootstrap=200, random_state=0), data)
     assert np.all(np.isfinite(search.results_["ci_low"]))
 
     def second_worst(y, p, *, group_labels):
@@ -116,7 +116,7 @@ def test_custom_scorers(data):
 
     from skgroup.metrics import make_group_scorer
 
-    search = _fit(RobustSearchCV([ERM_GRID], selection=make_group_scorer(second_worst), n_bootstrap=30,
+    search = _fit(RobustSearchCV([ERM_GRID], selection=make_group_scorer(second_worst), n_bootstrap=200,
                                  random_state=0), data, group_labels_val=data.val.group_labels)
     va = data.val
     assert search.best_score_ == pytest.approx(second_worst(va.y, search.predict(va.X), group_labels=va.group_labels))
@@ -201,7 +201,7 @@ def test_parallel_equals_sequential(data):
 
 
 def test_clone_pickle_and_predict_contract(data):
-    search = RobustSearchCV([ERM_GRID], selection="accuracy", n_bootstrap=100, random_state=0)
+    search = RobustSearchCV([ERM_GRID], selection="accuracy", n_bootstrap=200, random_state=0)
     assert clone(search).get_params()["candidates"][0][1] == ERM_GRID[1]
     _fit(search, data)
     again = pickle.loads(pickle.dumps(search))
@@ -219,7 +219,7 @@ def _check_search():
     # the search's contract, not the candidates': a fast scikit-learn candidate, two folds
     from sklearn.linear_model import LogisticRegression
 
-    return RobustSearchCV([(LogisticRegression(max_iter=500), {"C": [0.1, 10.0]})], cv=2, n_bootstrap=5,
+    return RobustSearchCV([(LogisticRegression(max_iter=500), {"C": [0.1, 10.0]})], cv=2, n_bootstrap=200,
                           random_state=0)
 
 
@@ -273,3 +273,95 @@ def test_candidate_warnings_are_recorded_not_repeated(data):
         search = RobustSearchCV([(Noisy(), {}), ERM_GRID], random_state=0).fit(
             data.train.X, data.train.y, X_val=data.val.X, y_val=data.val.y)
     assert search.results_["warnings"][0] == "UserWarning"
+
+
+def _below_majority_case(seed=0):
+    """Binary data, 70% majority; a candidate that predicts the opposite of a useful rule."""
+    rng = np.random.RandomState(seed)
+    X = rng.randn(600, 4).astype(np.float32)
+    y = (X[:, 0] + 0.8 * rng.randn(600) > 0.7).astype(int)
+    return X[:400], y[:400], X[400:], y[400:]
+
+
+class _Inverted(ERMClassifier):
+    """ERM that answers the opposite class: below the majority class by construction."""
+
+    def predict(self, X):
+        return self.classes_[1 - np.searchsorted(self.classes_, super().predict(X))]
+
+
+def test_the_search_never_picks_a_candidate_below_the_majority_class():
+    from sklearn.metrics import make_scorer
+
+    X, y, Xv, yv = _below_majority_case()
+    # a selection score that the inverted model wins: the error rate
+    error_rate = make_scorer(lambda t, p: float(np.mean(t != p)))
+    search = RobustSearchCV([(_Inverted(), {"l2_reg": [1e-4]}), (ERMClassifier(), {"l2_reg": [1e-4]})],
+                            selection=error_rate, n_bootstrap=200, random_state=0).fit(X, y, X_val=Xv, y_val=yv)
+    scores = dict(zip(search.results_["estimator"], search.results_["score"]))
+    below = dict(zip(search.results_["estimator"], search.results_["below_majority"]))
+    assert below["_Inverted"] and not below["ERMClassifier"]
+    assert scores["_Inverted"] > scores["ERMClassifier"]  # it would win on the score alone
+    assert search.best_estimator_name_ == "ERMClassifier" and not search.best_below_majority_
+    assert search.results_["rank"][list(search.results_["estimator"]).index("ERMClassifier")] == 1
+
+
+def test_the_search_always_tries_erm_and_raises_the_picks_warnings():
+    X, y, Xv, yv = _below_majority_case()
+    search = RobustSearchCV([(JTTClassifier(), {"lambda_up": [5]})], selection="worst_class",
+                            random_state=0).fit(X, y, X_val=Xv, y_val=yv)
+    assert "ERMClassifier" in set(search.results_["estimator"])
+    only = RobustSearchCV([(JTTClassifier(), {"lambda_up": [5]})], selection="worst_class", include_erm=False,
+                          random_state=0).fit(X, y, X_val=Xv, y_val=yv)
+    assert set(only.results_["estimator"]) == {"JTTClassifier"}
+
+    class Noisy(ERMClassifier):
+        def fit(self, X, y, **kw):
+            import warnings as w
+
+            w.warn("this candidate is shaky", RuntimeWarning)
+            return super().fit(X, y, **kw)
+
+    with pytest.warns(RuntimeWarning, match="The pick Noisy.*shaky"):
+        RobustSearchCV([(Noisy(), {"l2_reg": [1e-4]})], random_state=0).fit(X, y, X_val=Xv, y_val=yv)
+
+
+# -- validation labels are the training classes, compared as such --------------------------
+def test_string_labels_are_not_truncated_to_the_validation_dtype(data):
+    tr, va = data.train, data.val
+    labels = np.array(["1", "10"])
+    search = RobustSearchCV([(ERMClassifier(), {"l2_reg": [1e-4]})], selection="accuracy", random_state=0)
+    y_val = labels[va.y]
+    keep = y_val == "1"  # validation holds only the short label
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.fit(tr.X, labels[tr.y], X_val=va.X[keep], y_val=list(y_val[keep]))  # dtype <U1
+    truth = np.mean(search.best_estimator_.predict(va.X[keep]) == "1")
+    assert search.best_score_ == pytest.approx(truth) and truth < 1.0
+
+
+@pytest.mark.parametrize("y_val, match", [
+    (lambda y: np.where(y == 1, 2, y), r"\[2\]"),            # a class the training rows never had
+    (lambda y: y.astype(str), "str"),                      # str against int classes
+    (lambda y: y.astype(bool), "bool"),                    # bool against int classes
+])
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_validation_labels_outside_the_classes_are_refused(data, y_val, match, early_stopping):
+    tr, va = data.train, data.val
+    search = RobustSearchCV([ERM_GRID], selection="worst_class", early_stopping=early_stopping, random_state=0)
+    with pytest.raises(ValueError, match="y_val") as info:
+        search.fit(tr.X, tr.y, X_val=va.X, y_val=y_val(va.y))
+    assert info.match(match)
+
+
+@pytest.mark.parametrize("n_bootstrap, level", [(1, 0.95), (100, 0.95), (500, 0.99)])
+def test_too_few_bootstrap_replicates_for_the_level_are_refused(data, n_bootstrap, level):
+    search = RobustSearchCV([ERM_GRID], n_bootstrap=n_bootstrap, confidence_level=level, random_state=0)
+    with pytest.raises(ValueError, match=r"n_bootstrap.*confidence_level"):
+        _fit(search, data)
+
+
+def test_enough_replicates_give_an_interval_around_the_score(data):
+    search = _fit(RobustSearchCV([ERM_GRID], selection="accuracy", n_bootstrap=200, random_state=0), data)
+    low, high = search.best_score_ci_
+    assert low <= search.best_score_ <= high and low < high

@@ -166,7 +166,7 @@ def cvar_set_composition(
     """Group composition of CVaR DRO's worst-alpha set after each training epoch (JTT, Fig. 4).
 
     Trains a CVaR DRO head (objective: the mean of the worst alpha-fraction
-    of each minibatch's losses, :class:`skgroup.objectives.CVaRLoss`) with
+    of each minibatch's losses, :class:`skgroup.objectives.CVaR`) with
     a minibatch solver. After every epoch it computes the loss of every
     training row and takes the rows in the top ``set_alpha`` fraction over
     the whole training set (:func:`worst_alpha_mask`); the table gives that

@@ -25,15 +25,19 @@ features is held in memory, and hashed as they are written.
 A damaged cache is never loaded: :func:`check_embeddings` (run by
 :func:`load_embeddings` and by the extraction stage before it reuses a
 cache) checks every file's presence, ``.npy`` header, shape, dtype and size
-against the manifest, and the checksums of the small files (labels,
-attributes, split, ids); ``verify=True`` checksums ``features.npy`` too.
-Errors are :class:`CorruptCacheError` naming the file.
+against the manifest, the checksums of the small files (labels,
+attributes, split, ids), and by default (``verify='auto'``) the CRC-32
+checksums of ``features.npy``'s blocks, which the manifest records under
+``blocks``: all of them up to 256 MiB, beyond that the first, the last and
+64 drawn at random on every check. ``verify=True`` checks the sha256 of
+the whole file. Errors are :class:`CorruptCacheError` naming the file.
 """
 
 import hashlib
 import io
 import json
 import os
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -53,12 +57,32 @@ _CHUNK_ROWS = 65536
 # what a complete manifest holds, and the type of each entry
 _MANIFEST_KEYS = {"format_version": int, "n_samples": int, "n_features": int, "dtype": str, "attribute_names": list,
                   "files": dict}
+# present while save_embeddings places its files: files of a cache's names beside it are the leftovers of an
+# interrupted save (replaced by the next one); without it and without a manifest they are someone else's
+_WRITING = ".skgroup-writing"
+# the default check of features.npy (verify='auto'): every block up to this size, else a sample
+_FULL_CHECK_BYTES = 256 << 20
+_SAMPLED_BLOCKS = 64
+# blocks of at least 1 MiB, and at most about 16,384 of them (the manifest lists one CRC-32 each)
+_MIN_BLOCK_BYTES = 1 << 20
+_MAX_BLOCKS = 16384
 _REBUILD = ("Rebuild the cache: run the extraction again with overwrite=True (CLI --overwrite), or "
             "save_embeddings(..., overwrite=True); nothing is replaced without it.")
 
 
 class CorruptCacheError(ValueError):
     """A features cache is damaged: its manifest, or a file missing, truncated, of the wrong shape, dtype or checksum."""
+
+
+def _block_size(total):
+    """Bytes per checksummed block of a file of ``total`` bytes."""
+    per = -(-total // _MAX_BLOCKS)
+    return max(_MIN_BLOCK_BYTES, -(-per // _MIN_BLOCK_BYTES) * _MIN_BLOCK_BYTES)
+
+
+def _read_block(f, i, size):
+    f.seek(i * size)
+    return f.read(size)
 
 
 def _sha256(path, block=1 << 22):
@@ -94,7 +118,6 @@ class FeaturesWriter:
         self.rows = 0
         self.sha256 = None
         self._hash = hashlib.sha256()
-        self._file = open(self.tmp, "wb")
         header = io.BytesIO()
         d = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
         try:
@@ -102,11 +125,26 @@ class FeaturesWriter:
         except ValueError:  # header too large for format 1.0
             header = io.BytesIO()
             np.lib.format.write_array_header_2_0(header, d)
-        self._put(header.getvalue())
+        header = header.getvalue()
+        # CRC-32 of each block of the file, for the cheap default check (check_embeddings)
+        self.block_size = _block_size(len(header) + int(np.prod(self.shape)) * self.dtype.itemsize)
+        self.block_crc32 = []
+        self._crc, self._in_block = 0, 0
+        self._file = open(self.tmp, "wb")
+        self._put(header)
 
     def _put(self, data):
         self._file.write(data)
         self._hash.update(data)
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            take = min(view.nbytes, self.block_size - self._in_block)
+            self._crc = zlib.crc32(view[:take], self._crc)
+            self._in_block += take
+            view = view[take:]
+            if self._in_block == self.block_size:
+                self.block_crc32.append(self._crc)
+                self._crc, self._in_block = 0, 0
 
     def write(self, block):
         """Append ``block`` (rows in order; shape (k,) + shape[1:])."""
@@ -123,6 +161,9 @@ class FeaturesWriter:
         if self.rows != self.shape[0]:
             self.abort()
             raise ValueError(f"{self.path}: {self.rows} of {self.shape[0]} rows were written.")
+        if self._in_block:
+            self.block_crc32.append(self._crc)
+            self._crc, self._in_block = 0, 0
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -141,8 +182,9 @@ class FeaturesWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def _atomic_save(path, array):
-    """Write ``array`` as ``path`` (.npy) under a temporary name, in blocks of rows, then rename; returns its sha256."""
+def _atomic_save(path, array, with_blocks=False):
+    """Write ``array`` as ``path`` (.npy) under a temporary name, in blocks of rows, then rename; returns its sha256
+    (and ``{"size", "crc32"}`` of its checksummed blocks with ``with_blocks``)."""
     writer = FeaturesWriter(path, array.shape, array.dtype)
     try:
         if array.ndim == 0:
@@ -154,6 +196,8 @@ def _atomic_save(path, array):
         writer.abort()
         raise
     writer.commit()
+    if with_blocks:
+        return digest, {"size": writer.block_size, "crc32": writer.block_crc32}
     return digest
 
 
@@ -181,6 +225,36 @@ def _integer_codes(values, name):
         return arr.astype(np.int64)
     raise ValueError(f"{name} must be integer class codes; got dtype {arr.dtype}. Map names to codes 0, 1, ... "
                      f"(e.g. np.unique(values, return_inverse=True)) and pass the names as label_names.")
+
+
+def unowned_cache_files(path):
+    """Files named like a cache's (``features.npy``, ...) in ``path`` that neither a manifest nor an
+    interrupted :func:`save_embeddings` accounts for: a user's files, never replaced without ``overwrite``."""
+    path = Path(path)
+    if (path / "manifest.json").exists() or (path / _WRITING).exists():
+        return []
+    return [f"{name}.npy" for name in _ARRAYS if (path / f"{name}.npy").exists()]
+
+
+def invalidate_cache(path):
+    """Mark the cache in ``path`` as being replaced: the in-progress marker first, then no manifest.
+
+    A process killed after this leaves no cache that loads, and its files
+    stay this library's (the next save replaces them without ``overwrite``).
+    """
+    path = Path(path)
+    (path / _WRITING).write_text("save_embeddings places its files here; it removes this file after the manifest\n")
+    (path / "manifest.json").unlink(missing_ok=True)
+
+
+def _refuse_unowned(path):
+    found = unowned_cache_files(path)
+    if found:
+        raise FileExistsError(
+            f"{path} holds {', '.join(found)} but no manifest.json: not a cache this library wrote (or finished), "
+            "so they may be someone's files. Move them, choose another folder, or pass overwrite=True (CLI "
+            "--overwrite) to replace them."
+        )
 
 
 def save_embeddings(
@@ -223,7 +297,9 @@ def save_embeddings(
         What produced the features (JSON-serialisable).
     overwrite : bool, default=False
         Replace an existing cache. Without it an existing cache is an error,
-        so nothing cached is lost by accident.
+        and so are files of a cache's names without a manifest (someone
+        else's), so nothing is lost by accident; the leftovers of a save of
+        this library that was killed before its manifest are replaced.
     """
     path = Path(path)
     if (path / "manifest.json").exists() and not overwrite:
@@ -270,9 +346,11 @@ def save_embeddings(
         raise ValueError(f"ids must have shape ({n},); got {ids.shape}.")
 
     path.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        _refuse_unowned(path)
+    # overwrite: invalidate first, so a crash leaves no mixed cache
+    invalidate_cache(path)
     manifest_path = path / "manifest.json"
-    if manifest_path.exists():  # overwrite: invalidate first, so a crash leaves no mixed cache
-        manifest_path.unlink()
     arrays = {
         "features": features,
         "labels": labels.astype(np.int64, copy=False),
@@ -281,10 +359,14 @@ def save_embeddings(
         "ids": ids,
     }
     files = {}
+    blocks = None
     for name in _ARRAYS:
         if name == "features" and streamed:
             features.commit()
             files[name] = features.sha256
+            blocks = {"size": features.block_size, "crc32": features.block_crc32}
+        elif name == "features":
+            files[name], blocks = _atomic_save(path / f"{name}.npy", arrays[name], with_blocks=True)
         else:
             files[name] = _atomic_save(path / f"{name}.npy", arrays[name])
     manifest = {
@@ -297,12 +379,14 @@ def save_embeddings(
         "label_names": list(label_names) if label_names is not None else None,
         "spurious_attribute": spurious_attribute,
         "files": files,
+        "blocks": {"features": blocks},
         "extraction": extraction or {},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     tmp = path / f".manifest.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     os.replace(tmp, manifest_path)
+    (path / _WRITING).unlink(missing_ok=True)
     return path
 
 
@@ -396,7 +480,13 @@ def _npy_header(file):
                                 f"{_REBUILD}") from e
 
 
-def check_embeddings(path, manifest=None, *, verify=False):
+def _check_verify(verify):
+    if verify is True or verify is False or (isinstance(verify, str) and verify == "auto"):
+        return verify
+    raise ValueError(f"verify must be 'auto' (the default check), True (the full sha256) or False; got {verify!r}.")
+
+
+def check_embeddings(path, manifest=None, *, verify="auto"):
     """Check a cache's files against its manifest; raise :class:`CorruptCacheError` naming the first bad file.
 
     Always: every file exists and has a valid ``.npy`` header, the shape and
@@ -404,9 +494,21 @@ def check_embeddings(path, manifest=None, *, verify=False):
     one attribute column per ``attribute_names``), and exactly the size that
     header implies (a truncated or padded file fails); the small files
     (labels, attributes, split, ids) must match their sha256, which costs
-    about as much as loading them. With ``verify=True`` ``features.npy``
-    must match its sha256 too (it is read whole once).
+    about as much as loading them.
+
+    ``features.npy``, by ``verify``:
+
+    * ``'auto'`` (default): the CRC-32 of its blocks recorded in the
+      manifest, all of them when the file is at most 256 MiB (a changed
+      byte anywhere is caught), else the first, the last and 64 more drawn
+      at random at every check (a change confined to blocks not drawn is
+      missed by that check: about 64 MiB read whatever the size). A cache
+      written before block checksums were recorded gets the full sha256
+      when it is at most 256 MiB, and no content check above that;
+    * ``True``: its sha256, read whole;
+    * ``False``: no content check.
     """
+    verify = _check_verify(verify)
     path = Path(path)
     manifest = manifest if manifest is not None else read_manifest(path)
     if manifest is None:
@@ -429,13 +531,46 @@ def check_embeddings(path, manifest=None, *, verify=False):
                                     f"({'truncated' if size < expected else 'extra bytes'}): the cache is "
                                     f"damaged. {_REBUILD}")
         digest = manifest["files"].get(name)
-        if (name != "features" or verify) and digest is not None and _sha256(file) != digest:
+        if name == "features" and verify == "auto":
+            _check_feature_blocks(file, size, manifest, digest)
+        elif (name != "features" or verify) and digest is not None and _sha256(file) != digest:
             raise CorruptCacheError(f"{file} does not match its checksum in the manifest: the cache is damaged "
                                     f"(a changed byte). {_REBUILD}")
     return manifest
 
 
-def load_embeddings(path, *, mmap=True, verify=False):
+def _check_feature_blocks(file, size, manifest, digest):
+    """The default check of features.npy (see :func:`check_embeddings`)."""
+    blocks = (manifest.get("blocks") or {}).get("features")
+    if not blocks:  # a cache written before block checksums
+        if size <= _FULL_CHECK_BYTES and digest is not None and _sha256(file) != digest:
+            raise CorruptCacheError(f"{file} does not match its checksum in the manifest: the cache is damaged "
+                                    f"(a changed byte). {_REBUILD}")
+        return
+    try:
+        block_size, crcs = int(blocks["size"]), [int(c) for c in blocks["crc32"]]
+    except (KeyError, TypeError, ValueError):
+        raise CorruptCacheError(f"{file.parent / 'manifest.json'} holds invalid block checksums: the cache's "
+                                f"manifest is damaged. {_REBUILD}") from None
+    n = len(crcs)
+    if block_size < 1 or n != -(-size // block_size):
+        raise CorruptCacheError(f"{file.parent / 'manifest.json'} lists {n} block checksums of {block_size} bytes "
+                                f"for {file} of {size} bytes: the cache is damaged. {_REBUILD}")
+    if size <= _FULL_CHECK_BYTES or n <= _SAMPLED_BLOCKS + 2:
+        chosen = range(n)
+    else:  # a fresh draw at every check: over several loads, damage anywhere is seen
+        drawn = np.random.default_rng().choice(np.arange(1, n - 1), size=_SAMPLED_BLOCKS, replace=False)
+        chosen = sorted({0, n - 1, *drawn.tolist()})
+    with open(file, "rb") as f:
+        for i in chosen:
+            if zlib.crc32(_read_block(f, i, block_size)) != crcs[i]:
+                raise CorruptCacheError(
+                    f"{file} does not match its checksum in the manifest (block {i} of {n}, bytes "
+                    f"{i * block_size}-{min(size, (i + 1) * block_size) - 1}): the cache is damaged (a changed "
+                    f"byte). {_REBUILD}")
+
+
+def load_embeddings(path, *, mmap=True, verify="auto"):
     """Load a features cache written by :func:`save_embeddings`.
 
     Parameters
@@ -445,11 +580,13 @@ def load_embeddings(path, *, mmap=True, verify=False):
         Memory-map ``features`` read-only instead of reading it into memory;
         the estimators train on it in place when its dtype is their training
         dtype (float32).
-    verify : bool, default=False
-        Also recompute the sha256 of ``features.npy`` (reads it whole) and
-        compare it with the manifest. Without it every file is still checked
-        (see :func:`check_embeddings`): presence, shape, dtype, size, and the
-        checksums of the small files.
+    verify : 'auto', bool, default='auto'
+        How ``features.npy``'s contents are checked (see
+        :func:`check_embeddings`): 'auto' the checksums of its blocks (all
+        of them up to 256 MiB, else the first, the last and 64 at random),
+        True its sha256 (reads it whole), False not at all. Every file's
+        presence, shape, dtype and size, and the checksums of the small
+        files, are checked in any case.
 
     Returns
     -------

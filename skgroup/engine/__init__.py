@@ -30,7 +30,7 @@ from ._callbacks import (
     validation_metrics,
 )
 from ._head import HeadExecutor, ValidationData, linear_layers, make_head, stage_callbacks, train_head
-from ._loop import Trainer, TrainOptions, resolve_batch_size, torch_dtype
+from ._loop import CheckpointMismatchError, Trainer, TrainOptions, resolve_batch_size, torch_dtype
 from ._optim import ProximalPenalty, Schedule, l2_penalty, make_optimizer, penalised_parameters
 from ._plan import FitContext, Stage, StageResult, run_plan
 from ._state import load_checkpoint, save_checkpoint
@@ -40,6 +40,7 @@ __all__ = [
     "ArrayBatches",
     "Callback",
     "Checkpoint",
+    "CheckpointMismatchError",
     "EarlyStopping",
     "EpochCallback",
     "FitContext",

@@ -72,6 +72,16 @@ class ArrayBatches:
     def __len__(self):
         return self.X.shape[0]
 
+    def fingerprint(self):
+        """``data.X`` (whole up to 64 MiB, else 4,096 evenly spaced rows, with shape and dtype) and
+        ``data.y`` (whole), computed once; see :mod:`skgroup.engine._fingerprint`."""
+        if getattr(self, "_fingerprint", None) is None:
+            from ._fingerprint import array_digest, describe
+
+            self._fingerprint = {"data.X": "sha1:" + array_digest(self.X, sample_rows=True),
+                                 "data.y": describe(self.y)}
+        return self._fingerprint
+
     def rows(self, idx):
         """Inputs of rows ``idx`` (a CPU LongTensor) on the device."""
         # numpy's fancy indexing gathers 1024 rows of 2,048 floats in ~1 ms here, torch's
@@ -147,6 +157,16 @@ class LoaderBatches:
     def __len__(self):
         return len(self.dataset)
 
+    def fingerprint(self):
+        """``data.inputs`` (the dataset: by its own ``fingerprint()`` when it has one, else by its public
+        attributes), ``data.collate`` and ``data.y`` (whole), computed once."""
+        if getattr(self, "_fingerprint", None) is None:
+            from ._fingerprint import describe
+
+            self._fingerprint = {"data.inputs": describe(self.dataset), "data.collate": describe(self.collate_fn),
+                                 "data.y": describe(self.y)}
+        return self._fingerprint
+
     def _collate(self, items):
         idx = torch.as_tensor([i for i, _ in items], dtype=torch.int64)
         inputs = [x for _, x in items]
@@ -162,12 +182,17 @@ class LoaderBatches:
         kwargs = {}
         if self.num_workers > 0 and self.prefetch_factor is not None:
             kwargs["prefetch_factor"] = self.prefetch_factor
+        # the loader's base seed (its workers' torch seeds) comes from a generator of its own: drawn from
+        # torch's global generator it would shift the training stream (dropout, Mixup's draws) away from
+        # the one ArrayBatches leaves, and a plan would train differently on a backbone than on features
+        generator = torch.Generator().manual_seed(0 if epoch is None else int(epoch) + 1)
         loader = torch.utils.data.DataLoader(
             _Indexed(self.dataset),
             batch_sampler=chunks,
             collate_fn=self._collate,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and self.device.type == "cuda",
+            generator=generator,
             **kwargs,
         )
         non_blocking = self.pin_memory and self.device.type == "cuda"

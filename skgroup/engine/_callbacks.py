@@ -15,12 +15,14 @@ state, so a resumed run has its whole history.
 
 import copy
 import math
+import numbers
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..metrics._metrics import accuracy_by_cell, accuracy_by_group
+from ..metrics._metrics import accuracy_by_cell, accuracy_by_group, class_diff_of
+from ._loop import CheckpointMismatchError
 from ._state import load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -44,11 +46,19 @@ MONITORS = {
     "bias_unsupervised": True,
     "accuracy": True,
     "loss": False,
+    "class_diff": False,
 }
 
 
 class Callback:
-    """Base class; every hook is optional."""
+    """Base class; every hook is optional.
+
+    ``needs_fingerprint``: the callback reads or writes the run's state
+    (:class:`Checkpoint`), so the trainer takes its fingerprint when the
+    fit starts.
+    """
+
+    needs_fingerprint = False
 
     def on_train_begin(self, trainer):
         pass
@@ -64,6 +74,10 @@ class Callback:
 
     def on_train_end(self, trainer):
         pass
+
+    def fingerprint(self):
+        """What this callback changes about training, as a dict (None: nothing), recorded in checkpoints."""
+        return None
 
 
 def validation_metrics(logits, y, membership=None, y_pred_biased=None):
@@ -88,6 +102,7 @@ def validation_metrics(logits, y, membership=None, y_pred_biased=None):
     }
     by_class, counts = accuracy_by_cell(correct, y, k)
     out["worst_class_accuracy"] = float(np.min(by_class[counts > 0]))
+    out["class_diff"] = class_diff_of(by_class[counts > 0])
     if membership is not None:
         by_group, counts = accuracy_by_group(correct, membership)
         out["worst_group_accuracy"] = float(np.min(by_group[counts > 0]))
@@ -118,6 +133,12 @@ class ValidationScoring(Callback):
         self.y_pred_biased = None if y_pred_biased is None else np.asarray(y_pred_biased)
         self.batch_size = int(batch_size)
         self.y = source.y.cpu().numpy()
+
+    def fingerprint(self):
+        # the validation rows choose the best epoch and when to stop
+        data = getattr(self.source, "fingerprint", None)
+        return {"data": data() if callable(data) else None, "membership": self.membership,
+                "y_pred_biased": self.y_pred_biased}
 
     def on_epoch_end(self, trainer):
         logits = trainer.predict_logits(self.source, batch_size=self.batch_size)
@@ -150,6 +171,10 @@ class EarlyStopping(Callback):
     @property
     def key(self):
         return f"val_{self.monitor}"
+
+    def fingerprint(self):
+        return {"monitor": self.monitor, "patience": self.patience, "restore_best": self.restore_best,
+                "min_delta": self.min_delta}
 
     def on_epoch_end(self, trainer):
         record = trainer.record
@@ -191,21 +216,45 @@ class Checkpoint(Callback):
     ``path`` is the checkpoint file of a :class:`~skgroup.engine.Trainer`;
     in an estimator's ``callbacks`` (a method of several stages) it is a
     directory, and each stage writes ``<path>/<stage name>.pt``. A run that
-    finds its file (written by the same stage with the same shapes)
-    continues from it: same weights, optimizer and
+    finds its file continues from it: same weights, optimizer and
     objective state, random generators, history and best epoch, so on CPU a
     killed and resumed run ends bit for bit where an uninterrupted run does.
     Only rank 0 writes under ``torchrun``.
+
+    The file records the fingerprint of the run that wrote it
+    (:meth:`Trainer.fingerprint`: the stage, seed and every training option,
+    the objective's parameters and per-row state, the sampler, the rows,
+    the penalty, the module's architecture and starting weights, the
+    training data and labels, the validation data and early stopping). A
+    run whose fingerprint differs in any field refuses to resume it with a
+    :class:`CheckpointMismatchError` naming the fields: delete the file,
+    or pass ``resume=False`` to train from the start and overwrite it.
+    What the data fields hash is in :mod:`skgroup.engine._fingerprint`.
     """
 
+    needs_fingerprint = True
+
     def __init__(self, path, *, every=1, resume=True):
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
+            raise ValueError(f"Checkpoint(every={every!r}): every is the number of epochs between saves, a positive "
+                             "int (1 saves after every epoch; the last epoch is always saved).")
         self.path = Path(path)
         self.every = int(every)
         self.resume = bool(resume)
 
     def on_train_begin(self, trainer):
         if self.resume and self.path.exists():
-            trainer.load_state_dict(load_checkpoint(self.path))
+            state = load_checkpoint(self.path)
+            try:
+                trainer.load_state_dict(state)
+            except CheckpointMismatchError as exc:
+                what = str(exc).replace("the state was", f"The checkpoint {self.path} was", 1)
+                raise CheckpointMismatchError(
+                    f"{what}. Resuming it would return that run's model for this one. Delete {self.path} to train "
+                    "this run from the start, pass Checkpoint(..., resume=False) to overwrite it, or give this run "
+                    "its own checkpoint path.",
+                    exc.differences,
+                ) from None
 
     def on_epoch_end(self, trainer):
         if trainer.rank == 0 and trainer.state.epoch % self.every == 0:

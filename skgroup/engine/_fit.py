@@ -44,9 +44,37 @@ def resolve_seed(random_state):
     return int(random_state) % (2**32)
 
 
+def _label_kind(values):
+    """'bool', 'number' or 'str' (None: a mix, or something else) of an array of labels."""
+    kind = values.dtype.kind
+    if kind == "b":
+        return "bool"
+    if kind in "iuf":
+        return "number"
+    if kind in "US":
+        return "str"
+    if kind == "O":
+        kinds = {"bool" if isinstance(v, (bool, np.bool_)) else "number" if isinstance(v, (int, float, np.number))
+                 else "str" if isinstance(v, str) else None for v in values.ravel().tolist()}
+        return kinds.pop() if len(kinds) == 1 else None
+    return None
+
+
 def encode_labels(classes, y, name="y"):
-    """Positions of the labels ``y`` in the sorted ``classes``; unknown labels are an error."""
+    """Positions of the labels ``y`` in the sorted ``classes``; unknown labels are an error.
+
+    Labels of another type than the classes (strings against numbers, bools
+    against ints) are an error too, not converted: ``'1'`` is not ``1``.
+    """
     y = column_or_1d(y, warn=True)
+    classes = np.asarray(classes)
+    theirs, ours = _label_kind(y), _label_kind(classes)
+    if y.shape[0] and (theirs is None or theirs != ours):
+        raise ValueError(
+            f"{name} holds labels of type {theirs or 'mixed ' + str(sorted({type(v).__name__ for v in y.tolist()}))} "
+            f"(e.g. {y[:3].tolist()}) but the model's classes are of type {ours} ({classes[:5].tolist()}): "
+            f"give {name} the type of the training labels y."
+        )
     pos = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
     unknown = classes[pos] != y
     if np.any(unknown):
@@ -96,12 +124,26 @@ def split_validation_rows(y_enc, groups, fraction, seed):
     strata = y_enc
     if groups is not None and groups.disjoint:
         ids = groups.ids()
-        if np.bincount(ids).min() >= 2 and n_val >= groups.n_groups:
+        if np.bincount(ids).min() >= 2 and n_val >= groups.n_groups and n - n_val >= groups.n_groups:
             strata = ids
-    if np.bincount(strata).min() < 2 or n_val < np.unique(strata).shape[0] or n - n_val < 2:
+    counts = np.bincount(strata)
+    counts = counts[counts > 0]
+    what, k = ("class", "classes") if strata is y_enc else ("group", "groups"), counts.shape[0]
+    if counts.min() < 2:
         raise ValueError(
-            f"validation_fraction={fraction} of {n} rows cannot hold every class in both the "
-            "training and the validation rows; pass X_val, y_val, or a larger validation_fraction."
+            f"one {what[0]} has a single row of the {n}, which cannot be in both the training and the validation "
+            "rows of an internal split (whatever the validation_fraction): pass X_val, y_val (validation rows of "
+            "your own), or early_stopping=False."
+        )
+    if n_val < k:
+        raise ValueError(
+            f"validation_fraction={fraction} of {n} rows holds out {n_val} row{'s' if n_val != 1 else ''}, fewer "
+            f"than the {k} {what[1]} it must hold: pass X_val, y_val, or a larger validation_fraction."
+        )
+    if n - n_val < k:
+        raise ValueError(
+            f"validation_fraction={fraction} of {n} rows leaves {n - n_val} training rows, fewer than the {k} "
+            f"{what[1]} they must hold: pass X_val, y_val, or a smaller validation_fraction."
         )
     train_idx, val_idx = train_test_split(np.arange(n), test_size=n_val, stratify=strata,
                                           random_state=int(seed) % (2**32))
@@ -115,9 +157,12 @@ def take_groups(groups, rows):
     return GroupMembership(np.ascontiguousarray(groups.matrix[rows]), groups.names, groups.disjoint)
 
 
-def resolve_monitor(monitor, has_group_labels):
-    """'auto' -> worst-group accuracy when the validation rows have group labels, else worst-class."""
+def resolve_monitor(monitor, has_group_labels, auto=None):
+    """'auto' -> ``auto`` when a method names its own (ERM: the validation loss), else worst-group accuracy
+    when the validation rows have group labels, else worst-class accuracy."""
     if monitor == "auto":
+        if auto is not None:
+            return auto
         return "worst_group_accuracy" if has_group_labels else "worst_class_accuracy"
     if monitor == "worst_group_accuracy" and not has_group_labels:
         raise ValueError(
@@ -139,7 +184,8 @@ class FitData:
     #: positions of the training rows in the data given to ``fit``
     rows: np.ndarray
     validation: object = None
-    #: EarlyStopping's settings (monitor, patience, restore_best), or None without validation
+    #: EarlyStopping's settings (monitor, patience, restore_best, and select_lbfgs: whether full-batch
+    #: L-BFGS stages select an iteration too), or None without validation
     stopping: dict = None
 
 
@@ -169,9 +215,12 @@ def split_fit_data(estimator, X, y_enc, groups, *, X_val=None, y_val=None, group
         X, y_enc, groups = subset(X, rows), y_enc[rows], take_groups(groups, rows)
         if sample_weight is not None:
             sample_weight = sample_weight[rows]
-    monitor = resolve_monitor(estimator.monitor, val_groups is not None)
+    monitor = resolve_monitor(estimator.monitor, val_groups is not None, getattr(estimator, "_auto_monitor", None))
     validation = ValidationData(X_val, y_val, membership=None if val_groups is None else val_groups.matrix)
-    stopping = {"monitor": monitor, "patience": estimator.n_iter_no_change, "restore_best": estimator.restore_best}
+    # an L-BFGS iteration is not an epoch: its iterates approach one optimum, and selecting one of the
+    # first on a noisy validation score stops short of it; L-BFGS stages select only when asked to
+    stopping = {"monitor": monitor, "patience": estimator.n_iter_no_change, "restore_best": estimator.restore_best,
+                "select_lbfgs": estimator.early_stopping is True}
     return FitData(X, y_enc, groups, sample_weight, rows, validation, stopping)
 
 
@@ -200,7 +249,8 @@ def store_fit_result(estimator, result, validated):
     estimator.history_ = history_columns(history)
     if validated and any(k.startswith("val_") for k in estimator.history_):
         estimator.validation_scores_ = {k[4:]: v for k, v in estimator.history_.items() if k.startswith("val_")}
-        estimator.best_iteration_ = None if result.best is None else int(result.best["epoch"])
+        # without a selection (an L-BFGS stage under early_stopping='auto') the last iterate is kept
+        estimator.best_iteration_ = len(history) if result.best is None else int(result.best["epoch"])
     else:
         estimator.validation_scores_ = None
         estimator.best_iteration_ = None

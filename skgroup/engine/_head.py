@@ -49,15 +49,19 @@ def linear_layers(module):
 
 def stage_callbacks(stage, val_source, validation, early_stopping, user_callbacks, verbose):
     """The callbacks of one stage: validation and early stopping (when the stage validates and
-    there is validation data), the stage's own, copies of the user's (a Checkpoint directory
-    gets one file per stage), and a progress bar when verbose."""
+    there is validation data; a full-batch L-BFGS stage is scored but keeps its last iterate unless
+    ``early_stopping['select_lbfgs']``), the stage's own, copies of the user's (a Checkpoint
+    directory gets one file per stage), and a progress bar when verbose."""
     cbs = []
     if val_source is not None and stage.validate:
         cbs.append(ValidationScoring(val_source, membership=validation.membership,
                                      y_pred_biased=validation.y_pred_biased,
                                      batch_size=stage.options.eval_batch_size))
         if early_stopping is not None:
-            cbs.append(EarlyStopping(**early_stopping))
+            settings = dict(early_stopping)
+            select_lbfgs = settings.pop("select_lbfgs", True)
+            if stage.options.solver != "lbfgs" or select_lbfgs:
+                cbs.append(EarlyStopping(**settings))
     cbs += list(stage.callbacks)
     for cb in copy_callbacks(user_callbacks):
         if isinstance(cb, Checkpoint):

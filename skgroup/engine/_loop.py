@@ -43,9 +43,33 @@ from .._samplers import Sampler, UniformSampler
 from ..objectives import FeatureOutput
 from ..utils._warnings import warn
 from ._batches import ArrayBatches, check_device
+from ._fingerprint import FINGERPRINT_VERSION, describe, differences, object_fields
 from ._optim import Schedule, l2_penalty, make_optimizer, penalised_parameters
 
-__all__ = ["TrainOptions", "Trainer", "resolve_batch_size"]
+__all__ = ["TrainOptions", "Trainer", "resolve_batch_size", "CheckpointMismatchError"]
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by a run that differs from this one; ``differences`` lists
+    ``(field, in the checkpoint, now)``."""
+
+    def __init__(self, message, differences=()):
+        super().__init__(message)
+        self.differences = list(differences)
+
+
+def format_differences(diff, limit=8):
+    """'options.learning_rate (0.001 in the checkpoint, 0.1 now), data.y (other contents), ...'."""
+    def one(field, old, new):
+        plain = all(v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and not v.startswith("sha1:"))
+                    for v in (old, new))
+        if plain:
+            return f"{field} ({old!r} in the checkpoint, {new!r} now)"
+        return f"{field} (other contents)"
+
+    shown = ", ".join(one(*d) for d in diff[:limit])
+    more = f", and {len(diff) - limit} more" if len(diff) > limit else ""
+    return f"{shown}{more}"
 
 
 @dataclass
@@ -161,6 +185,13 @@ class Trainer:
         ``batch_transform(xb, yb, idx) -> (xb, targets)`` on every training
         minibatch before the forward pass (Mixup, LISA). Its randomness must
         come from torch's generator, which the loop seeds and checkpoints.
+        Its optional ``where`` attribute: 'inputs' (the default) transforms
+        the batch's inputs; 'auto' transforms them when they are a
+        floating-point tensor (cached features, image pixels) and otherwise
+        the input of the module's head (its ``head`` attribute when that is
+        a ``Linear``, else its last ``Linear``) during the training forward
+        pass: a text backbone's pooled features, since token ids cannot be
+        mixed (what SubpopBench and the LISA authors' code do for text).
     capture_features : bool
         Pass the objective a :class:`~skgroup.objectives.FeatureOutput`: the
         logits and the input of the module's last linear layer.
@@ -187,6 +218,12 @@ class Trainer:
             raise TypeError(f"batch_transform must be a callable (xb, yb, idx) -> (xb, targets); got "
                             f"{type(batch_transform).__name__}.")
         self.batch_transform = batch_transform
+        where = getattr(batch_transform, "where", "inputs")
+        if where not in ("inputs", "auto"):
+            raise ValueError(f"batch_transform.where must be 'inputs' or 'auto'; got {where!r}.")
+        self._transform_where = where
+        self._pending_transform = None
+        self._transformed_targets = None
         self.capture_features = bool(capture_features)
         self._features = None
         self.device = torch.device(options.device)
@@ -199,6 +236,8 @@ class Trainer:
         self.converged = True
         self.stopped_early = False
         self._torch_rng = None
+        self._pinned = None  # the starting state, taken by fit
+        self._static = None
 
     # -- what callbacks read -------------------------------------------------
     @property
@@ -243,14 +282,59 @@ class Trainer:
         return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
     # -- state ---------------------------------------------------------------
-    def _fingerprint(self):
-        shapes = {k: list(v.shape) for k, v in self.raw_module.state_dict().items()}
-        return {"name": self.name, "n_rows": len(self.source), "seed": self.seed,
-                "solver": self.options.solver, "shapes": shapes}
+    def fingerprint(self):
+        """What this run is: every field that shapes its training (see :mod:`~skgroup.engine._fingerprint`).
+
+        The stage, seed and every :class:`TrainOptions` field; the
+        objective's parameters and per-row state (weights, group
+        membership), the sampler (JTT's error set), the training rows, the
+        penalty, the parameter groups' settings, the module's architecture
+        and starting weights, the training data (``data.*``) and what
+        callbacks that steer training (validation data, early stopping)
+        declare. A checkpoint stores it; a run whose fingerprint differs
+        refuses to resume the checkpoint.
+        """
+        if self._pinned is None:
+            self._pinned = self._starting_fields()
+        if self._static is None:
+            self._static = self._static_fields()
+        return {**self._static, **self._pinned}
+
+    def _starting_fields(self):
+        """What training changes (the module's weights, the objective's state), taken at the start of fit."""
+        fp = object_fields("objective", self.objective)
+        if self.param_groups is not None:  # the optimizer adds to these dicts, and the schedule moves lr
+            fp["param_groups"] = describe([
+                {k: v for k, v in g.items() if k != "params"} | {"n_params": len(list(g["params"]))}
+                if isinstance(g, dict) else {"n_params": 1} for g in self.param_groups
+            ])
+        fp["module.shapes"] = describe({k: list(v.shape) for k, v in self.raw_module.state_dict().items()})
+        fp["module.weights"] = describe(self.raw_module)
+        return fp
+
+    def _static_fields(self):
+        """What training does not change: taken at the start of fit when a callback keeps checkpoints
+        (``needs_fingerprint``), else when the state is first asked for (no hashing of the data otherwise)."""
+        fp = {"fingerprint_version": FINGERPRINT_VERSION, "stage": self.name, "seed": self.seed,
+              "n_rows": len(self.source)}
+        fp.update({f"options.{f.name}": describe(getattr(self.options, f.name)) for f in fields(self.options)})
+        # the device's kind, not its index: under torchrun every rank resumes rank 0's checkpoint on its own GPU
+        fp["options.device"] = self.device.type
+        fp.update(object_fields("sampler", self.sampler))
+        fp["rows"] = describe(self.rows)
+        fp.update(object_fields("penalty", self.penalty))
+        for cb in self.callbacks:
+            own = cb.fingerprint() if callable(getattr(cb, "fingerprint", None)) else None
+            for k, v in (own or {}).items():
+                fp[f"{type(cb).__name__}.{k}"] = describe(v)
+        data = getattr(self.source, "fingerprint", None)
+        fp.update(dict(data()) if callable(data) else
+                  {"data": f"{type(self.source).__name__} of {len(self.source)} rows"})
+        return fp
 
     def state_dict(self):
         state = {
-            "fingerprint": self._fingerprint(),
+            "fingerprint": self.fingerprint(),
             "step": self.step,
             "module": self.raw_module.state_dict(),
             "objective": self.objective.state_dict(),
@@ -269,13 +353,15 @@ class Trainer:
         return state
 
     def load_state_dict(self, state):
-        theirs, ours = state.get("fingerprint"), self._fingerprint()
-        if theirs != ours:
-            diff = sorted(k for k in ours if theirs is None or theirs.get(k) != ours.get(k))
-            raise ValueError(
-                f"The checkpoint was written by another run (it differs in {diff}): delete it "
-                "or give this run its own checkpoint path."
-            )
+        theirs, ours = state.get("fingerprint"), self.fingerprint()
+        if not isinstance(theirs, dict) or theirs.get("fingerprint_version") != FINGERPRINT_VERSION:
+            raise CheckpointMismatchError(
+                "the state was written by another run, or by an older skgroup that did not record what "
+                "shaped its training (so it cannot be told to be this run's)", [])
+        diff = differences(theirs, ours)
+        if diff:
+            raise CheckpointMismatchError(
+                f"the state was written by another run, which differs in {format_differences(diff)}", diff)
         self.step = int(state["step"])
         self.raw_module.load_state_dict(state["module"])
         self.objective.load_state_dict(state["objective"])
@@ -313,6 +399,45 @@ class Trainer:
             handle.remove()
             self._features = None
 
+    def _head_layer(self):
+        head = getattr(self.raw_module, "head", None)
+        if isinstance(head, torch.nn.Linear):
+            return head
+        linears = [m for m in self.raw_module.modules() if isinstance(m, torch.nn.Linear)]
+        if not linears:
+            raise ValueError("a batch transform of features needs a module whose head is a torch.nn.Linear.")
+        return linears[-1]
+
+    @contextlib.contextmanager
+    def _head_transform(self):
+        """With a batch transform that may act on features: apply it to the head's input when the loop asks."""
+        if self.batch_transform is None or self._transform_where == "inputs":
+            yield
+            return
+
+        def transform(layer, inputs):
+            if not layer.training or self._pending_transform is None:
+                return None
+            yb, idx = self._pending_transform
+            self._pending_transform = None
+            h, self._transformed_targets = self.batch_transform(inputs[0], yb, idx)
+            return (h, *inputs[1:])
+
+        # registered before the feature capture's hook, which then sees the transformed features
+        handle = self._head_layer().register_forward_pre_hook(transform)
+        try:
+            yield
+        finally:
+            handle.remove()
+            self._pending_transform = self._transformed_targets = None
+
+    def _transform_batch(self, xb, yb, idx):
+        """(xb, yb) for the forward pass; a transform of features is left pending for the head's hook."""
+        if self._transform_where == "inputs" or (torch.is_tensor(xb) and xb.is_floating_point()):
+            return (*self.batch_transform(xb, yb, idx), False)
+        self._pending_transform = (yb, idx)
+        return xb, yb, True
+
     def _output(self, out):
         """The module's output as the objective reads it (with the captured features when asked)."""
         if not self.capture_features:
@@ -326,6 +451,10 @@ class Trainer:
     def fit(self):
         """Train; returns self (``history``, ``best``, ``converged``, ``stopped_early``)."""
         check_device(self.device)
+        # before the first step changes the weights or the objective (a dataset's state too, e.g. its epoch)
+        self._pinned = self._starting_fields()
+        if any(getattr(cb, "needs_fingerprint", False) for cb in self.callbacks):
+            self._static = self._static_fields()
         if self.options.amp not in (None, "bf16", "fp16"):
             raise ValueError(f"amp must be None, 'bf16' or 'fp16'; got {self.options.amp!r}.")
         self.objective.to(self.device, torch_dtype(self.options.dtype))
@@ -391,7 +520,8 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if opts.amp == "fp16" and self.device.type == "cuda" else None
         accumulate = max(int(opts.accumulate), 1)
         schedule = None
-        with threads_for_step(bs * module_width(self.raw_module), self.device), self._feature_capture():
+        with (threads_for_step(bs * module_width(self.raw_module), self.device), self._head_transform(),
+              self._feature_capture()):
             self._begin()
             self.module.train()
             stop = self.stopped_early or self.epoch >= self.max_epochs
@@ -410,10 +540,16 @@ class Trainer:
                     if n_batches % accumulate == 0:
                         schedule.apply(self.optimizer, self.step)
                     try:
+                        at_head = False
                         if self.batch_transform is not None:
-                            xb, yb = self.batch_transform(xb, yb, idx)
+                            xb, yb, at_head = self._transform_batch(xb, yb, idx)
                         with self._autocast():
                             output = self._output(self.module(xb))
+                        if at_head:
+                            if self._transformed_targets is None:
+                                raise RuntimeError("the batch transform of features did not run: the module's "
+                                                   "head was not called in its training forward pass.")
+                            yb, self._transformed_targets = self._transformed_targets, None
                         loss = self.objective(output, yb, idx)
                         if penalised:
                             loss = loss + 0.5 * opts.l2_reg * l2_penalty(penalised)

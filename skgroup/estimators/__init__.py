@@ -17,7 +17,7 @@ from ._spec import (
     search_space,
     searched_parameters,
 )
-from ._base import BaseHeadClassifier, BelowERMWarning  # noqa: I001 - the registry's order follows
+from ._base import BaseHeadClassifier, BelowERMWarning, BelowMajorityWarning  # noqa: I001 - the registry's order follows
 from ._erm import ERMClassifier
 from ._group_dro import GroupDROClassifier
 from ._jtt import EmptyErrorSetWarning, JTTClassifier, LargeErrorSetWarning
@@ -36,30 +36,57 @@ from ._mtl import (
 from ._group_balanced import GroupBalancedClassifier
 from ._afr import AFRClassifier, afr_weights
 from ._dfr import DFRClassifier, TinyHeldOutGroupWarning
+from ._focal import FocalClassifier
+from ._cb_loss import CBLossClassifier
+from ._ldam import LDAMClassifier
+from ._balanced_softmax import BalancedSoftmaxClassifier
+from ._environments import SingleEnvironmentWarning
+from ._irm import IRMClassifier
+from ._vrex import VRExClassifier
+from ._coral import CORALClassifier
+from ._mmd import MMDClassifier
+from ._mixup import MixupClassifier
+from ._lisa import LISAClassifier
+from ._lff import LfFClassifier
+from ._dpe import DPEClassifier
 
 __all__ = [
     "AFRClassifier",
+    "BalancedSoftmaxClassifier",
     "BaseHeadClassifier",
     "BelowERMWarning",
+    "BelowMajorityWarning",
+    "CBLossClassifier",
+    "CORALClassifier",
     "CVaRClassifier",
     "DFRClassifier",
+    "DPEClassifier",
     "DataShape",
     "DegenerateCVaRWarning",
     "Diagonal",
     "ERMClassifier",
     "EmptyErrorSetWarning",
+    "FocalClassifier",
     "GradTuneClassifier",
     "GroupBalancedClassifier",
     "GroupDROClassifier",
+    "IRMClassifier",
     "JTTClassifier",
+    "LDAMClassifier",
+    "LISAClassifier",
     "LargeErrorSetWarning",
+    "LfFClassifier",
+    "MMDClassifier",
     "MethodSpec",
     "MixtureBalancedClassifier",
+    "MixupClassifier",
     "MultitaskHead",
     "MultitaskHistory",
     "ProjectConstraints",
     "RegularizedMTLClassifier",
+    "SingleEnvironmentWarning",
     "TinyHeldOutGroupWarning",
+    "VRExClassifier",
     "afr_weights",
     "all_estimators",
     "get_spec",

@@ -30,17 +30,23 @@ from ..engine import (
     run_plan,
     torch_dtype,
 )
+from ..metrics import below_majority
 from ..objectives import make_loss
 from ..engine._fit import encode_labels, fit_classes, resolve_seed, split_fit_data, store_fit_result
 from ..engine._callbacks import MONITORS, Callback
 from ..utils._warnings import warn
 from ._spec import searched_parameters
 
-__all__ = ["BaseHeadClassifier", "BelowERMWarning", "biased_erm", "auto_learning_rate"]
+__all__ = ["BaseHeadClassifier", "BelowERMWarning", "BelowMajorityWarning", "biased_erm", "auto_learning_rate"]
 
 
 class BelowERMWarning(UserWarning):
     """A fit's own validation split shows it below ERM's accuracy, with no gain in the score it monitors."""
+
+
+class BelowMajorityWarning(UserWarning):
+    """A fitted model does worse than always answering the majority class (see
+    :func:`skgroup.metrics.below_majority`)."""
 
 #: LaBonte et al.'s biased model: ERM without class balancing, the library's weak default L2.
 BIASED_ERM_PARAMS = {"l2_reg": 1e-4, "random_state": 0}
@@ -225,9 +231,32 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
                          groups=data.groups, sample_weight=data.sample_weight, executor=executor, rows=data.rows)
         result = run_plan(self._plan(ctx, **(plan_kwargs or {})), executor)
         self._store_result(result, validation is not None)
+        self._check_against_majority(X, y_enc)
         if validation is not None and self._compare_to_erm:
             self._check_against_erm(X, y_enc, validation, stopping["monitor"])
         return self
+
+    #: Rows of the training data the majority check reads at most (an evenly strided subset beyond).
+    _MAJORITY_CHECK_ROWS = 20_000
+
+    def _check_against_majority(self, X, y_enc):
+        """Warn when the fitted model does worse than always answering the majority class on its own
+        training rows (worse accuracy and no better balanced accuracy; no validation data needed)."""
+        step = max(1, X.shape[0] // self._MAJORITY_CHECK_ROWS)
+        pred = self._forward(np.asarray(X[::step])).argmax(axis=1)
+        below, n = below_majority(y_enc[::step], pred)
+        if below:
+            name = type(self).__name__
+            keys = searched_parameters(name, X.shape[0], X.shape[1], len(self.classes_))
+            knobs = ", ".join(keys) if keys else "its settings"
+            warn(
+                f"{name} does worse than always answering the majority class on its own training rows: "
+                f"accuracy {n['accuracy']:.3f} against the majority rate {n['majority_rate']:.3f}, balanced "
+                f"accuracy {n['balanced_accuracy']:.3f} against chance {n['chance']:.3f}. These settings do "
+                f"not suit the data: search {knobs} with validation data (e.g. "
+                f"skgroup.model_selection.RobustSearchCV(['{name}'], ...), which also tries ERM), or use ERM.",
+                BelowMajorityWarning,
+            )
 
     #: Whether a fit with validation data compares itself with ERM (see _check_against_erm).
     _compare_to_erm = True
@@ -308,7 +337,10 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
 
     def _logits(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
+        return self._forward(validate_data(self, X, dtype=[np.float32, np.float64], reset=False))
+
+    def _forward(self, X):
+        """Logits of a validated float array (numpy, layer by layer)."""
         h = X
         for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_)):
             W = W.astype(X.dtype, copy=False)

@@ -337,7 +337,9 @@ class DFRClassifier(BaseHeadClassifier):
         X_val, y_val : validation rows, default=None
             The held-out rows (not with ``prefit=True``).
         group_labels_val : array-like, default=None
-            Group ids of the ``X_val`` rows; None: the classes are the groups.
+            Group ids of the ``X_val`` rows; None: the classes are the groups
+            (an error when ``group_labels`` are given: X's groups cannot be
+            the held-out rows').
         """
         Cs = np.asarray(self.Cs, dtype=np.float64).ravel()
         if Cs.size == 0 or not np.all(np.isfinite(Cs)) or np.any(Cs <= 0):
@@ -377,6 +379,13 @@ class DFRClassifier(BaseHeadClassifier):
             )
         needs_base = self._needs_base()
         if X_val is not None:
+            if group_labels is not None and group_labels_val is None:
+                raise ValueError(
+                    "group_labels were given for X but not group_labels_val for X_val: with X_val, DFR "
+                    "retrains the last layer on the X_val rows, balanced by their groups, so X's group labels "
+                    "cannot be used. Pass group_labels_val= (the X_val rows' groups), or leave X_val out to "
+                    "hold out rows of X (holdout_fraction) with their group labels."
+                )
             X_val = validate_data(self, X_val, dtype=X.dtype, reset=False)
             yv = encode_labels(self.classes_, y_val, "y_val")
             if yv.shape[0] != X_val.shape[0]:
@@ -530,5 +539,9 @@ register_method(MethodSpec(
     fast_params={"Cs": (1.0, 0.1), "n_retrains": 3},
     quick_grid={"n_retrains": [5]},
     trains_on_group_labels=True,
-    finetune=False,  # it fits scikit-learn's liblinear on held-out features, not through the engine
+    finetune=False,
+    finetune_instead=(
+        "DFR refits the last layer by L1-penalised logistic regression (liblinear) on held-out rows, which trains "
+        "no backbone. Fine-tune with ERM (method=None), then fit DFRClassifier on the fine-tuned features "
+        "(FineTuneClassifier.transform of the training and held-out rows)"),
 ))

@@ -91,6 +91,8 @@ class ERMClassifier(BaseHeadClassifier):
 
     _reference_learning_rate = 1e-3
     _compare_to_erm = False  # it is the reference
+    # ERM aims at average accuracy: stopping on a worst-class or worst-group score trades it away
+    _auto_monitor = "loss"
 
     _parameter_constraints = {
         **BaseHeadClassifier._parameter_constraints,

@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from .._groups import check_group_labels
 from ..objectives import Objective, Weighted
 from .._samplers import BalancedSampler, balanced_weights
-from ..engine import Stage, linear_layers
+from ..engine import Stage, linear_layers, resolve_batch_size
 from ..utils import fill_doc
 from ._base import BaseHeadClassifier, LOSS_CONSTRAINT
 from ._spec import MethodSpec, register_method
@@ -212,6 +212,12 @@ class GroupBalancedClassifier(BaseHeadClassifier):
         return self._fit(X, y, group_labels=group_labels, X_val=X_val, y_val=y_val,
                          group_labels_val=group_labels_val)
 
+    def _options(self, X=None, **overrides):
+        solver = self.solver
+        if solver == "auto":
+            solver = "adamw" if self.balancing == "resample" else "lbfgs"
+        return super()._options(X, solver=solver, **overrides)
+
     def _plan(self, ctx):
         if ctx.groups is None:
             membership = check_group_labels(ctx.y, ctx.n_samples)
@@ -235,15 +241,14 @@ class GroupBalancedClassifier(BaseHeadClassifier):
         self.group_counts_ = counts
         self.group_weight_ = weight / weight[present].mean()
 
-        solver = self.solver
-        if solver == "auto":
-            solver = "adamw" if self.balancing == "resample" else "lbfgs"
-        self.solver_ = solver
+        # the solver and epochs are ctx.options' (the fine-tuning path's own when it runs this plan);
+        # _options resolved 'auto', and max_iter=None is resolved here
+        solver = self.solver_ = ctx.options.solver
         if solver == "lbfgs":
-            options = ctx.options.replace(solver="lbfgs", max_iter=self.max_iter or _LBFGS_MAX_ITER)
+            options = ctx.options.replace(max_iter=ctx.options.max_iter or _LBFGS_MAX_ITER)
         else:
-            max_iter = self.max_iter or auto_epochs(ctx.n_samples, self.batch_size)
-            options = ctx.options.replace(solver=solver, max_iter=max_iter)
+            batch_size = resolve_batch_size(ctx.options.batch_size, ctx.n_samples)
+            options = ctx.options.replace(max_iter=ctx.options.max_iter or auto_epochs(ctx.n_samples, batch_size))
 
         init, trainable = "fresh", "all"
         if self.retrain == "last_layer":

@@ -540,7 +540,9 @@ register_method(MethodSpec(
          "solver": ["sgd"]},
     ],
     quick_grid={"alpha_reg": [math.exp(-1), 1.0], "max_iter": [5]},
-    # its multitask head (trunk, reconstruction head) is built for cached features; fine-tuning
-    # has its own form of the method (FineTuneClassifier(auxiliary=...))
     finetune=False,
+    finetune_instead=(
+        "it trains a multitask head on fixed features (their denoising reconstruction as the auxiliary task). "
+        "Regularized multitask fine-tuning of a backbone is FineTuneClassifier(auxiliary='mlm' or 'mim'), with "
+        "alpha_aux and alpha_reg set on the task (auxiliary=MaskedLM(alpha_aux=..., alpha_reg=...))"),
 ))

@@ -109,6 +109,8 @@ class MethodSpec:
     finetune : bool
         ``FineTuneClassifier(method=...)`` can run it (its plan trains
         through the engine's executors only).
+    finetune_instead : str
+        Why it cannot, and what to do instead (the fine-tuning path's error).
     wraps_estimator : bool
         A meta-estimator of :mod:`skgroup.meta`: it trains a user's
         classifier (its ``estimator`` parameter), so it is not a method of
@@ -126,6 +128,7 @@ class MethodSpec:
     quick_grid: object = None
     trains_on_group_labels: bool = False
     finetune: bool = True
+    finetune_instead: str = ""
     wraps_estimator: bool = False
 
     @property
@@ -178,6 +181,11 @@ def get_spec(name):
             "skgroup.estimators.register_method(MethodSpec(...))."
         )
     return _SPECS[name]
+
+
+def registered_spec(name):
+    """The spec of ``name``, or None for an estimator that registered none."""
+    return _SPECS.get(name)
 
 
 def all_estimators():

@@ -249,6 +249,11 @@ class AuxiliaryDataset:
         self.epoch = int(epoch)
         self.end_view.set_epoch(epoch)
 
+    def fingerprint(self):
+        from ..engine._fingerprint import describe
+
+        return {"end": describe(self.end_view), "aux": describe(self.aux_view), "seed": self.seed}
+
     def __len__(self):
         return len(self.end_view)
 

@@ -31,9 +31,30 @@ class Inputs:
         self.modality = modality
         self.kind = kind
         self.root = root
+        self._fingerprint = None
 
     def __len__(self):
         return len(self.items)
+
+    def fingerprint(self):
+        """A digest of the samples, for checkpoints (computed once): a dataset by its own
+        ``fingerprint()``; paths by the path strings (not the files' contents); texts, pairs, PIL
+        images and image arrays by their contents (an array above 64 MiB on a sample of its rows)."""
+        if self._fingerprint is None:
+            from ..engine._fingerprint import array_digest, digest
+
+            if self.kind == "dataset":
+                content = digest(self.items)
+            elif self.kind == "array":
+                content = array_digest(self.items, sample_rows=True)
+            elif self.kind == "pil":
+                content = digest([(img.mode, img.size, img.tobytes()) for img in self.items])
+            else:
+                content = digest([x if isinstance(x, str) else [str(v) for v in x] if self.kind == "pairs" else str(x)
+                                  for x in self.items])
+            self._fingerprint = {"kind": self.kind, "n": len(self), "root": None if self.root is None else str(self.root),
+                                 "content": content}
+        return self._fingerprint
 
     def get(self, i):
         if self.kind == "dataset":
@@ -95,20 +116,51 @@ def as_inputs(X, modality):
     items = list(X) if not isinstance(X, list) else X
     if not items:
         raise ValueError("X is empty.")
+    # the kind is X[0]'s, and every row must be of it: a row of another kind would be read as
+    # something else (an int as the text "3", a 3-tuple cut to a pair, "hi" as the pair ("h", "i"))
     first = items[0]
     if modality == "text":
-        if isinstance(first, (tuple, list, np.ndarray)) and len(first) == 2:
-            return Inputs(items, "text", "pairs")
-        if isinstance(first, str):
-            return Inputs(items, "text", "texts")
-        raise TypeError(f"a text backbone reads texts or (text, text) pairs; X holds {type(first).__name__}.")
-    if isinstance(first, (str, Path)):
-        return Inputs(items, "image", "paths")
-    if hasattr(first, "convert") and hasattr(first, "size"):
-        return Inputs(items, "image", "pil")
-    raise TypeError(
-        f"an image backbone reads image paths, PIL images or a uint8 array; X holds {type(first).__name__}."
-    )
+        kinds = {"texts": ("a text (str)", _is_text), "pairs": ("a (text, text) pair", _is_pair)}
+        kind = "pairs" if isinstance(first, (tuple, list, np.ndarray)) else "texts"
+        what = "a text backbone reads texts (str) or (text, text) pairs, all rows of one kind"
+    else:
+        kinds = {"paths": ("an image path (str or Path)", _is_path), "pil": ("a PIL image", _is_pil)}
+        kind = "pil" if _is_pil(first) else "paths"
+        what = "an image backbone reads image paths, PIL images or a uint8 image array, all rows of one kind"
+    label, accepts = kinds[kind]
+    for i, item in enumerate(items):
+        if not accepts(item):
+            expected = f"{label} as X[0] is" if i else f"{label} (or {' / '.join(v[0] for k, v in kinds.items() if k != kind)})"
+            raise TypeError(f"X[{i}] is {_show(item)}, not {expected}: {what}.")
+    return Inputs(items, modality, kind)
+
+
+def _is_text(item):
+    return isinstance(item, str)
+
+
+def _is_pair(item):
+    return isinstance(item, (tuple, list, np.ndarray)) and len(item) == 2 and all(isinstance(v, str) for v in item)
+
+
+def _is_path(item):
+    return isinstance(item, (str, Path))
+
+
+def _is_pil(item):
+    return hasattr(item, "convert") and hasattr(item, "size") and hasattr(item, "mode")
+
+
+def _show(item):
+    """``item``'s type and a short view of it, for an error message."""
+    text = repr(item)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    name = type(item).__name__
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    if isinstance(item, (tuple, list, np.ndarray)):
+        inner = ", ".join(sorted({type(v).__name__ for v in item}))
+        return f"{article} {name} of {len(item)} ({inner}): {text}"
+    return f"{article} {name}: {text}"
 
 
 class RandomResizedCropFlip:
@@ -178,6 +230,14 @@ class BackboneDataset:
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
+
+    def fingerprint(self):
+        """The inputs, the backbone's identity and preprocessing, the augmentation and its seed (not the
+        current epoch, which training moves)."""
+        from ..engine._fingerprint import describe
+
+        return {"inputs": describe(self.inputs), "backbone": describe(self.backbone),
+                "augment": describe(self.augment), "seed": self.seed}
 
     def __len__(self):
         return len(self.inputs)

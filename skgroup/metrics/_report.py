@@ -17,9 +17,32 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._metrics import per_group_accuracy
+from ._metrics import _value_kind, per_group_accuracy
 
 __all__ = ["GroupReport", "group_accuracies", "group_proportions", "paired_bootstrap"]
+
+
+#: Bootstrap replicates that must lie beyond each end of a percentile interval.
+MIN_TAIL_REPLICATES = 5
+
+
+def min_bootstrap(confidence_level):
+    """The fewest replicates for a percentile interval at ``confidence_level``: 5 beyond each end
+    (200 at 0.95, 1,000 at 0.99); fewer give bounds that are one or two replicates, or the same one."""
+    tail = (1 - confidence_level) / 2
+    return int(np.ceil(MIN_TAIL_REPLICATES / tail - 1e-9))
+
+
+def check_bootstrap(n_bootstrap, confidence_level):
+    """Refuse too few replicates for the interval's level (see :func:`min_bootstrap`)."""
+    need = min_bootstrap(confidence_level)
+    if n_bootstrap < need:
+        raise ValueError(
+            f"n_bootstrap={n_bootstrap} is too few replicates for a confidence_level={confidence_level} "
+            f"interval: its bounds are the {100 * (1 - confidence_level) / 2:g}% and "
+            f"{100 * (1 + confidence_level) / 2:g}% points of the replicates, which needs at least {need} "
+            f"({MIN_TAIL_REPLICATES} beyond each bound). Raise n_bootstrap, or lower confidence_level."
+        )
 
 
 def group_proportions(group_labels):
@@ -134,14 +157,18 @@ def group_accuracies(
         Weight of each group for the weighted average accuracy, e.g. the
         training-set group proportions from :func:`group_proportions` (the
         Waterbirds convention: its test set is group-balanced, its training set
-        is not). A dict maps group names to weights; an array follows the
-        order of the groups. Weights are renormalised over non-empty groups;
+        is not). A dict maps group names to weights: it must name every
+        evaluated group, and only those (a key of another type, ``'1'`` for
+        the group ``1``, is an error, not a weight of 0); an array follows
+        the order of the groups. Weights are renormalised to sum to 1;
         they must be finite and non-negative, with a positive sum.
     confidence_level : float in (0, 1), default=None
         If given, add stratified percentile-bootstrap intervals per group and
         for the worst-group accuracy.
     n_bootstrap : int >= 1, default=2000
-        Bootstrap replicates. For no intervals leave ``confidence_level=None``.
+        Bootstrap replicates; with an interval at least 5 beyond each of its
+        bounds (200 at ``confidence_level=0.95``, 1,000 at 0.99). For no
+        intervals leave ``confidence_level=None``.
     expected_groups : iterable, default=None
         See :func:`worst_group_accuracy`.
     random_state : int, RandomState or None
@@ -172,13 +199,23 @@ def group_accuracies(
     )
     if group_weights is not None:
         if isinstance(group_weights, dict):
-            unknown = set(group_weights) - set(names)
-            w = np.array([float(group_weights.get(g, 0.0)) for g in names])
-            if unknown and not w.any():
+            # a key that is no evaluated group ('1' for the group 1, a group with no rows here) would be
+            # dropped and a group without a key weighted 0: both change the number silently
+            unknown = [k for k in group_weights if not any(_same_group(k, g) for g in names)]
+            if unknown:
                 raise ValueError(
-                    f"group_weights names groups {sorted(map(str, unknown))} but the "
-                    f"evaluated groups are {names}: use the same group ids."
+                    f"group_weights names {', '.join(repr(k) for k in unknown)}, which "
+                    f"{'is' if len(unknown) == 1 else 'are'} not among the evaluated groups {names} (a group "
+                    "id of another type, e.g. '1' for 1, or a group with no rows here): use the ids of "
+                    "group_labels, and drop the groups absent from this data."
                 )
+            unweighted = [g for g in names if not any(_same_group(k, g) for k in group_weights)]
+            if unweighted:
+                raise ValueError(
+                    f"group_weights gives no weight to the evaluated group(s) {unweighted}: give every "
+                    "group a weight (0 leaves a group out of the weighted accuracy)."
+                )
+            w = np.array([float(next(v for k, v in group_weights.items() if _same_group(k, g))) for g in names])
         else:
             w = np.asarray(group_weights, dtype=np.float64)
             if w.shape != acc.shape:
@@ -197,10 +234,13 @@ def group_accuracies(
             raise ValueError("group_weights must have a positive sum: give at least one group a weight > 0.")
         report.weighted_accuracy = float(np.dot(w, acc) / w.sum())
     if confidence_level is not None:
-        if not 0 < confidence_level < 1:
+        if (isinstance(confidence_level, bool) or not isinstance(confidence_level, numbers.Real)
+                or not 0 < confidence_level < 1):
             raise ValueError(
-                f"confidence_level must be in (0, 1), e.g. 0.95; got {confidence_level}."
+                f"confidence_level must be a number in (0, 1), e.g. 0.95, or None for no intervals; got "
+                f"{confidence_level!r}."
             )
+        check_bootstrap(n_bootstrap, confidence_level)
         rng = check_random_state(random_state)
         boot = rng.binomial(counts.astype(np.int64), acc, size=(n_bootstrap, acc.size)) / counts
         tail = (1 - confidence_level) / 2 * 100
@@ -209,6 +249,22 @@ def group_accuracies(
         report.worst_group_ci = tuple(float(v) for v in np.percentile(wmin, [tail, 100 - tail]))
         report.confidence_level = confidence_level
     return report
+
+
+def _same_group(key, name):
+    """Whether a group_weights key is the group ``name``: equal and of the same kind (1 is not '1', nor True)."""
+    return _value_kind(key) == _value_kind(name) and key == name
+
+
+def _neg_class_diff(per_cell, axis):
+    """Minus the mean absolute pairwise difference along ``axis`` (NaN cells, i.e. empty ones, left out)."""
+    per_cell = np.moveaxis(np.asarray(per_cell, dtype=np.float64), axis, -1)
+    k = per_cell.shape[-1]
+    if k < 2:
+        return np.zeros(per_cell.shape[:-1])
+    i, j = np.triu_indices(k, k=1)
+    with np.errstate(invalid="ignore"):
+        return -np.nanmean(np.abs(per_cell[..., i] - per_cell[..., j]), axis=-1)
 
 
 def paired_bootstrap(correct, cells, *, reduce="min", n_bootstrap=1000, random_state=None):
@@ -231,10 +287,12 @@ def paired_bootstrap(correct, cells, *, reduce="min", n_bootstrap=1000, random_s
         classes, (class, biased prediction) cells; resampled within each
         cell), or a boolean membership matrix of overlapping cells (rows
         then resampled all together).
-    reduce : {'min', 'mean'}
-        Worst cell accuracy (worst-group, worst-class), or the mean of the
+    reduce : {'min', 'mean', 'class_diff'}
+        Worst cell accuracy (worst-group, worst-class), the mean of the
         cell accuracies (the bias-unsupervised score; with one cell, the
-        accuracy). Empty cells are left out.
+        accuracy), or minus the mean absolute difference of the cell
+        accuracies over all pairs of cells (BAM's ClassDiff over classes,
+        negated so that larger is better). Empty cells are left out.
     n_bootstrap : int
     random_state : int, RandomState or None
 
@@ -249,9 +307,9 @@ def paired_bootstrap(correct, cells, *, reduce="min", n_bootstrap=1000, random_s
     cells = np.asarray(cells)
     if cells.shape[0] != n:
         raise ValueError(f"cells has {cells.shape[0]} rows but correct has {n} columns (one per row).")
-    if reduce not in ("min", "mean"):
-        raise ValueError(f"reduce must be 'min' or 'mean'; got {reduce!r}.")
-    agg = np.nanmin if reduce == "min" else np.nanmean
+    if reduce not in ("min", "mean", "class_diff"):
+        raise ValueError(f"reduce must be 'min', 'mean' or 'class_diff'; got {reduce!r}.")
+    agg = {"min": np.nanmin, "mean": np.nanmean, "class_diff": _neg_class_diff}[reduce]
     rng = check_random_state(random_state)
     replicates = np.empty((n_bootstrap, n_models))
     if cells.ndim == 1:

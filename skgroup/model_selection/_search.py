@@ -22,17 +22,21 @@ from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clo
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import ParameterGrid, check_cv
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._cache import SHARED_FITS
 from .._groups import check_group_labels
-from ..metrics import EmptyCellWarning, paired_bootstrap
-from ..estimators import all_estimators, method_specs, search_space
+from ..engine._fit import encode_labels
+from ..estimators import BelowMajorityWarning, all_estimators, method_specs, search_space
+from ..metrics import EmptyCellWarning, below_majority, paired_bootstrap
+from ..metrics._report import check_bootstrap
+from ..groups import default_inferrer, infer_groups  # the import also registers the inferred-group methods
 from .. import meta as _meta  # noqa: F401 - registers the meta-estimators' specs, for their names
 from ..utils._tables import make_table
+from ..utils._warnings import warn
 from ._validation import requests
 
 __all__ = ["RobustSearchCV", "SELECTION_RULES"]
@@ -43,6 +47,8 @@ SELECTION_RULES = {
     "worst_group": {"monitor": "worst_group_accuracy", "reduce": "min", "group_labels": True},
     "worst_class": {"monitor": "worst_class_accuracy", "reduce": "min", "group_labels": False},
     "bias_unsupervised": {"monitor": "bias_unsupervised", "reduce": "mean", "group_labels": False},
+    "class_diff": {"monitor": "class_diff", "reduce": "class_diff", "group_labels": False},
+    "inferred_worst_group": {"monitor": "worst_group_accuracy", "reduce": "min", "group_labels": False},
     "accuracy": {"monitor": "accuracy", "reduce": "mean", "group_labels": False},
 }
 
@@ -55,6 +61,15 @@ def _estimator_classes():
 
 def _wrapper_classes():
     return {spec.name: spec.estimator for spec in method_specs(wrappers=True)}
+
+
+def _with_params(estimator, params):
+    """A clone of ``estimator`` with ``params``, their values cloned as ``GridSearchCV`` clones them.
+
+    An estimator-valued entry of a grid (InferredGroupsClassifier's method) is one object shared by
+    its candidates, which setting its nested parameters (``estimator__eta``) would change for all.
+    """
+    return clone(estimator).set_params(**{k: clone(v, safe=False) for k, v in params.items()})
 
 
 def _takes(estimator, name):
@@ -81,8 +96,12 @@ def _fit_candidate(estimator, X, y, fit_params, X_score, responses, entries, err
             error = f"{type(exc).__name__}: {exc}"
         seconds = time.perf_counter() - start
     names = sorted({w.category.__name__ for w in caught})
+    # the first message of each category, to raise again should this candidate be the pick
+    messages = {}
+    for w in caught:
+        messages.setdefault(w.category, str(w.message))
     out = {"fit_time": seconds, "error": error, "entries": dict(record), "estimator": None, "responses": None,
-           "warnings": names}
+           "warnings": names, "messages": list(messages.items())}
     if error is None:
         out["estimator"] = estimator
         out["responses"] = {}
@@ -138,7 +157,11 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         it (:func:`~skgroup.model_selection.search_space`, scaled to the
         size of the training data); DFR and group balancing only when
         ``fit`` gets training ``group_labels`` (without them they would be
-        class-balanced methods under another name). A list holds any of: ``(estimator,
+        class-balanced methods under another name), and in every case
+        :class:`~skgroup.groups.InferredGroupsClassifier` (Group DRO, group
+        reweighting and DFR on groups inferred from the training rows, the
+        inference fitted once for all of them) and
+        :class:`~skgroup.DPEClassifier` (class-balanced subsets). A list holds any of: ``(estimator,
         param_grid)`` pairs (``param_grid`` a dict or list of dicts, as
         ``GridSearchCV`` takes), estimators (searched over the registered
         space of their class on top of their own parameters, or used as
@@ -149,6 +172,12 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         (searched over the method's registered knobs), or all of them
         around one classifier with
         :func:`skgroup.meta.wrapped_candidates` (``clf`` itself included).
+    include_erm : bool, default=True
+        Add :class:`~skgroup.ERMClassifier` over its search space when the
+        candidates hold no ERM: the reference a robust method must beat, so
+        that a search never returns a method that does worse than ERM on the
+        validation score without ERM having been tried. ``False`` searches
+        the listed candidates only (e.g. to tune one method for a benchmark).
     selection : str or callable, default='worst_class'
         How candidates are compared on the validation rows:
 
@@ -157,11 +186,25 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         * ``'bias_unsupervised'``: LaBonte et al.'s eq. 1, no group labels:
           the search fits its own biased ERM model (no class balancing) on
           the training rows, and its predictions define the cells;
+        * ``'class_diff'``: BAM's ClassDiff (Li et al., 2024; SubpopBench's
+          ``ValClassDiff``), no group labels: the mean absolute difference of
+          the classes' validation recalls over all pairs, smaller is better
+          (the score is its negative);
+        * ``'inferred_worst_group'``: EVaLS-style (Ghaznavi et al., 2024), no
+          group labels: worst accuracy over groups that ``group_inferrer``
+          (fitted on the training rows) infers on the validation rows;
         * ``'accuracy'``: no group labels (Kulkarni et al.'s "No-GP");
         * ``'worst_group'``: worst-group accuracy, needs
           ``group_labels_val`` (or ``group_labels`` with CV folds);
         * any other scikit-learn scorer name or scorer callable; one that
           requests ``group_labels`` or ``y_pred_biased`` gets them.
+    group_inferrer : group inferrer or None, default=None
+        The :mod:`skgroup.groups` inferrer of ``selection='inferred_worst_group'``
+        (fitted on each split's training rows, predicting the groups of its
+        validation rows); None: :func:`skgroup.groups.default_inferrer`, the
+        one ``InferredGroupsClassifier`` uses, so that its candidates share
+        the fit (EVaLS infers environments with EIIL, which recovers planted
+        groups worse here: ``docs/groups.rst``).
     cv : int, CV splitter, iterable or None, default=None
         Used when ``fit`` gets no ``X_val``: None means 5 stratified folds.
         Each row must be tested at most once (scores are computed on the
@@ -177,7 +220,9 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         training rows alone.
     confidence_level : float in (0, 1), default=0.95
     n_bootstrap : int, default=1000
-        Bootstrap replicates of the validation rows, resampled within the
+        Bootstrap replicates of the validation rows (at least 5 beyond each
+        bound of the interval: 200 at ``confidence_level=0.95``, 1,000 at
+        0.99), resampled within the
         cells of the rule (groups, classes, (class, biased prediction)
         cells) and shared by all candidates (a paired bootstrap).
     n_jobs : int or None, default=None
@@ -213,9 +258,15 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         interval of the winner's score minus this one), ``distinguishable``
         (that interval lies above 0: the winner is better beyond the
         bootstrap's doubt), ``rank``, ``accuracy`` (validation accuracy),
-        ``fit_time`` (seconds, summed over folds), ``error`` and ``warnings``
-        (the categories of the warnings the candidate's fits raised, e.g.
-        ``BelowERMWarning``: they are recorded here, not repeated).
+        ``below_majority`` (worse than always answering the majority class,
+        :func:`skgroup.metrics.below_majority`: never the pick while another
+        candidate is not), ``fit_time`` (seconds, summed over folds),
+        ``error`` and ``warnings`` (the categories of the warnings the
+        candidate's fits raised, e.g. ``BelowERMWarning``: recorded here;
+        the pick's own are raised again after the search).
+    best_below_majority_ : bool
+        Whether the pick is below the majority class (then every candidate
+        is, and a :class:`~skgroup.estimators.BelowMajorityWarning` says so).
     shared_fits_ : dict
         Sub-models fitted during the search, by kind (each distinct one
         once, see :mod:`skgroup._cache`).
@@ -242,6 +293,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     _parameter_constraints = {
         "candidates": [StrOptions({"auto"}), list, tuple],
         "selection": [str, callable],
+        "include_erm": ["boolean"],
+        "group_inferrer": [HasMethods(["fit", "predict"]), None],
         "cv": ["cv_object", None],
         "early_stopping": ["boolean"],
         "confidence_level": [Interval(Real, 0, 1, closed="neither")],
@@ -259,6 +312,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         candidates="auto",
         selection="worst_class",
         *,
+        include_erm=True,
+        group_inferrer=None,
         cv=None,
         early_stopping=True,
         confidence_level=0.95,
@@ -270,6 +325,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     ):
         self.candidates = candidates
         self.selection = selection
+        self.include_erm = include_erm
+        self.group_inferrer = group_inferrer
         self.cv = cv
         self.early_stopping = early_stopping
         self.confidence_level = confidence_level
@@ -330,10 +387,13 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 )
             for params in ParameterGrid(grid if grid else {}):
                 configs.append((type(estimator).__name__, estimator, params))
+        if self.include_erm and not any(isinstance(est, classes["ERMClassifier"]) for _, est, _ in configs):
+            grid = search_space("ERMClassifier", n_samples, n_features, n_classes)
+            configs += [("ERMClassifier", classes["ERMClassifier"](), params) for params in ParameterGrid(grid)]
         return configs
 
     def _prepare(self, estimator, params, seed, monitor, validated):
-        est = clone(estimator).set_params(**params)
+        est = _with_params(estimator, params)
         own = est.get_params(deep=False)
         if "random_state" in own and own["random_state"] is None and "random_state" not in params:
             est.set_params(random_state=seed)
@@ -372,6 +432,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             never look at them.
         """
         self._validate_params()
+        check_bootstrap(self.n_bootstrap, self.confidence_level)
         start = time.perf_counter()
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], reset=True)
         check_classification_targets(y)
@@ -406,12 +467,19 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
                     y_enc = np.unique(split["y"], return_inverse=True)[1]
                     split["biased"] = biased_erm(split["X"], y_enc).predict(split["X_score"])
+            if rule == "inferred_worst_group":
+                # the groups of the validation rows, inferred from the training rows' fit (EVaLS): the
+                # rule's cells and the candidates' monitor; shared with candidates wrapping this inferrer
+                inferrer = self.group_inferrer if self.group_inferrer is not None else default_inferrer()
+                for split in splits:
+                    _, _, split["g_inferred"] = infer_groups(inferrer, split["X"], split["y"], split["X_score"],
+                                                             split["y_score"], random_state=seed)
         responses = ("predict",) if scorer is None else _RESPONSES
 
         tasks = []
         for ci, (name, estimator, params) in enumerate(configs):
             for si, split in enumerate(splits):
-                validated = split["validation"] and self._validates(clone(estimator).set_params(**params))
+                validated = split["validation"] and self._validates(_with_params(estimator, params))
                 est = self._prepare(estimator, params, seed, monitor, validated)
                 fit_params = {}
                 if split["g"] is not None and "group_labels" in requests(est, "fit", ["group_labels"]):
@@ -420,6 +488,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                     fit_params.update(X_val=split["X_score"], y_val=split["y_score"])
                     if needs_groups:
                         fit_params["group_labels_val"] = split["g_score"]
+                    elif rule == "inferred_worst_group" and _takes(est, "group_labels_val"):
+                        fit_params["group_labels_val"] = split["g_inferred"]
                 signature = getattr(est, "_shared_fit_signature", lambda: None)()
                 key = None if signature is None else (name, signature, si)
                 tasks.append({"ci": ci, "si": si, "est": est, "fit_params": fit_params, "key": key})
@@ -456,7 +526,26 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self._score(configs, splits, outputs, rule, scorer, rng, y)
         self._refit(configs, splits, outputs, X, y, group_labels)
         self.search_time_ = time.perf_counter() - start
+        self._warn_about_the_pick(outputs)
         return self
+
+    def _warn_about_the_pick(self, outputs):
+        """Raise the winner's own warnings (the others' stay in ``results_['warnings']``), and say when every
+        candidate does worse than always answering the majority class."""
+        seen = set()
+        for si in range(self.n_splits_):
+            for category, message in outputs[(self.best_index_, si)].get("messages", []):
+                if category not in seen:
+                    seen.add(category)
+                    warn(f"The pick {self.best_estimator_name_}{self.best_params_}: {message}", category)
+        if self.best_below_majority_:
+            warn(
+                "Every candidate does worse on the validation rows than always answering the majority class "
+                f"(accuracy below the majority rate and balanced accuracy at chance); the pick "
+                f"{self.best_estimator_name_}{self.best_params_} is the best of them by selection="
+                f"{self.selection_!r}. Search other settings (wider grids, more epochs) or check the data.",
+                BelowMajorityWarning,
+            )
 
     def _splits(self, X, y, group_labels, X_val, y_val, group_labels_val, needs_groups):
         if (X_val is None) != (y_val is None):
@@ -468,7 +557,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                     "validation-split protocol, or cv (and no X_val) for cross-validation."
                 )
             X_val = validate_data(self, X_val, dtype=X.dtype, reset=False)
-            y_val = np.asarray(y_val)
+            # the training classes, in their dtype: a prediction '10' must not be cut to y_val's '1'
+            y_val = self.classes_[encode_labels(self.classes_, y_val, "y_val")]
             if y_val.shape[0] != X_val.shape[0]:
                 raise ValueError(f"X_val has {X_val.shape[0]} rows but y_val has {y_val.shape[0]}.")
             if needs_groups and group_labels_val is None:
@@ -518,10 +608,14 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             first = next(o["error"] for o in outputs.values() if o["error"])
             raise ValueError(f"Every candidate failed to fit; the first error: {first}")
         y_score = np.concatenate([s["y_score"] for s in splits])
-        preds = np.full((n_cfg, y_score.shape[0]), y_score[0], dtype=y_score.dtype)
+        # compared as positions in classes_: no array of y's dtype that would cut or convert a prediction
+        y_codes = encode_labels(self.classes_, y_score, "y_val")
+        correct = np.zeros((n_cfg, y_score.shape[0]), dtype=bool)
+        pred_codes = np.zeros((n_cfg, y_score.shape[0]), dtype=np.int64)
         for ci in np.flatnonzero(ok):
-            preds[ci] = np.concatenate([outputs[(ci, si)]["responses"]["predict"] for si in range(len(splits))])
-        correct = preds == y_score
+            pred = np.concatenate([outputs[(ci, si)]["responses"]["predict"] for si in range(len(splits))])
+            pred_codes[ci] = encode_labels(self.classes_, pred, f"the predictions of {configs[ci][0]}")
+            correct[ci] = pred_codes[ci] == y_codes
         alpha = (1 - self.confidence_level) / 2 * 100
         score = np.full(n_cfg, np.nan)
         reps = np.full((self.n_bootstrap, n_cfg), np.nan)
@@ -534,13 +628,19 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         else:
             score[ok], reps[:, ok] = self._scorer_bootstrap(scorer, configs, splits, outputs, ok, y_score,
                                                             bootstrap_seed)
-        best = int(np.nanargmax(np.where(ok, score, -np.inf)))
+        # a candidate worse than always answering the majority class is never the pick while another is not
+        below = np.zeros(n_cfg, dtype=bool)
+        for ci in np.flatnonzero(ok):
+            below[ci] = below_majority(y_codes, pred_codes[ci])[0]
+        eligible = ok & ~below if (ok & ~below).any() else ok
+        best = int(np.nanargmax(np.where(eligible, score, -np.inf)))
         ci_low, ci_high = np.full(n_cfg, np.nan), np.full(n_cfg, np.nan)
         ci_low[ok], ci_high[ok] = np.percentile(reps[:, ok], [alpha, 100 - alpha], axis=0)
         diff = reps[:, [best]] - reps
         d_low, d_high = np.full(n_cfg, np.nan), np.full(n_cfg, np.nan)
         d_low[ok], d_high[ok] = np.percentile(diff[:, ok], [alpha, 100 - alpha], axis=0)
-        order = np.argsort(-np.where(ok, score, -np.inf), kind="stable")
+        # eligible candidates first, each part by score: rank 1 is the pick
+        order = np.lexsort((-np.where(ok, score, -np.inf), ~eligible))
         rank = np.empty(n_cfg, dtype=np.int64)
         rank[order] = np.arange(1, n_cfg + 1)
 
@@ -556,6 +656,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "distinguishable": distinguishable,
             "rank": rank,
             "accuracy": np.where(ok, correct.mean(axis=1), np.nan),
+            "below_majority": below,
             "fit_time": [sum(outputs[(ci, si)]["fit_time"] for si in range(len(splits))) for ci in range(n_cfg)],
             "error": ["; ".join(str(outputs[(ci, si)]["error"]) for si in range(len(splits))
                             if outputs[(ci, si)]["error"]) for ci in range(n_cfg)],
@@ -568,14 +669,17 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.best_score_ci_ = (float(ci_low[best]), float(ci_high[best]))
         self.best_params_ = dict(configs[best][2])
         self.best_estimator_name_ = configs[best][0]
+        self.best_below_majority_ = bool(below[best])
 
     def _cells(self, rule, splits, y_score):
         if rule == "worst_group":
             g = np.concatenate([np.asarray(s["g_score"]) for s in splits])
             membership = check_group_labels(g, g.shape[0], name="group_labels_val")
             return membership.ids() if membership.disjoint else membership.matrix
-        if rule == "worst_class":
+        if rule in ("worst_class", "class_diff"):
             return y_score
+        if rule == "inferred_worst_group":
+            return np.concatenate([np.asarray(s["g_inferred"]) for s in splits])
         if rule == "accuracy":
             return np.zeros(y_score.shape[0], dtype=np.int64)
         _, t = np.unique(y_score, return_inverse=True)
@@ -633,7 +737,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             self.refit_time_ = 0.0
             return
         name, estimator, params = configs[best]
-        est = clone(estimator).set_params(**params)
+        est = _with_params(estimator, params)
         proto = outputs[(best, 0)]["estimator"]
         if "random_state" in est.get_params(deep=False):
             est.set_params(random_state=proto.get_params(deep=False)["random_state"])

@@ -12,11 +12,16 @@ objectives drive a linear head on cached features and a whole backbone.
 
 ::
 
-    from skgroup.objectives import Objective, GroupDRO
+    from skgroup.objectives import FocalLoss, GroupDRO, Objective
     objective = Objective(FocalLoss(gamma=2.0), GroupDRO(membership, eta=0.01))
+
+Losses by name (the estimators' ``loss`` parameter): 'cross_entropy',
+'focal', 'ldam', 'logit_adjusted' (Balanced Softmax at its default tau=1),
+'generalized_cross_entropy'.
 """
 
-from ._losses import LOSSES, CrossEntropy, Loss, make_loss, register_loss
+from ._losses import LOSSES, CrossEntropy, GeneralizedCrossEntropy, Loss, make_loss, register_loss
+from ._imbalance import FocalLoss, LDAMLoss, LogitAdjustedLoss, effective_number_weights
 from ._objective import (
     AuxiliaryLoss,
     BatchTerms,
@@ -29,14 +34,36 @@ from ._objective import (
     RepresentationL1,
 )
 from ._reductions import CVaR, GroupDRO, Mean, Reduction, Weighted, cvar_of_losses
+from ._penalties import (
+    MMD_GAMMAS,
+    CORALPenalty,
+    EnvironmentMean,
+    IRMPenalty,
+    MMDPenalty,
+    VRExPenalty,
+    coral_distance,
+    gaussian_mmd,
+)
 
 __all__ = [
     "LOSSES",
+    "MMD_GAMMAS",
+    "CORALPenalty",
+    "EnvironmentMean",
+    "IRMPenalty",
+    "MMDPenalty",
+    "VRExPenalty",
+    "coral_distance",
+    "gaussian_mmd",
     "AuxiliaryLoss",
     "BatchTerms",
     "CVaR",
     "CrossEntropy",
+    "FocalLoss",
+    "GeneralizedCrossEntropy",
     "GroupDRO",
+    "LDAMLoss",
+    "LogitAdjustedLoss",
     "FeatureOutput",
     "Loss",
     "Mean",
@@ -49,6 +76,7 @@ __all__ = [
     "RepresentationL1",
     "Weighted",
     "cvar_of_losses",
+    "effective_number_weights",
     "make_loss",
     "register_loss",
 ]

@@ -11,7 +11,7 @@ is never changed by a fit.
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Loss", "CrossEntropy", "as_float", "LOSSES", "make_loss", "register_loss"]
+__all__ = ["Loss", "CrossEntropy", "GeneralizedCrossEntropy", "as_float", "LOSSES", "make_loss", "register_loss"]
 
 
 def as_float(t):
@@ -88,3 +88,39 @@ def make_loss(loss, y, n_classes):
         raise TypeError(f"loss must be None, a name in {sorted(LOSSES)} or a skgroup.objectives.Loss; "
                         f"got {type(loss).__name__}.")
     return loss.bind(y, n_classes)
+
+
+@register_loss("generalized_cross_entropy")
+class GeneralizedCrossEntropy(Loss):
+    """Generalized cross-entropy (Zhang & Sabuncu, NeurIPS 2018, eq. 6): ``(1 - p_y^q) / q``.
+
+    Z. Zhang and M. R. Sabuncu, "Generalized Cross Entropy Loss for Training
+    Deep Neural Networks with Noisy Labels". The negative Box-Cox
+    transformation of the probability of the true class: ``q -> 0`` is
+    cross-entropy ``-log p_y``, ``q = 1`` the mean absolute error ``1 - p_y``.
+    Its gradient is ``p_y^q`` times cross-entropy's, so rows the model
+    already fits confidently weigh more: Learning from Failure (Nam et al.,
+    NeurIPS 2020) trains its intentionally biased model with it (``q=0.7``,
+    the default here, Zhang & Sabuncu's and LfF's).
+
+    The authors of LfF (and SubpopBench's ``LfF.GCE2``) write the loss as
+    ``q * p_y^q.detach() * CE``, whose gradient is ``q`` times this loss's:
+    the same direction, a step ``q`` times as long.
+
+    Parameters
+    ----------
+    q : float in (0, 1], default=0.7
+    """
+
+    softmax_only = True
+
+    def __init__(self, q=0.7):
+        q = float(q)
+        if not 0 < q <= 1:
+            raise ValueError(f"GeneralizedCrossEntropy: q must be in (0, 1]; got {q}.")
+        self.q = q
+
+    def __call__(self, logits, y):
+        log_p = -F.cross_entropy(as_float(logits), y, reduction="none")
+        # 1 - p^q = -expm1(q log p): exact for p near 1, where 1 - exp(.) would round to 0
+        return -torch.expm1(self.q * log_p) / self.q

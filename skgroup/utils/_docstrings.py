@@ -68,7 +68,11 @@ early_stopping : 'auto' or bool, default={default}
     epochs (L-BFGS: iterations), the checkpoint selection of the papers.
     The validation rows are ``X_val, y_val`` (and ``group_labels_val``)
     passed to ``fit``, else a ``validation_fraction`` held out of the
-    training rows. 'auto': on exactly when ``X_val`` is passed.""",
+    training rows. 'auto': on exactly when ``X_val`` is passed, and then
+    full-batch L-BFGS runs to convergence and keeps its last iterate (an
+    iteration is not an epoch: selecting an early iterate on a noisy
+    validation score stops short of the optimum); ``True`` selects L-BFGS
+    iterations too.""",
     "validation_fraction": """
 validation_fraction : float in (0, 1), default={default}
     Share of the training rows held out for early stopping when no
@@ -80,8 +84,10 @@ monitor : {{'auto', 'worst_group_accuracy', 'worst_class_accuracy', 'bias_unsupe
     group labels of the validation rows; 'worst_class_accuracy' (LaBonte et
     al., 2023) and 'bias_unsupervised' (their eq. 1, with an ERM model fitted
     on the training rows) need none; 'accuracy' is Kulkarni et al.'s
-    selection without group labels. 'auto': 'worst_group_accuracy' when the
-    validation rows have group labels, else 'worst_class_accuracy'.""",
+    selection without group labels. 'auto': the validation loss for ERM
+    (which aims at average accuracy), and for the robust methods
+    'worst_group_accuracy' when the validation rows have group labels, else
+    'worst_class_accuracy'.""",
     "n_iter_no_change": """
 n_iter_no_change : int or None, default={default}
     Epochs (L-BFGS: iterations) without improvement of the validation score
@@ -110,6 +116,22 @@ random_state : int, RandomState instance or None, default={default}
     "verbose": """
 verbose : int, default={default}
     Show a progress bar per training stage.""",
+    "environments": """
+environments : {{'attribute', 'groups'}}, default={default}
+    What the penalty compares. 'attribute': the values of the spurious
+    attribute, as SubpopBench does (each environment holds every class);
+    ``group_labels`` are read as (class, attribute) cells
+    (:func:`skgroup.metrics.make_group_labels`' numbering) and a row's
+    environment is the rank of its group among its class's groups, which
+    needs every class to have the same number of groups. 'groups': each
+    group is an environment (DomainBed's domains): pass attribute values,
+    domains or inferred environments as ``group_labels``.""",
+    "penalty_anneal_iters": """
+penalty_anneal_iters : int, default={default}
+    Optimizer steps at penalty weight 1 before the full ``penalty_weight``
+    (DomainBed's ``*_penalty_anneal_iters``); the switch starts a fresh
+    optimizer, as DomainBed resets Adam there. They come before the
+    ``max_iter`` epochs; 0 trains at the full weight from the start.""",
 }
 
 
