@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 #: (importer, imported): never. The engine trains any method and knows none; methods do not
-#: depend on model selection or analysis; metrics need no torch and no estimator.
+#: depend on model selection or analysis; metrics need no torch and no estimator; the meta-estimators
+#: train a user's classifier, never a torch module, and sit below model selection.
 FORBIDDEN = [
     ("skgroup.engine", "skgroup.estimators"),
     ("skgroup.engine", "skgroup.model_selection"),
@@ -28,6 +29,10 @@ FORBIDDEN = [
     ("skgroup.metrics", "skgroup.estimators"),
     ("skgroup.metrics", "skgroup.engine"),
     ("feature_extraction", "skgroup.estimators"),
+    ("skgroup.meta", "skgroup.model_selection"),
+    ("skgroup.meta", "skgroup.analysis"),
+    ("skgroup.meta", "skgroup.engine"),
+    ("skgroup.meta", "skgroup.finetune"),
 ]
 
 

@@ -111,6 +111,13 @@ class MethodSpec:
         through the engine's executors only).
     finetune_instead : str
         Why it cannot, and what to do instead (the fine-tuning path's error).
+    wraps_estimator : bool
+        A meta-estimator of :mod:`skgroup.meta`: it trains a user's
+        classifier (its ``estimator`` parameter), so it is not a method of
+        its own in :func:`all_estimators` or ``RobustSearchCV('auto')``,
+        and its search space covers the method's knobs only (the base
+        estimator is the user's). ``fast_params`` and ``check_params`` then
+        hold a quick base estimator.
     """
 
     estimator: type
@@ -122,6 +129,7 @@ class MethodSpec:
     trains_on_group_labels: bool = False
     finetune: bool = True
     finetune_instead: str = ""
+    wraps_estimator: bool = False
 
     @property
     def name(self):
@@ -151,14 +159,17 @@ def register_method(spec):
     return spec
 
 
-def method_specs(*, with_group_labels=True):
-    """Every registered spec, ERM first then in registration order.
+def method_specs(*, with_group_labels=True, wrappers=False):
+    """Every registered spec of the heads, ERM first then in registration order.
 
     ``with_group_labels=False``: only the methods that are themselves
-    without training group labels.
+    without training group labels. ``wrappers=True``: the meta-estimators
+    of :mod:`skgroup.meta` (which wrap a user's classifier) instead of the
+    heads.
     """
     specs = sorted(_SPECS.values(), key=lambda s: s.name != "ERMClassifier")
-    return [s for s in specs if with_group_labels or not s.trains_on_group_labels]
+    return [s for s in specs if (with_group_labels or not s.trains_on_group_labels)
+            and s.wraps_estimator == wrappers]
 
 
 def get_spec(name):
@@ -178,7 +189,11 @@ def registered_spec(name):
 
 
 def all_estimators():
-    """(name, class) of every skgroup classifier, ERM first (the main job's order)."""
+    """(name, class) of every skgroup head classifier, ERM first (the main job's order).
+
+    The meta-estimators of :mod:`skgroup.meta` are not listed: they need a
+    classifier to wrap (``method_specs(wrappers=True)`` lists their specs).
+    """
     return [(s.name, s.estimator) for s in method_specs()]
 
 

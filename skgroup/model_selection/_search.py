@@ -34,6 +34,7 @@ from ..estimators import BelowMajorityWarning, all_estimators, method_specs, sea
 from ..metrics import EmptyCellWarning, below_majority, paired_bootstrap
 from ..metrics._report import check_bootstrap
 from ..groups import default_inferrer, infer_groups  # the import also registers the inferred-group methods
+from .. import meta as _meta  # noqa: F401 - registers the meta-estimators' specs, for their names
 from ..utils._tables import make_table
 from ..utils._warnings import warn
 from ._validation import requests
@@ -56,6 +57,10 @@ _RESPONSES = ("predict", "predict_proba", "decision_function")
 
 def _estimator_classes():
     return dict(all_estimators())
+
+
+def _wrapper_classes():
+    return {spec.name: spec.estimator for spec in method_specs(wrappers=True)}
 
 
 def _with_params(estimator, params):
@@ -161,7 +166,12 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         ``GridSearchCV`` takes), estimators (searched over the registered
         space of their class on top of their own parameters, or used as
         they are when none is registered), and estimator class names
-        (``'JTTClassifier'``: the registered space).
+        (``'JTTClassifier'``: the registered space). The meta-estimators of
+        :mod:`skgroup.meta` are never in 'auto' (they need a classifier to
+        wrap): pass them as estimators, ``GroupDROMetaClassifier(clf)``
+        (searched over the method's registered knobs), or all of them
+        around one classifier with
+        :func:`skgroup.meta.wrapped_candidates` (``clf`` itself included).
     include_erm : bool, default=True
         Add :class:`~skgroup.ERMClassifier` over its search space when the
         candidates hold no ERM: the reference a robust method must beat, so
@@ -343,7 +353,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _configs(self, n_samples, n_features, n_classes, with_group_labels=True):
         """Candidate configurations: a list of (class name, unfitted estimator, grid params)."""
         classes = _estimator_classes()
-        if isinstance(self.candidates, str):  # 'auto'
+        wrappers = _wrapper_classes()
+        if isinstance(self.candidates, str):  # 'auto': the heads (a meta-estimator needs a classifier to wrap)
             items = [spec.name for spec in method_specs(with_group_labels=with_group_labels)]
         else:
             items = list(self.candidates)
@@ -352,6 +363,12 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         configs = []
         for item in items:
             if isinstance(item, str):
+                if item in wrappers:
+                    raise ValueError(
+                        f"candidates names {item!r}, a meta-estimator that wraps a classifier: pass "
+                        f"{item}(estimator) (searched over its registered space), or every method around one "
+                        "classifier with skgroup.meta.wrapped_candidates(estimator)."
+                    )
                 if item not in classes:
                     raise ValueError(f"candidates names {item!r}, which is not a skgroup estimator; "
                                      f"choose from {sorted(classes)} or pass an estimator.")
@@ -361,7 +378,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             elif hasattr(item, "fit"):
                 name = type(item).__name__
                 estimator = item
-                grid = search_space(name, n_samples, n_features, n_classes) if name in classes else {}
+                registered = name in classes or name in wrappers
+                grid = search_space(name, n_samples, n_features, n_classes) if registered else {}
             else:
                 raise ValueError(
                     "Each entry of candidates must be an (estimator, param_grid) pair, an estimator or a "
@@ -379,7 +397,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         own = est.get_params(deep=False)
         if "random_state" in own and own["random_state"] is None and "random_state" not in params:
             est.set_params(random_state=seed)
-        if validated and monitor is not None and own.get("monitor") == "auto" and "monitor" not in params:
+        if (validated and monitor is not None and own.get("monitor") == "auto" and "monitor" not in params
+                and monitor in getattr(est, "_supported_monitors", (monitor,))):
             est.set_params(monitor=monitor)
         return est
 
