@@ -603,3 +603,26 @@ def test_wrapped_logistic_regression_agrees_with_group_dro_classifier():
         wga = [worst_group_accuracy(te.y, m.predict(te.X), group_labels=te.group_labels) for m in (head, wrapped)]
         gaps.append(abs(wga[0] - wga[1]))
     assert max(gaps) <= 0.04, gaps
+
+
+def test_inferred_groups_feed_a_wrapped_classifier():
+    """A meta-estimator trains on inferred groups through InferredGroupsClassifier (no group labels given)."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    from skgroup.groups import InferredGroupsClassifier
+
+    data = make_spurious_benchmark(600, 200, 200, random_state=0, **SMALL)
+    base = DecisionTreeClassifier(max_depth=3, random_state=0)
+    model = InferredGroupsClassifier(GroupBalancedMetaClassifier(base, balancing="reweight"), random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(data.train.X, data.train.y)
+    groups = model.group_labels_
+    assert len(np.unique(groups)) >= 2
+    # the wrapped tree was fitted with the inferrer's groups turned into weights: its weights are the
+    # inverse group frequencies of the inferred groups, not uniform
+    _, counts = np.unique(groups, return_counts=True)
+    assert counts.min() < counts.max()
+    assert isinstance(model.estimator_, GroupBalancedMetaClassifier)
+    plain = clone(base).fit(data.train.X, data.train.y)
+    assert not np.array_equal(model.predict_proba(data.test.X), plain.predict_proba(data.test.X))
