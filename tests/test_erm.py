@@ -179,6 +179,29 @@ def test_samplers():
         WeightedSampler([1, -1])
 
 
+@pytest.mark.parametrize("n", [1, 2, 9, 5000])
+def test_weighted_draws_are_numpys_choice(n):
+    """The sampler's table of the inverse cdf draws exactly what rng.choice(p=...) draws, from the same
+    random numbers, whatever the weights (zeros; balanced groups; so uneven that it falls back to a
+    binary search)."""
+    from skgroup._samplers import WeightedSampler
+
+    rng = np.random.default_rng(n)
+    groups = rng.integers(0, 4, n)
+    weights = {"zeros": np.where(np.arange(n) % 3 == 0, 0.0, rng.random(n)) + (n == 1),
+               "balanced": balanced_weights(groups),
+               "uneven": np.exp(12 * rng.standard_normal(n))}
+    for name, w in weights.items():
+        sampler = WeightedSampler(w, n_draws=3 * n + 1)
+        a, b = np.random.default_rng(7), np.random.default_rng(7)
+        for _ in range(2):
+            np.testing.assert_array_equal(sampler.epoch(a), b.choice(n, size=3 * n + 1, replace=True, p=sampler.p))
+        assert a.bit_generator.state == b.bit_generator.state
+    if n == 5000:
+        assert weights["uneven"] is not None and WeightedSampler(weights["uneven"])._inverse_cdf()[1] is None
+        assert WeightedSampler(weights["balanced"])._inverse_cdf()[1] is not None
+
+
 def test_auto_batch_size():
     from skgroup.engine import resolve_batch_size
 
