@@ -114,7 +114,8 @@ def _fit(est, split):
 
 
 def _fits_on_validation(cls):
-    return getattr(cls, "_fits_on_validation", False)
+    # on an instance: a meta-estimator (InferredGroupsClassifier) answers for the method it wraps
+    return bool(getattr(cls(), "_fits_on_validation", False))
 
 
 def run_on_validation(name, cls, grid, data, seed):
@@ -170,7 +171,7 @@ def run_one(name, cls, grid, data, seed, biased, n_jobs):
         best_params = search.cv_results_["params"][best]
         key = json.dumps(best_params, sort_keys=True, default=str)
         if key not in refits:
-            model = clone(est).set_params(**best_params)
+            model = clone(est).set_params(**{k: clone(v, safe=False) for k, v in best_params.items()})
             refits[key] = (model, _fit(model, tr))
         model, seconds = refits[key]
         pred = model.predict(te.X)

@@ -33,6 +33,23 @@ def make_tiny_bert(folder, *, seed=0, hidden_size=32, layers=2, pooler=True):
     return folder
 
 
+def make_tiny_sentence_transformer(folder, *, seed=0, max_seq_length=32, normalize=True):
+    """:func:`make_tiny_bert` laid out as a sentence-transformers folder: mean pooling, then (by default) L2
+    normalisation, as all-MiniLM-L6-v2 ships."""
+    import json
+
+    folder = make_tiny_bert(folder, seed=seed)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
+    return folder
+
+
 def make_tiny_vision(folder, kind, *, seed=0, image_size=32):
     """A tiny randomly initialised transformers ResNet, ConvNeXt or ViT image classifier."""
     import torch

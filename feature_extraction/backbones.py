@@ -489,6 +489,7 @@ def load_backbone(
     pooling=None,
     pair_mode=None,
     max_length=None,
+    normalize=None,
     image_size=None,
     resize=None,
     interpolation=None,
@@ -531,6 +532,16 @@ def load_backbone(
     max_length : int, optional
         Truncate texts to this many tokens (default: the model's limit,
         at most 512; sentence-transformers: its ``max_seq_length``).
+    normalize : bool, optional
+        L2-normalise the pooled text features (default: as the checkpoint
+        says, i.e. True for a sentence-transformers folder with a
+        ``Normalize`` module, else False).
+
+    A folder written by :func:`skgroup.finetune.save_finetuned` records
+    the pooling, pair mode, maximum length and normalisation it was
+    fine-tuned with (``skgroup_finetuned.json``); those are its defaults
+    here, so its features are those of the fine-tuned estimator's
+    ``transform``. An argument given here still wins.
     image_size, resize, interpolation, mean, std
         Image preprocessing (see :class:`ImagePreprocessing`); or pass
         ``preprocessing`` whole.
@@ -551,9 +562,15 @@ def load_backbone(
     if preprocessing is None and not isinstance(processor, str) and processor is not None:
         preprocessing = _ProcessorPreprocessing(processor)
 
+    if normalize is not None and not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True, False or None (the checkpoint's own); got {normalize!r}.")
+    text_args = dict(pooling=pooling, pair_mode=pair_mode, max_length=max_length, normalize=normalize)
     if isinstance(model, nn.Module):
+        if weights is not None:
+            raise ValueError("weights= is for model names (torchvision, EfficientNet-Lite); load the weights into "
+                             "the module yourself (module.load_state_dict) and pass the module as model.")
         return _custom(model, features_fn, modality, preprocessing or ImagePreprocessing(**image_args), tokenizer,
-                       pooling, pair_mode, max_length, name)
+                       text_args, name)
     if features_fn is not None:
         raise ValueError("features_fn is for a torch.nn.Module model; pass the module as model.")
     if not isinstance(model, (str, os.PathLike)):
@@ -564,8 +581,7 @@ def load_backbone(
         if weights is not None:
             raise ValueError("weights= is for torchvision and EfficientNet-Lite names; a transformers folder holds "
                              "its own weights.")
-        return _transformers(path, str(path), modality, pooling, pair_mode, max_length, preprocessing, image_args,
-                             processor, name)
+        return _transformers(path, str(path), modality, text_args, preprocessing, image_args, processor, name)
     if path.is_file():
         raise ValueError(
             f"model={text!r} is a file; a weights file needs a model name: model='resnet50', weights={text!r} "
@@ -574,6 +590,8 @@ def load_backbone(
     if weights is not None and str(weights) != "random" and not Path(weights).expanduser().is_file():
         raise FileNotFoundError(f"weights file not found: {str(weights)!r} (argument weights). Check the path.")
     lowered = text.lower()
+    if normalize is not None:
+        raise ValueError(f"normalize applies to text backbones; {text!r} is an image model.")
     if lowered.startswith("efficientnet-lite"):
         return _efficientnet_lite(lowered, weights, preprocessing or ImagePreprocessing(
             **{"mean": LITE_MEAN, "std": LITE_STD, **image_args}), name)
@@ -582,11 +600,10 @@ def load_backbone(
     looks_like_path = text.startswith(("/", ".", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "")
     if looks_like_path:
         raise FileNotFoundError(f"model folder not found: {text!r} (argument model). Check the path.")
-    return _from_hub_cache(text, modality, pooling, pair_mode, max_length, preprocessing, image_args, processor,
-                           name)
+    return _from_hub_cache(text, modality, text_args, preprocessing, image_args, processor, name)
 
 
-def _custom(module, features_fn, modality, preprocessing, tokenizer, pooling, pair_mode, max_length, name):
+def _custom(module, features_fn, modality, preprocessing, tokenizer, text_args, name):
     modality = modality or ("text" if tokenizer is not None else "image")
     identity = {
         "family": "custom",
@@ -601,15 +618,18 @@ def _custom(module, features_fn, modality, preprocessing, tokenizer, pooling, pa
             raise ValueError("a custom text module needs tokenizer=... to turn texts into model inputs.")
         if features_fn is None:
             raise ValueError("a custom text module needs features_fn(module, tokenized_batch) -> (B, d).")
-        return TextBackbone(module, tokenizer, name=name, identity=identity, pooling=pooling or "cls",
-                            pair_mode=pair_mode or "template", max_length=max_length, features_fn=features_fn)
+        return TextBackbone(module, tokenizer, name=name, identity=identity, pooling=text_args["pooling"] or "cls",
+                            pair_mode=text_args["pair_mode"] or "template", max_length=text_args["max_length"],
+                            normalize=bool(text_args["normalize"]), features_fn=features_fn)
+    if text_args["normalize"] is not None:
+        raise ValueError("normalize applies to text backbones; this module is read as an image model.")
     if modality != "image":
         raise ValueError(f"modality must be 'image' or 'text'; got {modality!r}.")
     return ImageBackbone(module, name=name, identity=identity, preprocessing=preprocessing, features_fn=features_fn,
                          channels_last_ok=any(isinstance(m, nn.Conv2d) for m in module.modules()))
 
 
-def _from_hub_cache(hub_id, modality, pooling, pair_mode, max_length, preprocessing, image_args, processor, name):
+def _from_hub_cache(hub_id, modality, text_args, preprocessing, image_args, processor, name):
     try:
         from huggingface_hub import snapshot_download
 
@@ -620,16 +640,14 @@ def _from_hub_cache(hub_id, modality, pooling, pair_mode, max_length, preprocess
             "EfficientNet-Lite name, and not in the local Hugging Face cache (the hub is offline here). "
             "Pass the path of a downloaded model folder."
         ) from e
-    return _transformers(Path(folder), hub_id, modality, pooling, pair_mode, max_length, preprocessing, image_args,
-                         processor, name)
+    return _transformers(Path(folder), hub_id, modality, text_args, preprocessing, image_args, processor, name)
 
 
 def _read_json(path):
     return json.loads(Path(path).read_text())
 
 
-def _transformers(folder, label, modality, pooling, pair_mode, max_length, preprocessing, image_args, processor,
-                  name):
+def _transformers(folder, label, modality, text_args, preprocessing, image_args, processor, name):
     try:
         from transformers import AutoConfig
     except ImportError as e:
@@ -650,6 +668,10 @@ def _transformers(folder, label, modality, pooling, pair_mode, max_length, prepr
     base = {"family": f"transformers-{modality}", "model_type": config.model_type,
             "config_sha256": _config_sha256(config)}
     if modality == "image":
+        if text_args.get("normalize") is not None:
+            raise ValueError(f"normalize applies to text backbones; {folder} is read as an image model.")
+        if not image_args and preprocessing is None:
+            image_args = _finetuned_image_args(folder)  # a fine-tuned folder's own preprocessing
         if image_args:
             preprocessing = preprocessing or ImagePreprocessing(**image_args)
         if preprocessing is None and processor == "auto" and (folder / "preprocessor_config.json").is_file():
@@ -677,6 +699,11 @@ def _transformers(folder, label, modality, pooling, pair_mode, max_length, prepr
         raise ValueError(f"modality must be 'image' or 'text'; got {modality!r}.")
     from transformers import AutoModel, AutoTokenizer
 
+    # a fine-tuned folder's own reading (skgroup_finetuned.json), then the caller's arguments on top
+    text_args = {**_finetuned_text_options(folder), **{k: v for k, v in text_args.items() if v is not None}}
+    pooling, pair_mode, max_length, normalize = (text_args.get(k) for k in ("pooling", "pair_mode", "max_length",
+                                                                            "normalize"))
+
     st = _sentence_transformers_config(folder)
     with _quiet_transformers():
         try:
@@ -697,9 +724,36 @@ def _transformers(folder, label, modality, pooling, pair_mode, max_length, prepr
         raise ValueError(f"{folder}: weights missing for {missing[:5]}...; these layers would be random.")
     identity = {**base, "class": type(model).__name__, "sentence_transformers": st is not None,
                 "penultimate": f"{pooling} pooling of the last layer"}
+    if normalize is None:
+        normalize = bool(st and st["normalize"])
     return TextBackbone(model, tokenizer, name=name, identity=identity, pooling=pooling,
-                        pair_mode=pair_mode or "template", normalize=bool(st and st["normalize"]),
+                        pair_mode=pair_mode or "template", normalize=normalize,
                         max_length=max_length, lowercase=bool(st and st["lowercase"]), source=source)
+
+
+def _finetuned_meta(folder):
+    meta_file = Path(folder) / "skgroup_finetuned.json"
+    if not meta_file.is_file():
+        return {}
+    try:
+        return _read_json(meta_file)
+    except ValueError as e:
+        raise ValueError(f"{meta_file} is not valid JSON ({e}); it was written by skgroup's save_finetuned.") from e
+
+
+def _finetuned_text_options(folder):
+    """The text reading recorded by ``skgroup.finetune.save_finetuned`` in ``folder``, or {}."""
+    options = _finetuned_meta(folder).get("text_options") or {}
+    return {k: options[k] for k in ("pooling", "pair_mode", "max_length", "normalize") if options.get(k) is not None}
+
+
+def _finetuned_image_args(folder):
+    """The resize / crop / normalisation recorded by ``save_finetuned`` in ``folder`` as image arguments, or {}."""
+    spec = _finetuned_meta(folder).get("preprocessing") or {}
+    if spec.get("kind") != "resize-center-crop":
+        return {}  # a transformers processor: the folder's preprocessor_config.json, copied beside the weights
+    return {"size": spec["size"], "resize": spec["resize"], "interpolation": spec["interpolation"],
+            "mean": tuple(spec["mean"]), "std": tuple(spec["std"])}
 
 
 def _float32_kwargs():

@@ -3,15 +3,20 @@
 By default the built-in synthetic benchmark of Sagawa et al. (2020b) (group-
 balanced validation and test draws). Two tables:
 
-1. every estimator with its default parameters, over three seeds (DFR
-   retrains on the validation split, its held-out data with group labels;
-   the others train on the training split);
+1. every estimator with its default parameters, over three seeds (DFR and
+   DPE train on the validation split, their held-out data, with its group
+   labels; ``InferredGroupsClassifier`` is Group DRO on groups inferred from
+   the training rows; the others train on the training split);
 2. what :class:`~skgroup.model_selection.RobustSearchCV` (``candidates='auto'``)
    picks on the validation split under each label-free rule
-   (``worst_class``, ``bias_unsupervised``), with no group labels anywhere:
-   the pick, its validation score with a bootstrap interval, how many
-   candidates the bootstrap cannot tell from it, and its test accuracy and
-   worst-group accuracy (with a bootstrap interval).
+   (``worst_class``, ``bias_unsupervised``, ``class_diff`` and
+   ``inferred_worst_group``, which scores the candidates on groups inferred
+   on the validation rows), with no group labels anywhere: the pick, whether
+   it trains on inferred groups (``InferredGroupsClassifier``: Group DRO,
+   group balancing or DFR on groups of :mod:`skgroup.groups`), its
+   validation score with a bootstrap interval, how many candidates the
+   bootstrap cannot tell from it, and its test accuracy and worst-group
+   accuracy (with a bootstrap interval).
 
 ``--dataset celeba`` uses CelebA attributes from the data folder;
 ``--dataset PATH`` any embeddings cache written by ``feature_extraction``.
@@ -89,8 +94,11 @@ def format_table(rows, n_seeds):
     return "\n".join(lines)
 
 
-def search_picks(dataset="synthetic", seed=0, n_train=3000, rules=("worst_class", "bias_unsupervised"),
-                 n_jobs=None):
+#: The label-free rules of the second table, RobustSearchCV's default first.
+RULES = ("worst_class", "bias_unsupervised", "class_diff", "inferred_worst_group")
+
+
+def search_picks(dataset="synthetic", seed=0, n_train=3000, rules=RULES, n_jobs=None):
     """RobustSearchCV('auto') under each rule on the validation split, no group labels anywhere."""
     from .analysis import candidate_label
     from .metrics import group_accuracies
@@ -107,8 +115,10 @@ def search_picks(dataset="synthetic", seed=0, n_train=3000, rules=("worst_class"
         n_candidates = len(search.results_["score"])
         report = group_accuracies(te.y, search.predict(te.X), group_labels=te.group_labels,
                                   confidence_level=0.95, n_bootstrap=1000, random_state=seed)
+        inferred = search.best_estimator_name_ == "InferredGroupsClassifier"
         rows.append({
             "rule": rule, "pick": candidate_label(search.best_estimator_name_, search.best_params_),
+            "groups": ("inferred (" + type(search.best_estimator_.inferrer_).__name__ + ")") if inferred else "none",
             "score": search.best_score_, "ci": search.best_score_ci_, "ties": search.n_indistinguishable_,
             "n": n_candidates, "acc": report.accuracy, "wga": report.worst_group_accuracy,
             "wga_ci": report.worst_group_ci, "seconds": search.search_time_,
@@ -138,12 +148,12 @@ def below_erm_notes(rows):
 
 
 def format_picks(rows):
-    lines = ["| selection (no group labels) | pick | val score [95% CI] | indistinguishable | test acc "
-             "| test worst-group acc [95% CI] | search s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| selection (no group labels) | pick | trains on groups | val score [95% CI] | indistinguishable "
+             "| test acc | test worst-group acc [95% CI] | search s |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['rule']} | {r['pick']} | {r['score']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] "
+            f"| {r['rule']} | {r['pick']} | {r['groups']} | {r['score']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] "
             f"| {r['ties']} of {r['n'] - 1} | {r['acc']:.3f} | {r['wga']:.3f} [{r['wga_ci'][0]:.3f}, "
             f"{r['wga_ci'][1]:.3f}] | {r['seconds']:.0f} |")
     return "\n".join(lines)

@@ -6,7 +6,10 @@ few settings only, not on the parameters a search varies:
 * JTT's identification model (not on ``lambda_up``),
 * GradTune's base ERM model (not on ``lr_scale``, ``n_top``, ...),
 * the biased ERM model behind the bias-unsupervised score (on nothing but
-  the training rows).
+  the training rows),
+* the inferred groups of :class:`~skgroup.groups.InferredGroupsClassifier`
+  and of the ``inferred_worst_group`` rule (not on the wrapped method), and
+  the reference models of the inferrers.
 
 A grid over ``lambda_up`` would otherwise train the same identification model
 once per value. :data:`SHARED_FITS` keeps such sub-models, keyed on a

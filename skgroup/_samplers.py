@@ -17,6 +17,7 @@ __all__ = [
     "WeightedSampler",
     "balanced_weights",
     "BalancedSampler",
+    "FixedLengthSampler",
 ]
 
 
@@ -154,3 +155,22 @@ def BalancedSampler(strata, n_draws=None, subset=None):
     """Stratum-balanced draws with replacement, ``n_draws`` (default: the rows in ``subset``) per epoch."""
     n = strata.shape[0] if subset is None else int(np.sum(subset))
     return WeightedSampler(balanced_weights(strata, subset), n_draws if n_draws is not None else n)
+
+
+class FixedLengthSampler(Sampler):
+    """``n_rows`` rows an epoch: consecutive shuffled passes over the rows (each row once a pass), cut there.
+
+    A stage of one such epoch takes exactly ``n_rows / batch_size`` optimizer
+    steps, whatever the data size: a period counted in steps, as IRM's and
+    V-REx's penalty anneal is (DomainBed's ``irm_penalty_anneal_iters``).
+    """
+
+    def __init__(self, n_samples, n_rows):
+        if int(n_samples) < 1 or int(n_rows) < 1:
+            raise ValueError(f"n_samples and n_rows must be positive; got {n_samples} and {n_rows}.")
+        self.n_samples = int(n_samples)
+        self.n_rows = int(n_rows)
+
+    def epoch(self, rng):
+        passes = -(-self.n_rows // self.n_samples)
+        return np.concatenate([rng.permutation(self.n_samples) for _ in range(passes)])[: self.n_rows]

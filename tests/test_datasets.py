@@ -1,3 +1,4 @@
+import gzip
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ from skgroup.datasets import (
     check_embeddings,
     load_celeba_attributes,
     load_embeddings,
+    load_law_school,
     load_mnli,
     make_spurious_benchmark,
     make_spurious_features,
@@ -313,3 +315,74 @@ def test_a_save_killed_before_its_manifest_is_finished_by_the_next_one(tmp_path,
     assert (tmp_path / "c" / "labels.npy").exists() and not (tmp_path / "c" / "manifest.json").exists()
     make_cache(tmp_path / "c")  # its own leftovers: no overwrite needed
     load_embeddings(tmp_path / "c", verify=True)
+
+
+# -- law school: a hand-made file, then the real one ------------------------------
+
+
+def _write_law(folder, rows):
+    (folder / "law").mkdir(parents=True)
+    header = ",race,sex,LSAT,UGPA,region_first,ZFYA,sander_index,first_pf\n"
+    with gzip.open(folder / "law" / "law_data.csv.gz", "wt") as f:
+        f.write(header + "".join(",".join(map(str, (i, *r))) + "\n" for i, r in enumerate(rows)))
+
+
+def test_law_school_features_by_hand(tmp_path):
+    # 5 rows of each (pass, White) group: 20 rows, so a 0.6 / 0.2 / 0.2 split is 3 / 1 / 1 per group
+    rows = []
+    for k in range(20):
+        y, white = k % 2, (k // 2) % 2
+        rows.append(("White" if white else "Black", 1 + k % 3 // 2, 30 + k, 3.0 + k / 10, "GL" if k % 4 else "NE",
+                     9.9, 0.5 + k / 100, f"{y}.0"))
+    _write_law(tmp_path, rows)
+    d = load_law_school(tmp_path)
+    assert d.feature_names[:3] == ["LSAT", "UGPA", "sander_index"] and d.feature_names[-1] == "sex=2"
+    assert not any("ZFYA" in n or n.startswith("race") for n in d.feature_names)
+    for part, n in (("train", 12), ("val", 4), ("test", 4)):
+        np.testing.assert_array_equal(np.bincount(d[part].group_labels, minlength=4), [n // 4] * 4)
+    ids = np.concatenate([d[p].ids for p in ("train", "val", "test")]).astype(int)
+    assert sorted(ids.tolist()) == list(range(20))
+    # group = 2 * pass + White, and every row keeps its own label and attribute
+    for part in ("train", "val", "test"):
+        for i, yy, a, g, x in zip(d[part].ids.astype(int), d[part].y, d[part].attribute, d[part].group_labels,
+                                  d[part].X):
+            assert (yy, a) == (i % 2, (i // 2) % 2) and g == 2 * yy + a
+            assert x[d.feature_names.index("sex=2")] == float(1 + i % 3 // 2 == 2)
+            assert x[d.feature_names.index("region_first=NE")] == float(i % 4 == 0)
+            assert x[d.feature_names.index("region_first=GL")] == float(i % 4 != 0)
+    # standardised with the training rows' mean and (population) standard deviation
+    lsat_train = 30 + d.train.ids.astype(int)
+    np.testing.assert_allclose(d.train.X[:, 0], (lsat_train - lsat_train.mean()) / lsat_train.std(), rtol=1e-5)
+    lsat_test = 30 + d.test.ids.astype(int)
+    np.testing.assert_allclose(d.test.X[:, 0], (lsat_test - lsat_train.mean()) / lsat_train.std(), rtol=1e-5)
+    # sex as the attribute: race one-hot comes in, sex goes out
+    s = load_law_school(tmp_path, attribute="sex")
+    assert "sex=2" not in s.feature_names and "race=White" in s.feature_names and s.train.X.shape[1] == 22
+    np.testing.assert_array_equal(s.train.attribute, (1 + s.train.ids.astype(int) % 3 // 2 == 2).astype(int))
+    # the split depends on the seed, and only on it
+    again = load_law_school(tmp_path)
+    np.testing.assert_array_equal(again.test.ids, d.test.ids)
+    other = load_law_school(tmp_path, random_state=1)
+    assert sorted(other.test.ids.tolist()) != sorted(d.test.ids.tolist()) or \
+        sorted(other.val.ids.tolist()) != sorted(d.val.ids.tolist())
+
+
+def test_law_school_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="attribute must be 'race' or 'sex'"):
+        load_law_school(tmp_path, attribute="gender")
+    with pytest.raises(FileNotFoundError, match="Law school data not found"):
+        load_law_school(tmp_path)
+    _write_law(tmp_path, [("Martian", 1, 30, 3.0, "GL", 0, 0.5, "1.0")] * 8)
+    with pytest.raises(ValueError, match="unexpected race values"):
+        load_law_school(tmp_path)
+
+
+def test_law_school(data_home):
+    d = load_law_school(data_home)
+    counts = sum(np.bincount(d[p].group_labels, minlength=4) for p in ("train", "val", "test"))
+    np.testing.assert_array_equal(counts, [973, 1458, 2533, 16827])  # the data README's counts
+    assert d.train.X.shape == (13079, 15) and len(d.val.y) == 4356 and len(d.test.y) == 4356
+    np.testing.assert_allclose(d.train.X[:, :3].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(d.train.X[:, :3].std(0), 1, atol=1e-4)
+    for g in range(4):
+        assert np.mean(d.train.group_labels == g) == pytest.approx(np.mean(d.test.group_labels == g), abs=0.002)

@@ -151,7 +151,7 @@ def test_bad_parameters_name_the_argument():
 
 
 def test_training_core_rejects_sampler_with_lbfgs_and_online_objectives():
-    from skgroup.objectives import GroupDRO, Objective
+    from skgroup.objectives import GroupDRO
 
     X, y = np.random.RandomState(0).randn(20, 2).astype(np.float32), np.arange(20) % 2
     with pytest.raises(ValueError, match="minibatch solver"):

@@ -14,7 +14,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("plot_*.py"))
 def test_examples_exist():
     names = {p.name for p in EXAMPLES}
     assert {"plot_quickstart.py", "plot_choose_without_group_labels.py", "plot_mnli_minilm.py",
-            "plot_jtt_error_set.py", "plot_finetune_minilm.py", "plot_mtl_toy.py"} <= names
+            "plot_jtt_error_set.py", "plot_finetune_minilm.py", "plot_mtl_toy.py", "plot_infer_groups.py"} <= names
     for path in EXAMPLES:  # sphinx-gallery: a docstring with a title underlined by '='
         head = path.read_text().split('"""')[1].strip().splitlines()
         assert len(head) > 2 and set(head[1]) == {"="}, f"{path.name} lacks a sphinx-gallery title"

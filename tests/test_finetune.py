@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -345,7 +346,38 @@ def test_cli_runs_a_text_table_and_writes_its_outputs(bert, tmp_path, capsys):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log and log[0]["stage"] == "group_dro" and "val_worst_group_accuracy" in log[0]
     assert (out / "model" / "head.safetensors").is_file()
-    assert "epoch   1" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    line = next(t for t in printed.out.splitlines() if "epoch   1" in t)
+    assert "train_loss " in line and "val_loss " in line and " loss " not in line  # two losses, two names
+    assert "5/5" in printed.err  # the bar: 50 training rows in batches of 10
+    assert "checkpoints" in printed.out and "keep_checkpoints = false" in printed.out
+    # a finished run's results are not replaced without --overwrite
+    assert cli_main([str(cfg), "--output", str(out), "--set", "training.max_iter=2"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    # a run stopped before writing its results (here: results removed) reuses its finished stage's checkpoint
+    # and says so; keep_checkpoints=false deletes the checkpoints once the model is saved
+    shutil.rmtree(out / "model")
+    (out / "metrics.json").unlink()
+    assert cli_main([str(cfg), "--output", str(out), "--no-progress", "--set", "output.keep_checkpoints=false"]) == 0
+    printed = capsys.readouterr()
+    assert "finished before" in printed.out and "deleted" in printed.out and "5/5" not in printed.err
+    assert not (out / "checkpoints").exists() and (out / "model" / "head.safetensors").is_file()
+
+
+def test_progress_says_where_a_stage_resumes():
+    import io
+    from types import SimpleNamespace
+
+    from skgroup.finetune._progress import RunProgress
+
+    out = io.StringIO()
+    trainer = SimpleNamespace(rank=0, options=SimpleNamespace(solver="lbfgs"), epoch=1, max_epochs=3,
+                              stopped_early=False, step=7, name="erm")
+    RunProgress(checkpoints="runs/x/checkpoints", bar=False, out=out).on_train_begin(trainer)
+    assert out.getvalue().strip() == "erm: resuming from runs/x/checkpoints after epoch 1 of 3 (optimizer step 7)"
+    trainer.epoch = 3
+    RunProgress(bar=False, out=out).on_train_begin(trainer)
+    assert out.getvalue().splitlines()[-1] == "erm: finished before (3 epochs); not trained again"
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "benchmarks" / "recipes").glob("*.toml")), ids=lambda p: p.stem)
@@ -600,3 +632,268 @@ def test_a_cuda_device_without_cuda_is_a_clear_error():
     X, y, _ = _images(8)
     with pytest.raises(ValueError, match=r"device='cuda'.*no CUDA device.*device='cpu'"):
         FineTuneClassifier(_cnn_backbone(), max_iter=1, batch_size=4, device="cuda").fit(X, y)
+
+
+# -- the head: what a fine-tuned backbone learns through ------------------------------
+@pytest.fixture(scope="module")
+def st_folder(tmp_path_factory):
+    from feature_extraction._testing import make_tiny_sentence_transformer
+
+    return make_tiny_sentence_transformer(tmp_path_factory.mktemp("st") / "st")
+
+
+def _executor(folder, X, y, **options):
+    from skgroup.finetune._executor import FineTuneExecutor
+    from skgroup.finetune._inputs import as_inputs
+
+    head = {k: options.pop(k) for k in ("head_init", "head_dropout") if k in options}
+    clf = FineTuneClassifier(str(folder), backbone_options={"pair_mode": "template"}, **options)
+    return FineTuneExecutor(clf._load_backbone(), as_inputs(X, "text"), y, 2, **head)
+
+
+def test_default_head_is_the_models_own_and_its_logits_are_not_shrunk(st_folder):
+    # all-MiniLM-L6-v2 ships mean pooling + L2 normalisation; a zero head on unit vectors passed no
+    # gradient to the backbone at the first step and kept the logits tiny afterwards (issue 23)
+    X, y = _pairs(8)
+    default = _executor(st_folder, X, y)
+    assert default.backbone.normalize is False and load_backbone(str(st_folder)).normalize is True
+    module = default.new_module(0)
+    w = module.head.weight.detach()
+    assert 0.015 < float(w.std()) < 0.025 and not module.head.bias.detach().any()  # normal(0, 0.02), as BERT's
+    assert module.dropout.p == pytest.approx(0.1)  # BertForSequenceClassification's classifier dropout
+    normalized = _executor(st_folder, X, y, normalize=True).new_module(0)
+    torch.testing.assert_close(normalized.head.weight, module.head.weight)  # the same draw: only the features differ
+    batch = default.backbone.collate(X)
+    module.eval()
+    normalized.eval()
+    with torch.no_grad():
+        z = module.features(batch)
+        logits, shrunk = module(batch), normalized(batch)
+    norms = z.norm(dim=1, keepdim=True)
+    assert float(norms.min()) > 1.5  # unnormalised mean pooling of LayerNorm-ed states (all-MiniLM-L6-v2: ~6)
+    torch.testing.assert_close(shrunk - module.head.bias, (logits - module.head.bias) / norms)
+    assert float(logits.abs().mean()) > 1.5 * float(shrunk.abs().mean())
+
+    def first_step_body_grad(executor):
+        m = executor.new_module(0).train()
+        torch.nn.functional.cross_entropy(m(batch), torch.as_tensor(y)).backward()
+        return sum(float(p.grad.norm()) for p in m.body.parameters() if p.grad is not None)
+
+    assert first_step_body_grad(default) > 1e-3
+    assert first_step_body_grad(_executor(st_folder, X, y, head_init="zeros")) == 0.0  # the old default
+
+
+def test_head_options_are_validated_and_the_frozen_case_keeps_a_zero_head():
+    from skgroup.finetune._model import resolve_head
+
+    assert resolve_head(Vectors()) == ("zeros", 0.02, 0.0)  # nothing to fine-tune: exactly the head estimators
+    with pytest.raises(ValueError, match="head_init"):
+        FineTuneClassifier("m", head_init="xavier").fit(np.zeros((4, 2)), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="normalize"):
+        FineTuneClassifier(Vectors(), normalize=True).fit(Rows(np.zeros((4, 2))), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"FineTuneClassifier\(normalize"):
+        FineTuneClassifier("m", backbone_options={"normalize": False}).fit(Rows(np.zeros((4, 2))), [0, 1, 0, 1])
+
+
+def _separable(n, seed=0):
+    """Pairs whose hypothesis ends 'is sad' (1) or 'is happy' (0); the premise is noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    b = [" ".join(rng.choice(["the", "a", "cat", "dog", "man"], 2)) + (" is sad" if t else " is happy") for t in y]
+    return list(zip(random_sentences(n, seed=seed), b)), y
+
+
+def test_one_epoch_on_a_separable_toy_task_reaches_the_bare_loop(st_folder):
+    # the bare loop a researcher writes for a mean-pooling checkpoint: AutoModel, mean over the mask,
+    # dropout, a new Linear drawn normal(0, 0.02); the same rows, order, optimizer and schedule
+    from transformers import AutoModel, AutoTokenizer
+
+    X, y = _separable(1000)
+    Xt, yt = _separable(200, seed=10)
+    lr, bs = 3e-3, 16
+    torch.manual_seed(0)
+    body, tok = AutoModel.from_pretrained(st_folder), AutoTokenizer.from_pretrained(st_folder)
+    head, drop = torch.nn.Linear(32, 2), torch.nn.Dropout(0.1)
+    torch.nn.init.normal_(head.weight, 0.0, 0.02)
+    torch.nn.init.zeros_(head.bias)
+    opt = torch.optim.AdamW([*body.parameters(), *head.parameters()], lr=lr, weight_decay=0.01)
+    steps = -(-len(X) // bs)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / steps)
+
+    def pooled(pairs):
+        enc = tok([a for a, _ in pairs], [b for _, b in pairs], padding=True, truncation=True, max_length=32,
+                  return_tensors="pt")
+        h, m = body(**enc).last_hidden_state, enc["attention_mask"].unsqueeze(-1).float()
+        return (h * m).sum(1) / m.sum(1)
+
+    order = np.random.default_rng(0).permutation(len(X))
+    body.train()
+    for s in range(0, len(X), bs):
+        rows = order[s:s + bs]
+        loss = torch.nn.functional.cross_entropy(head(drop(pooled([X[i] for i in rows]))), torch.as_tensor(y[rows]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    body.eval()
+    with torch.no_grad():
+        bare = float((head(pooled(Xt)).argmax(1).numpy() == yt).mean())
+    ft = FineTuneClassifier(str(st_folder), backbone_options={"pair_mode": "template"}, max_iter=1, batch_size=bs,
+                            learning_rate=lr, warmup=0, grad_clip=None, early_stopping=False,
+                            random_state=0).fit(X, y)
+    assert bare >= 0.95  # the task is learnt in one epoch
+    assert ft.score(Xt, yt) >= bare - 0.02
+
+
+def test_pooler_head_trains_what_a_transformers_classifier_trains(bert):
+    # pooling='pooler' with the default head is BertForSequenceClassification's head: given its initial
+    # classifier, the same rows, order and dropout draws, a bare transformers loop ends where the path ends
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    X, y = _pairs(96, seed=3)
+    lr, bs = 1e-3, 16
+    ft = FineTuneClassifier(str(bert), backbone_options={"pair_mode": "template", "pooling": "pooler"}, max_iter=1,
+                            batch_size=bs, learning_rate=lr, warmup=0, grad_clip=None, early_stopping=False,
+                            random_state=0)
+    from skgroup.finetune._executor import FineTuneExecutor
+    from skgroup.finetune._inputs import as_inputs
+
+    first = FineTuneExecutor(ft._load_backbone(), as_inputs(X, "text"), y, 2).new_module(0)
+    assert first.dropout.p == pytest.approx(0.1)
+    model = AutoModelForSequenceClassification.from_pretrained(bert, num_labels=2)
+    tok = AutoTokenizer.from_pretrained(bert)
+    with torch.no_grad():
+        model.classifier.weight.copy_(first.head.weight)
+        model.classifier.bias.copy_(first.head.bias)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    steps = -(-len(X) // bs)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / steps)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        order = np.random.default_rng(0).permutation(len(X))
+        # no draw for the DataLoader's base seed: the engine gives its loaders a generator of their own
+        model.train()
+        for s in range(0, len(X), bs):
+            rows = order[s:s + bs]
+            enc = tok([X[i][0] for i in rows], [X[i][1] for i in rows], padding=True, truncation=True,
+                      max_length=64, return_tensors="pt")
+            loss = torch.nn.functional.cross_entropy(model(**enc).logits, torch.as_tensor(y[rows]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    with torch.no_grad():
+        enc = tok([a for a, _ in X], [b for _, b in X], padding=True, truncation=True, max_length=64,
+                  return_tensors="pt")
+        z = model(**enc).logits.numpy()
+    ft.fit(X, y)
+    np.testing.assert_allclose(ft.decision_function(X), z[:, 1] - z[:, 0], atol=1e-5)
+
+
+def test_saved_text_model_reproduces_transform_by_default(st_folder, tmp_path, capsys):
+    from feature_extraction.cli import main as extract_main
+    from skgroup.datasets import load_embeddings
+
+    X, y = _pairs(40, seed=7)
+    ft = FineTuneClassifier(str(st_folder), backbone_options={"pair_mode": "template", "max_length": 16},
+                            max_iter=1, batch_size=8, learning_rate=1e-3, early_stopping=False,
+                            random_state=0).fit(X, y)
+    feats, proba = ft.transform(X[:6]), ft.predict_proba(X[:6])
+    folder = ft.save(tmp_path / "saved")
+    meta = json.loads((folder / "skgroup_finetuned.json").read_text())
+    assert meta["text_options"] == {"pooling": "mean", "pair_mode": "template", "max_length": 16,
+                                    "normalize": False}
+    backbone, W, b, _ = load_finetuned(folder)  # no options: the folder says how it reads pairs
+    assert (backbone.pair_mode, backbone.max_length, backbone.normalize) == ("template", 16, False)
+    with torch.no_grad():
+        again = backbone(backbone.batch_to(backbone.collate([backbone.prepare(x) for x in X[:6]]), "cpu")).numpy()
+    np.testing.assert_allclose(again, feats, atol=1e-5)
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(again) @ W.T + b, 1).numpy(), proba, atol=1e-5)
+    assert load_backbone(folder, max_length=8).max_length == 8  # an argument still wins
+    # skgroup-extract FOLDER: the same features, without --pair-mode / --max-length
+    (tmp_path / "d.tsv").write_text("s1\ts2\tlabel\n" + "".join(f"{a}\t{c}\t{t}\n" for (a, c), t in zip(X[:6], y)))
+    assert extract_main([str(folder), str(tmp_path / "d.tsv"), str(tmp_path / "cache"), "--text-columns", "s1,s2",
+                         "--no-progress", "-q"]) == 0
+    np.testing.assert_allclose(load_embeddings(tmp_path / "cache").features, feats, atol=1e-5)
+
+
+def test_saved_state_dict_model_reproduces_transform_with_its_preprocessing(tmp_path):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    X, y, _ = _images(16)
+    backbone = load_backbone("efficientnet-lite0", weights="random", image_size=32, resize=32)
+    ft = FineTuneClassifier(backbone, max_iter=1, batch_size=8, learning_rate=1e-3, augment=False,
+                            early_stopping=False, random_state=0).fit(X, y)
+    feats = ft.transform(X[:4])
+    folder = ft.save(tmp_path / "saved")
+    again, _, _, _ = load_finetuned(folder, model="efficientnet-lite0")  # 32 px, as recorded (not 224)
+    assert again.preprocessing.size == 32
+    from skgroup.finetune._inputs import BackboneDataset, as_inputs
+
+    ds = BackboneDataset(as_inputs(X[:4], "image"), again)
+    with torch.no_grad():
+        out = again(again.batch_to(again.collate([ds[i] for i in range(4)]), "cpu")).numpy()
+    np.testing.assert_allclose(out, feats, atol=1e-4)
+    with pytest.raises(ValueError, match="load the weights into"):
+        load_backbone(TinyCNN(), weights=folder / "backbone.safetensors")
+
+
+# -- the command line: config, subsamples, progress, checkpoints ---------------------
+def test_cli_grad_clip_can_be_switched_off():
+    from skgroup.finetune._cli import apply_override, training_parameters
+
+    for off in (0, 0.0, False, "none", "None", "off", "null"):
+        assert training_parameters({"grad_clip": off})["grad_clip"] is None, off
+    assert training_parameters({"grad_clip": 2.5})["grad_clip"] == 2.5
+    assert "grad_clip" not in training_parameters({})  # the estimator's default (1.0) applies
+    config = {"training": {}}
+    apply_override(config, "training.grad_clip=None")  # not TOML: arrives as the string 'None'
+    assert training_parameters(config["training"])["grad_clip"] is None
+    with pytest.raises(ConfigError, match="grad_clip"):
+        training_parameters({"grad_clip": "sometimes"})
+    FineTuneClassifier("m", grad_clip=0)._validate_params()  # 0 is no clipping for the estimator too
+
+
+def test_cli_subsamples_have_exactly_the_rows_asked_for():
+    from types import SimpleNamespace
+
+    from skgroup.finetune._cli import _split_rows, stratified_counts
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        sizes = rng.integers(1, 400, rng.integers(1, 8))
+        total = int(rng.integers(1, sizes.sum() + 1))
+        take = stratified_counts(sizes, total)
+        assert take.sum() == total and np.all(take <= sizes) and np.all(take >= 0)
+        if total >= sizes.size:
+            assert np.all(take >= 1)
+    # MultiNLI's validation split by group (load_mnli): max_val = 100 gave 101 rows
+    sizes = np.array([872, 125, 847, 22, 848, 21])
+    groups = np.repeat(np.arange(6), sizes)
+    ds = SimpleNamespace(split=np.ones(groups.size, dtype=int))
+    ds.split[:3] = 0
+    ds.split[3:6] = 2
+    rows = _split_rows(ds, groups, {"max_val": 100}, 0)["val"]
+    assert rows.size == 100 and np.unique(groups[rows]).size == 6
+    with pytest.raises(ConfigError, match="max_val"):
+        _split_rows(ds, groups, {"max_val": 0}, 0)
+
+
+def test_cli_help_lists_every_table_key_and_the_default_output(capsys):
+    import re
+
+    from skgroup.finetune._cli import CONFIG_HELP, DEFAULT_OUTPUT
+
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for table in ("model", "data", "method", "training", "auxiliary", "output"):
+        assert f"[{table}]" in text
+    skip = {"backbone", "backbone_options", "method", "auxiliary", "callbacks", "validation_fraction"}
+    for key in set(FineTuneClassifier("m").get_params()) - skip:
+        assert re.search(rf"^\s+{key} = ", text, flags=re.M), key
+    assert DEFAULT_OUTPUT in text and "keep_checkpoints" in text
+    docs = (REPO / "docs" / "finetune.rst").read_text()
+    for key in re.findall(r"^\s+(\w+) = ", CONFIG_HELP, flags=re.M):  # the docs show the same reference
+        assert re.search(rf"^\s+{key} = ", docs, flags=re.M), key

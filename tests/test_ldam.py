@@ -6,7 +6,7 @@ import torch
 
 from skgroup import ERMClassifier, LDAMClassifier
 from skgroup.engine import Callback
-from skgroup.objectives import LDAMLoss, Mean, Weighted, effective_number_weights
+from skgroup.objectives import LDAMLoss, Weighted, effective_number_weights
 
 F64 = dict(dtype="float64", tol=1e-9, max_iter=1000)
 

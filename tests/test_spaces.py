@@ -2,8 +2,10 @@
 valid and scaled to the data."""
 
 import pytest
+from sklearn.base import clone
 from sklearn.model_selection import ParameterGrid
 
+from skgroup._cache import canonical
 from skgroup.estimators import (
     DataShape,
     ERMClassifier,
@@ -39,8 +41,10 @@ def test_every_configuration_is_valid(name, cls, shape):
     configs = list(ParameterGrid(grid))
     assert 1 <= len(configs) <= 12, f"{name}: {len(configs)} configurations at {shape}"
     for params in configs:
-        cls().set_params(**params)._validate_params()  # names and values the estimator accepts
-    assert search_space(name, *shape) == grid  # deterministic
+        # names and values the estimator accepts (values cloned as a search clones them)
+        cls().set_params(**{k: clone(v, safe=False) for k, v in params.items()})._validate_params()
+    # deterministic (estimator-valued entries, InferredGroupsClassifier's methods, by class and parameters)
+    assert canonical(search_space(name, *shape)) == canonical(grid)
 
 
 def test_epochs_scale_with_the_data():
@@ -88,10 +92,12 @@ def test_auto_leaves_out_methods_that_need_training_group_labels_without_them():
     search = RobustSearchCV("auto")
     without = {name for name, _, _ in search._configs(3000, 20, 2, with_group_labels=False)}
     with_labels = {name for name, _, _ in search._configs(3000, 20, 2, with_group_labels=True)}
-    assert {"DFRClassifier", "GroupBalancedClassifier"} <= with_labels - without
-    assert {"ERMClassifier", "JTTClassifier", "AFRClassifier"} <= without
+    need = {"DFRClassifier", "GroupBalancedClassifier", "IRMClassifier", "VRExClassifier", "CORALClassifier",
+            "MMDClassifier", "LISAClassifier"}
+    assert need <= with_labels - without
+    assert {"ERMClassifier", "JTTClassifier", "AFRClassifier", "MixupClassifier", "LfFClassifier"} <= without
     free = {spec.name for spec in method_specs(with_group_labels=False)}
-    assert free == {spec.name for spec in method_specs()} - {"DFRClassifier", "GroupBalancedClassifier"}
+    assert free == {spec.name for spec in method_specs()} - need
 
 
 def test_searched_parameters_names_the_grid_keys():

@@ -248,6 +248,8 @@ def candidate_label(estimator, params):
         return name
     parts = []
     for k, v in dict(params).items():
+        if hasattr(v, "get_params") and not isinstance(v, type):  # a wrapped method: its class is the label
+            v = type(v).__name__.replace("Classifier", "")
         v = f"{v:g}" if isinstance(v, float) else str(v)
         parts.append(f"{k}={v}")
     return f"{name} ({', '.join(parts)})"

@@ -8,7 +8,7 @@ from ._embeddings import (
     save_embeddings,
     split_embeddings,
 )
-from ._real import NEGATION_WORDS, get_data_home, load_celeba_attributes, load_mnli
+from ._real import NEGATION_WORDS, get_data_home, load_celeba_attributes, load_law_school, load_mnli
 from ._synthetic import make_mtl_toy, make_spurious_benchmark, make_spurious_features
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "get_data_home",
     "load_celeba_attributes",
     "load_embeddings",
+    "load_law_school",
     "load_mnli",
     "make_mtl_toy",
     "make_spurious_benchmark",

@@ -3,7 +3,7 @@
 The data folder is the ``data_home`` argument, else the ``SKGROUP_DATA``
 environment variable, else ``~/skgroup_data``. It holds ``celeba/``
 (``list_attr_celeba.txt`` or its zip, ``list_eval_partition.txt[.gz]``) and
-``mnli/`` (``mnli_dev_matched.tsv[.gz]``); see ``docs/quickstart.rst`` for
+``mnli/`` (``mnli_dev_matched.tsv[.gz]``) and ``law/`` (``law_data.csv[.gz]``); see ``docs/quickstart.rst`` for
 where to get them and their licences.
 """
 
@@ -19,7 +19,7 @@ from sklearn.utils import Bunch
 
 from .._groups import make_group_labels
 
-__all__ = ["get_data_home", "load_celeba_attributes", "load_mnli", "NEGATION_WORDS"]
+__all__ = ["get_data_home", "load_celeba_attributes", "load_law_school", "load_mnli", "NEGATION_WORDS"]
 
 #: Negation words of Sagawa et al. (2020a) for the MultiNLI spurious attribute.
 NEGATION_WORDS = ("no", "never", "nobody", "nothing")
@@ -156,6 +156,104 @@ def load_mnli(data_home=None, *, negation_words=NEGATION_WORDS, split_fractions=
         label_names=list(MNLI_LABELS),
         group_names=[f"{MNLI_LABELS[yy]}, negation={aa}" for yy, aa in pairs],
         name="mnli-dev",
+    )
+
+
+LAW_RACES = ("Amerindian", "Asian", "Black", "Hispanic", "Mexican", "Other", "Puertorican", "White")
+LAW_REGIONS = ("FW", "GL", "MS", "MW", "Mt", "NE", "NG", "NW", "PO", "SC", "SE")
+_LAW_NUMERIC = ("LSAT", "UGPA", "sander_index")
+
+
+def load_law_school(data_home=None, *, attribute="race", split_fractions=(0.6, 0.2, 0.2), random_state=0):
+    """The LSAC bar-passage study (law school) as a tabular group-robustness benchmark.
+
+    Label ``first_pf`` (1: passed the first year). Attribute ``'race'``:
+    1 for White, 0 for every other recorded race; or ``'sex'``: 1 for the
+    file's code 2, 0 for code 1. The groups cross the label with the
+    attribute (:func:`skgroup.metrics.make_group_labels`: 0 = (fail, 0),
+    1 = (fail, 1), 2 = (pass, 0), 3 = (pass, 1)); with race the 21,791 rows
+    hold 973 / 1,458 / 2,533 / 16,827, class and attribute imbalance
+    together.
+
+    Features (float32): ``LSAT``, ``UGPA`` and ``sander_index``
+    standardised with the training split's mean and standard deviation;
+    ``region_first`` one-hot (11 regions); and the other attribute: ``sex``
+    as one 0/1 column when the attribute is race, ``race`` one-hot (8
+    categories) when it is sex. The attribute itself is not a feature, as
+    in :func:`load_celeba_attributes`, and ``ZFYA`` (first-year grades, an
+    outcome measured after admission) is dropped.
+
+    Split: within each group the rows are permuted with ``random_state``
+    and cut by ``split_fractions`` (train / val / test; val and test rounded
+    down, the rest to train), so every split holds each group in the same
+    proportion. Deterministic for a given file, attribute and seed.
+
+    Parameters
+    ----------
+    data_home : str or Path, default=None
+        Folder holding ``law/law_data.csv.gz`` (see :func:`get_data_home`).
+    attribute : {'race', 'sex'}, default='race'
+    split_fractions : tuple of three floats, default=(0.6, 0.2, 0.2)
+    random_state : int, default=0
+
+    Returns
+    -------
+    Bunch with ``train``, ``val``, ``test`` (each ``X``, ``y``,
+    ``group_labels``, ``attribute``, ``ids``: the file's row index),
+    ``feature_names``, ``group_names``, ``name``, ``description``.
+    """
+    if attribute not in ("race", "sex"):
+        raise ValueError(f"attribute must be 'race' or 'sex'; got {attribute!r}.")
+    root = get_data_home(data_home) / "law"
+    path = root / "law_data.csv.gz"
+    if not path.exists() and (root / "law_data.csv").exists():
+        path = root / "law_data.csv"
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(_require(path, "Law school data"), "rt", newline="") as f:
+        rows = list(csv.reader(f))
+    header, rows = rows[0], rows[1:]
+    col = {name: i for i, name in enumerate(header)}
+    missing = [c for c in ("race", "sex", *_LAW_NUMERIC, "region_first", "first_pf") if c not in col]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing}; is it the law_data.csv of the data README?")
+    race = np.array([r[col["race"]] for r in rows])
+    sex = np.array([r[col["sex"]] for r in rows])
+    region = np.array([r[col["region_first"]] for r in rows])
+    for values, known, what in ((race, LAW_RACES, "race"), (sex, ("1", "2"), "sex"), (region, LAW_REGIONS,
+                                                                                     "region_first")):
+        unknown = sorted(set(values.tolist()) - set(known))
+        if unknown:
+            raise ValueError(f"{path}: unexpected {what} values {unknown[:5]}; expected {list(known)}.")
+    y = np.array([float(r[col["first_pf"]]) for r in rows]).astype(np.int64)
+    numeric = np.array([[float(r[col[c]]) for c in _LAW_NUMERIC] for r in rows])
+    ids = np.array([r[col[header[0]]] for r in rows]) if header[0] == "" else np.arange(len(rows)).astype(str)
+    a = (race == "White").astype(np.int64) if attribute == "race" else (sex == "2").astype(np.int64)
+    groups, pairs = make_group_labels(y, a)
+    split = _stratified_split(groups, split_fractions, random_state)
+
+    train = split == "train"
+    mean, std = numeric[train].mean(axis=0), numeric[train].std(axis=0)
+    std[std == 0] = 1.0
+    blocks = [(numeric - mean) / std, (region[:, None] == np.array(LAW_REGIONS)[None, :])]
+    names = list(_LAW_NUMERIC) + [f"region_first={r}" for r in LAW_REGIONS]
+    if attribute == "race":
+        blocks.append((sex == "2")[:, None])
+        names.append("sex=2")
+    else:
+        blocks.append(race[:, None] == np.array(LAW_RACES)[None, :])
+        names += [f"race={r}" for r in LAW_RACES]
+    X = np.hstack([b.astype(np.float64) for b in blocks]).astype(np.float32)
+    attr_names = {"race": ("not White", "White"), "sex": ("sex=1", "sex=2")}[attribute]
+    out = {}
+    for split_name in ("train", "val", "test"):
+        r = split == split_name
+        out[split_name] = Bunch(X=X[r], y=y[r], group_labels=groups[r], attribute=a[r], ids=ids[r])
+    return Bunch(
+        **out,
+        feature_names=names,
+        group_names=[f"{'pass' if yy else 'fail'}, {attr_names[aa]}" for yy, aa in pairs],
+        name=f"law-school-{attribute}",
+        description=f"LSAC law school: first-year pass from {len(names)} features, spurious {attribute}",
     )
 
 

@@ -186,12 +186,17 @@ class LoaderBatches:
         kwargs = {}
         if self.num_workers > 0 and self.prefetch_factor is not None:
             kwargs["prefetch_factor"] = self.prefetch_factor
+        # the loader's base seed (its workers' torch seeds) comes from a generator of its own: drawn from
+        # torch's global generator it would shift the training stream (dropout, Mixup's draws) away from
+        # the one ArrayBatches leaves, and a plan would train differently on a backbone than on features
+        generator = torch.Generator().manual_seed(0 if epoch is None else int(epoch) + 1)
         loader = torch.utils.data.DataLoader(
             _Indexed(self.dataset),
             batch_sampler=chunks,
             collate_fn=self._collate,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and self.device.type == "cuda",
+            generator=generator,
             **kwargs,
         )
         non_blocking = self.pin_memory and self.device.type == "cuda"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics._metrics import accuracy_by_cell, accuracy_by_group
+from ..metrics._metrics import accuracy_by_cell, accuracy_by_group, class_diff_of
 from ._loop import CheckpointMismatchError
 from ._state import load_checkpoint, save_checkpoint
 
@@ -46,6 +46,7 @@ MONITORS = {
     "bias_unsupervised": True,
     "accuracy": True,
     "loss": False,
+    "class_diff": False,
 }
 
 
@@ -101,6 +102,7 @@ def validation_metrics(logits, y, membership=None, y_pred_biased=None):
     }
     by_class, counts = accuracy_by_cell(correct, y, k)
     out["worst_class_accuracy"] = float(np.min(by_class[counts > 0]))
+    out["class_diff"] = class_diff_of(by_class[counts > 0])
     if membership is not None:
         by_group, counts = accuracy_by_group(correct, membership)
         out["worst_group_accuracy"] = float(np.min(by_group[counts > 0]))

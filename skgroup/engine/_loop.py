@@ -200,6 +200,13 @@ class Trainer:
         ``batch_transform(xb, yb, idx) -> (xb, targets)`` on every training
         minibatch before the forward pass (Mixup, LISA). Its randomness must
         come from torch's generator, which the loop seeds and checkpoints.
+        Its optional ``where`` attribute: 'inputs' (the default) transforms
+        the batch's inputs; 'auto' transforms them when they are a
+        floating-point tensor (cached features, image pixels) and otherwise
+        the input of the module's head (its ``head`` attribute when that is
+        a ``Linear``, else its last ``Linear``) during the training forward
+        pass: a text backbone's pooled features, since token ids cannot be
+        mixed (what SubpopBench and the LISA authors' code do for text).
     capture_features : bool
         Pass the objective a :class:`~skgroup.objectives.FeatureOutput`: the
         logits and the input of the module's last linear layer.
@@ -226,6 +233,12 @@ class Trainer:
             raise TypeError(f"batch_transform must be a callable (xb, yb, idx) -> (xb, targets); got "
                             f"{type(batch_transform).__name__}.")
         self.batch_transform = batch_transform
+        where = getattr(batch_transform, "where", "inputs")
+        if where not in ("inputs", "auto"):
+            raise ValueError(f"batch_transform.where must be 'inputs' or 'auto'; got {where!r}.")
+        self._transform_where = where
+        self._pending_transform = None
+        self._transformed_targets = None
         self.capture_features = bool(capture_features)
         self._features = None
         self.device = torch.device(options.device)
@@ -401,6 +414,45 @@ class Trainer:
             handle.remove()
             self._features = None
 
+    def _head_layer(self):
+        head = getattr(self.raw_module, "head", None)
+        if isinstance(head, torch.nn.Linear):
+            return head
+        linears = [m for m in self.raw_module.modules() if isinstance(m, torch.nn.Linear)]
+        if not linears:
+            raise ValueError("a batch transform of features needs a module whose head is a torch.nn.Linear.")
+        return linears[-1]
+
+    @contextlib.contextmanager
+    def _head_transform(self):
+        """With a batch transform that may act on features: apply it to the head's input when the loop asks."""
+        if self.batch_transform is None or self._transform_where == "inputs":
+            yield
+            return
+
+        def transform(layer, inputs):
+            if not layer.training or self._pending_transform is None:
+                return None
+            yb, idx = self._pending_transform
+            self._pending_transform = None
+            h, self._transformed_targets = self.batch_transform(inputs[0], yb, idx)
+            return (h, *inputs[1:])
+
+        # registered before the feature capture's hook, which then sees the transformed features
+        handle = self._head_layer().register_forward_pre_hook(transform)
+        try:
+            yield
+        finally:
+            handle.remove()
+            self._pending_transform = self._transformed_targets = None
+
+    def _transform_batch(self, xb, yb, idx):
+        """(xb, yb) for the forward pass; a transform of features is left pending for the head's hook."""
+        if self._transform_where == "inputs" or (torch.is_tensor(xb) and xb.is_floating_point()):
+            return (*self.batch_transform(xb, yb, idx), False)
+        self._pending_transform = (yb, idx)
+        return xb, yb, True
+
     def _output(self, out):
         """The module's output as the objective reads it (with the captured features when asked)."""
         if not self.capture_features:
@@ -483,7 +535,8 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if opts.amp == "fp16" and self.device.type == "cuda" else None
         accumulate = max(int(opts.accumulate), 1)
         schedule = None
-        with threads_for_step(bs * module_width(self.raw_module), self.device), self._feature_capture():
+        with (threads_for_step(bs * module_width(self.raw_module), self.device), self._head_transform(),
+              self._feature_capture()):
             self._begin()
             self.module.train()
             stop = self.stopped_early or self.epoch >= self.max_epochs
@@ -502,10 +555,16 @@ class Trainer:
                     if n_batches % accumulate == 0:
                         schedule.apply(self.optimizer, self.step)
                     try:
+                        at_head = False
                         if self.batch_transform is not None:
-                            xb, yb = self.batch_transform(xb, yb, idx)
+                            xb, yb, at_head = self._transform_batch(xb, yb, idx)
                         with self._autocast():
                             output = self._output(self.module(xb))
+                        if at_head:
+                            if self._transformed_targets is None:
+                                raise RuntimeError("the batch transform of features did not run: the module's "
+                                                   "head was not called in its training forward pass.")
+                            yb, self._transformed_targets = self._transformed_targets, None
                         loss = self.objective(output, yb, idx)
                         if penalised:
                             loss = loss + 0.5 * opts.l2_reg * l2_penalty(penalised)

@@ -57,7 +57,11 @@ class Stage:
         ``batch_transform(xb, yb, idx) -> (xb, targets)`` applied to every
         training minibatch before the forward pass (Mixup, LISA); targets
         may be :class:`~skgroup.objectives.MixedTargets`. Minibatch solvers
-        only.
+        only. Its ``where`` attribute says what it transforms (see
+        :class:`~skgroup.engine.Trainer`): 'inputs' (the default), or
+        'auto': the inputs when they are a floating-point tensor, else the
+        input of the module's head (token ids cannot be mixed; their pooled
+        features can).
     capture_features : bool
         Give the objective the module's penultimate features too (a
         :class:`~skgroup.objectives.FeatureOutput`): penalties that align
@@ -134,15 +138,25 @@ class FitContext:
 
 
 def run_plan(plan, executor):
-    """Train every stage ``plan`` yields; return the last stage's result."""
+    """Train every stage ``plan`` yields; return the last stage's result.
+
+    A plan may ``return`` a :class:`StageResult` of its own, which then
+    replaces the last stage's: LfF trains a biased and a debiased model as
+    one module and returns the debiased one (``dataclasses.replace(result,
+    module=...)``), so that the estimator and the fine-tuning path store a
+    model of the usual shape.
+    """
     result = None
     try:
         stage = next(plan)
         while True:
             result = executor.train(stage)
             stage = plan.send(result)
-    except StopIteration:
-        pass
+    except StopIteration as stop:
+        if stop.value is not None:
+            if not isinstance(stop.value, StageResult):
+                raise TypeError(f"a plan returns a StageResult or nothing; got {type(stop.value).__name__}.")
+            result = stop.value
     if result is None:
         raise RuntimeError("the method's plan trained no stage")
     return result

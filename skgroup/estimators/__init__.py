@@ -40,6 +40,15 @@ from ._focal import FocalClassifier
 from ._cb_loss import CBLossClassifier
 from ._ldam import LDAMClassifier
 from ._balanced_softmax import BalancedSoftmaxClassifier
+from ._environments import SingleEnvironmentWarning
+from ._irm import IRMClassifier
+from ._vrex import VRExClassifier
+from ._coral import CORALClassifier
+from ._mmd import MMDClassifier
+from ._mixup import MixupClassifier
+from ._lisa import LISAClassifier
+from ._lff import LfFClassifier
+from ._dpe import DPEClassifier
 
 __all__ = [
     "AFRClassifier",
@@ -48,27 +57,36 @@ __all__ = [
     "BelowERMWarning",
     "BelowMajorityWarning",
     "CBLossClassifier",
+    "CORALClassifier",
     "CVaRClassifier",
     "DFRClassifier",
+    "DPEClassifier",
     "DataShape",
     "DegenerateCVaRWarning",
     "Diagonal",
     "ERMClassifier",
-    "FocalClassifier",
     "EmptyErrorSetWarning",
+    "FocalClassifier",
     "GradTuneClassifier",
     "GroupBalancedClassifier",
     "GroupDROClassifier",
+    "IRMClassifier",
     "JTTClassifier",
     "LDAMClassifier",
+    "LISAClassifier",
     "LargeErrorSetWarning",
+    "LfFClassifier",
+    "MMDClassifier",
     "MethodSpec",
     "MixtureBalancedClassifier",
+    "MixupClassifier",
     "MultitaskHead",
     "MultitaskHistory",
     "ProjectConstraints",
     "RegularizedMTLClassifier",
+    "SingleEnvironmentWarning",
     "TinyHeldOutGroupWarning",
+    "VRExClassifier",
     "afr_weights",
     "all_estimators",
     "get_spec",

@@ -1,44 +1,18 @@
 """``skgroup-finetune CONFIG.toml``: fine-tune a backbone with a method, from a TOML file.
 
-A config has four tables, and an optional fifth (see ``docs/finetune.rst``
-and ``benchmarks/recipes/``)::
-
-    [model]
-    backbone = "path/to/model-folder"       # anything feature_extraction.load_backbone takes
-    options = { pair_mode = "template", max_length = 128 }
-
-    [data]
-    format = "dataset"                      # dataset | mnli | fashion-spurious
-    path = "path/to/metadata-folder-or-table"
-    options = { layout = "waterbirds" }     # feature_extraction.load_dataset options
-    max_train = 2000                        # optional group-stratified subsamples
-
-    [method]
-    name = "JTTClassifier"                  # any skgroup estimator
-    lambda_up = 6
-
-    [training]                              # FineTuneClassifier parameters
-    max_iter = 3
-    batch_size = 32
-    learning_rate = 2e-5
-    monitor = "worst_group_accuracy"
-
-    [auxiliary]                             # optional: regularized multitask fine-tuning
-    task = "mlm"                            # mlm | mim (docs/finetune_mtl.rst)
-    alpha_aux = 1.0                         # numbers, or "e^-1", "e^0", "e^1" (the paper's grid)
-    alpha_reg = "e^-1"
-    mask_prob = 0.15                        # any other MaskedLM / MaskedImageModeling parameter
-
-A key that no table takes is refused with the nearest valid one, and
-every mistake in the config (a value out of range, a missing model or
-column, a task for another modality, a device torch cannot see) is one
-line on stderr and exit status 2, before anything is trained or written.
-
-The run trains on the data's train split with early stopping on its
-validation split, prints a line per epoch, writes ``log.jsonl`` (one record
-per epoch), resumable checkpoints, the fine-tuned model (``model/``) and
-``metrics.json`` (test accuracy and worst-group accuracy with bootstrap
-intervals) to ``--output`` (default: the config's ``[output] dir``).
+The config's tables and keys are :data:`CONFIG_HELP` (printed by
+``skgroup-finetune --help`` and in ``docs/finetune.rst``). The run trains on
+the data's train split with early stopping on its validation split, shows
+a bar per batch and a line per epoch, and writes to ``--output`` (default:
+the config's ``[output] dir``, else ``./skgroup-finetune-run``):
+``log.jsonl`` (one record per epoch), ``checkpoints/`` (one resumable
+state per stage; a rerun resumes from it), the fine-tuned model
+(``model/``) and ``metrics.json`` (test accuracy and worst-group accuracy
+with bootstrap intervals). A key that no table takes is refused with the
+nearest valid one, and every mistake in the config (a value out of range, a
+missing model or column, a task for another modality, a device torch cannot
+see) is one line on stderr and exit status 2, before anything is trained or
+written. A folder holding an earlier run's results needs ``--overwrite``.
 """
 
 import argparse
@@ -53,6 +27,86 @@ import numpy as np
 __all__ = ["main", "load_config", "load_data", "run", "apply_override"]
 
 _SECTIONS = {"model", "data", "method", "training", "output", "auxiliary"}
+DEFAULT_OUTPUT = "skgroup-finetune-run"
+
+CONFIG_HELP = f"""\
+config file (TOML; every table and key; only [model] backbone and the [data] table are required):
+
+  [model]
+  backbone = "path/to/model-folder"   # anything feature_extraction.load_backbone reads: a transformers
+                                      # folder, 'efficientnet-lite0', a torchvision name ('resnet50') with weights
+  options = {{ pair_mode = "template", max_length = 128 }}
+                                      # load_backbone keywords: pooling ('cls' | 'mean' | 'pooler'),
+                                      # pair_mode ('template' | 'siamese'), max_length, weights, modality,
+                                      # image_size, resize, interpolation, mean, std, name
+                                      # (normalisation of text features: [training] normalize)
+
+  [data]
+  format = "dataset"                  # 'dataset' (a path below) | 'mnli' | 'fashion-spurious'
+  path = "path/to/table-or-folder"    # format 'dataset': a text table, an image folder with metadata, class folders
+  options = {{ layout = "waterbirds" }} # format 'dataset': feature_extraction.load_dataset keywords
+                                      # (text_columns, label_column, attribute_columns, spurious_attribute,
+                                      # split_column, layout, metadata, missing_labels, ...)
+  data_home = "path/to/data"          # format 'mnli' / 'fashion-spurious': the real-data folder
+                                      # (default $SKGROUP_DATA, else ~/skgroup_data)
+  max_train = 2000                    # optional: group-stratified subsamples of exactly this many rows
+  max_val = 500
+  max_test = 1000
+  n_train = 20000                     # format 'fashion-spurious' only: make_spurious_fashion_mnist's
+  n_val = 4000                        #   n_train, n_val, n_test, train_correlation and random_state
+  n_test = 4000
+  train_correlation = 0.95
+  random_state = 0
+
+  [method]
+  name = "JTTClassifier"              # any skgroup estimator (default ERMClassifier)
+  lambda_up = 6                       # and its method parameters (id_epochs, eta, alpha, balancing, ...)
+
+  [training]                          # FineTuneClassifier parameters (defaults in brackets)
+  max_iter = 3                        # epochs per stage [3]
+  batch_size = 32                     # [32]
+  learning_rate = 2e-5                # the backbone's peak rate [2e-5]
+  head_learning_rate = 2e-5           # the new head's [= learning_rate]
+  head_init = "auto"                  # 'auto' | 'zeros' | 'normal' | 'uniform' ['auto': the model's own]
+  head_dropout = "auto"               # 'auto' or a float ['auto': the model's classifier dropout]
+  normalize = "auto"                  # L2-normalise pooled text features ['auto': off while fine-tuning]
+  solver = "adamw"                    # 'adamw' | 'sgd' ['adamw']
+  weight_decay = 0.01                 # [0.01]
+  l2_reg = 0.0                        # [0.0]
+  lr_schedule = "linear"              # 'linear' | 'cosine' | 'constant' ['linear']
+  warmup = 0.1                        # steps, or a fraction of the run's [0.1]
+  grad_clip = 1.0                     # gradient-norm clipping [1.0]; 0, false or "none": no clipping
+  accumulate = 1                      # micro-batches per optimizer step [1]
+  amp = "bf16"                        # 'bf16' | 'fp16' on CUDA [none]
+  augment = "auto"                    # random resized crop + flip of images ['auto']
+  channels_last = "auto"              # ['auto']
+  eval_batch_size = 64                # [2 * batch_size]
+  num_workers = 0                     # DataLoader workers [0]
+  early_stopping = "auto"             # ['auto': on, with the validation split]
+  monitor = "worst_group_accuracy"    # 'worst_group_accuracy' | 'worst_class_accuracy' | 'accuracy' | 'loss'
+                                      # | 'bias_unsupervised' ['auto': worst-group accuracy]
+  n_iter_no_change = 2                # early-stopping patience [none: every epoch runs]
+  restore_best = true                 # keep the best epoch [true]
+  device = "cpu"                      # ['cpu']
+  random_state = 0                    # seeds the run and the subsamples [0]
+  verbose = 0                         # [0]
+
+  [auxiliary]                         # optional: regularized multitask fine-tuning (docs/finetune_mtl.rst)
+  task = "mlm"                        # 'mlm' (text) | 'mim' (images)
+  alpha_aux = 1.0                     # numbers, or "e^-1", "e^0", "e^1" (the paper's grid)
+  alpha_reg = "e^-1"
+  mask_prob = 0.15                    # mlm: mask_prob, mask_replace, random_replace, head;
+                                      # mim: mask_ratio, mask_patch_size
+
+  [output]
+  dir = "runs/my-run"                 # the run folder [--output, else ./{DEFAULT_OUTPUT}]
+  keep_checkpoints = true             # false: delete checkpoints/ once the run has finished and saved model/
+                                      # (a checkpoint per stage holds the weights and optimizer state,
+                                      # about 3x the model's size each)
+
+--set TABLE.KEY=VALUE overrides an entry (VALUE is TOML; a bare word is a string), e.g.
+  --set data.path=/data/waterbirds --set training.device=cuda --set training.grad_clip=none
+"""
 
 
 class ConfigError(ValueError):
@@ -152,7 +206,7 @@ def check_config(config):
     _refuse_unknown("method", method, {"name", *_estimator_class(method.get("name", "ERMClassifier"))().get_params()})
     _refuse_unknown("training", config.get("training", {}),
                     set(_parameters(FineTuneClassifier.__init__)) - {"backbone", "method", "auxiliary", "callbacks"})
-    _refuse_unknown("output", config.get("output", {}), {"dir"})
+    _refuse_unknown("output", config.get("output", {}), {"dir", "keep_checkpoints"})
     aux = config.get("auxiliary")
     if aux:
         task = {"mlm": MaskedLM, "mim": MaskedImageModeling}.get(aux.get("task"))
@@ -267,13 +321,13 @@ def _split_rows(ds, groups, data, seed):
         if rows.size == 0:
             raise ConfigError(f"the data has no {name} rows: its split column must mark train, val and test.")
         cap = data.get(f"max_{name}")
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ConfigError(f"[data] max_{name} = {cap!r}: write a positive whole number of rows.")
         if cap is not None and cap < rows.size:
-            # keep every group's share: a stratified subsample
-            keep = []
-            for g in np.unique(groups[rows]):
-                grp = rows[groups[rows] == g]
-                take = max(1, int(round(cap * grp.size / rows.size)))
-                keep.append(rng.choice(grp, size=min(take, grp.size), replace=False))
+            # keep every group's share: a stratified subsample of exactly `cap` rows
+            names, sizes = np.unique(groups[rows], return_counts=True)
+            take = stratified_counts(sizes, cap)
+            keep = [rng.choice(rows[groups[rows] == g], size=k, replace=False) for g, k in zip(names, take) if k]
             rows = np.sort(np.concatenate(keep))
         out[name] = rows
     return out
@@ -297,29 +351,101 @@ def _check_output(output, overwrite):
         (output / "log.jsonl").unlink(missing_ok=True)
 
 
-def run(config, output=None, *, quiet=False, overwrite=False):
+def stratified_counts(sizes, total):
+    """Per-group counts summing to exactly ``total`` (<= sum(sizes)), proportional to ``sizes``.
+
+    Largest remainders (Hamilton's method), after one row for every group
+    when ``total`` allows it, so that no group vanishes from a small
+    subsample; no count exceeds its group's size.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(min(total, sizes.sum()))
+    take = np.zeros_like(sizes)
+    if total >= sizes.size:
+        take[:] = 1
+    left = total - take.sum()
+    room = sizes - take
+    if left > 0:
+        quota = left * room / room.sum()
+        base = np.minimum(np.floor(quota).astype(np.int64), room)
+        take += base
+        left -= base.sum()
+        order = np.argsort(-(quota - base), kind="stable")
+        for i in order:
+            if left == 0:
+                break
+            if take[i] < sizes[i]:
+                take[i] += 1
+                left -= 1
+    return take
+
+
+_NO_CLIP = ("none", "null", "off", "false")
+
+
+def training_parameters(table):
+    """The [training] table as FineTuneClassifier keywords (``grad_clip`` off written as 0, false or 'none')."""
+    training = dict(table)
+    clip = training.get("grad_clip", 1.0)
+    if clip is False or (isinstance(clip, str) and clip.strip().lower() in _NO_CLIP) or (
+            not isinstance(clip, bool) and isinstance(clip, (int, float)) and clip == 0):
+        training["grad_clip"] = None
+    elif isinstance(clip, str) or clip is True:
+        raise ConfigError(f"[training] grad_clip = {clip!r}: write a positive number (the largest gradient norm), "
+                          "or 0, false or 'none' for no clipping.")
+    return training
+
+
+def _output_options(config, output):
+    table = dict(config.get("output", {}))
+    keep = table.get("keep_checkpoints", True)
+    if not isinstance(keep, bool):
+        raise ConfigError(f"[output] keep_checkpoints = {keep!r}: write true or false.")
+    return Path(output or table.get("dir", DEFAULT_OUTPUT)), keep
+
+
+def _remove_checkpoints(folder):
+    """Delete the stage checkpoints this run wrote (``*.pt`` and their temporaries), then the folder if empty."""
+    if not folder.is_dir():
+        return 0
+    freed = 0
+    for f in folder.iterdir():
+        if f.is_file() and (f.suffix == ".pt" or f.name.endswith(".pt.tmp")):
+            freed += f.stat().st_size
+            f.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+    return freed
+
+
+def _folder_bytes(folder):
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) if Path(folder).is_dir() else 0
+
+
+def run(config, output=None, *, quiet=False, progress=True, overwrite=False):
     """Fine-tune as ``config`` says; returns the test metrics (also written to ``output``).
 
-    A run folder that holds an earlier run's results (``metrics.json``,
-    ``model/``) is refused before any work unless ``overwrite``, which
-    trains afresh (its checkpoints are not resumed) and replaces what the
-    run writes; other files are kept. Without ``overwrite`` the run
-    resumes its checkpoints, and refuses those of a run with other
-    settings or data.
+    ``quiet`` prints nothing; ``progress=False`` keeps the epoch lines but no per-batch bar. A run folder
+    that holds an earlier run's results (``metrics.json``, ``model/``) is refused before any work unless
+    ``overwrite``, which trains afresh (its checkpoints are not resumed) and replaces what the run writes;
+    other files are kept. Without ``overwrite`` the run resumes its checkpoints, and refuses those of a run
+    with other settings or data.
     """
-    from feature_extraction.data import ExtractionDataset  # noqa: F401  (feature_extraction must import)
-
-    from ..engine import Checkpoint, CheckpointMismatchError, JSONLLogger, PrintEpochs
+    from ..engine import Checkpoint, CheckpointMismatchError, JSONLLogger
     from ..engine._loop import format_differences
     from ..metrics import group_accuracies
     from . import FineTuneClassifier
     from ._executor import SubsetInputs
     from ._inputs import as_inputs
+    from ._progress import RunProgress
 
     check_config(config)
-    output = Path(output or config.get("output", {}).get("dir", "skgroup-finetune-run"))
-    training = dict(config.get("training", {}))
+    output, keep_checkpoints = _output_options(config, output)
+    training = training_parameters(config.get("training", {}))
     seed = training.get("random_state", 0)
+    if "normalize" in config["model"].get("options", {}):
+        raise ConfigError("[model] options: normalize is a [training] key (normalize = true keeps the "
+                          "checkpoint's L2 normalisation; 'auto' turns it off while fine-tuning).")
     # everything the config says is checked before the output folder is touched or anything trains
     method_cfg = dict(config.get("method", {}))
     method = _estimator_class(method_cfg.pop("name", "ERMClassifier"))(**method_cfg)
@@ -327,9 +453,10 @@ def run(config, output=None, *, quiet=False, overwrite=False):
         method._validate_params()
         method._check_params()
     auxiliary = make_auxiliary(config.get("auxiliary"))
-    callbacks = [Checkpoint(output / "checkpoints", resume=not overwrite), JSONLLogger(output / "log.jsonl")]
-    if not quiet:
-        callbacks.append(PrintEpochs())
+    checkpoints = output / "checkpoints"
+    callbacks = [Checkpoint(checkpoints, resume=not overwrite), JSONLLogger(output / "log.jsonl")]
+    if not quiet:  # after the Checkpoint, so that it can say where a stage resumes
+        callbacks.append(RunProgress(checkpoints, bar=progress))
     with _config_errors("training"):
         clf = FineTuneClassifier(config["model"]["backbone"], method=method, auxiliary=auxiliary,
                                  callbacks=callbacks, random_state=seed,
@@ -378,21 +505,35 @@ def run(config, output=None, *, quiet=False, overwrite=False):
     }
     clf.save(output / "model", overwrite=overwrite)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    stored = _folder_bytes(checkpoints)
+    if not keep_checkpoints:
+        _remove_checkpoints(checkpoints)
     if not quiet:
         print(f"\ntest accuracy {metrics['test_accuracy']:.4f}, worst-group accuracy "
               f"{metrics['test_worst_group_accuracy']:.4f} (95% CI {metrics['test_worst_group_ci'][0]:.3f}-"
               f"{metrics['test_worst_group_ci'][1]:.3f}); model and logs in {output}")
+        if keep_checkpoints and stored:
+            print(f"{checkpoints} keeps a resumable state per stage ({stored / 2**20:.0f} MB); the final model is "
+                  f"{output / 'model'}. Delete checkpoints/ when done, or set [output] keep_checkpoints = false.")
+        elif stored:
+            print(f"deleted {checkpoints} ({stored / 2**20:.0f} MB; keep_checkpoints = false).")
     return metrics
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="skgroup-finetune", description=__doc__.splitlines()[0])
-    parser.add_argument("config", help="TOML file with [model], [data], [method], [training] tables")
-    parser.add_argument("--output", help="run folder (default: [output] dir of the config)")
+    parser = argparse.ArgumentParser(
+        prog="skgroup-finetune", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CONFIG_HELP,
+        description="Fine-tune a backbone with a skgroup method, as a TOML config says. The run folder gets "
+                    "log.jsonl, checkpoints/ (a resumable state per stage: a rerun resumes), model/ and "
+                    "metrics.json.")
+    parser.add_argument("config", help="TOML file with [model], [data], [method], [training], [auxiliary], "
+                                       "[output] tables (below)")
+    parser.add_argument("--output", help=f"run folder (default: [output] dir of the config, else ./{DEFAULT_OUTPUT})")
     parser.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                         help="override a config entry, e.g. --set data.path=/data/waterbirds "
-                             "--set training.device='\"cuda\"' (VALUE is TOML; bare words are strings)")
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+                             "--set training.device=cuda (VALUE is TOML; bare words are strings)")
+    parser.add_argument("--no-progress", action="store_true", help="no per-batch progress bar (epoch lines stay)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     parser.add_argument("--overwrite", action="store_true",
                         help="train afresh in an output folder that holds an earlier run (its checkpoints, log, "
                              "model/ and metrics.json are replaced; other files are kept)")
@@ -401,7 +542,7 @@ def main(argv=None):
         config = load_config(args.config)
         for item in args.set:
             apply_override(config, item)
-        run(config, args.output, quiet=args.quiet, overwrite=args.overwrite)
+        run(config, args.output, quiet=args.quiet, progress=not args.no_progress, overwrite=args.overwrite)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"skgroup-finetune: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """FineTuneClassifier: any skgroup method, training a whole backbone end to end."""
 
+import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -58,7 +59,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     backbone_options : dict or None, default=None
         Keyword arguments of ``load_backbone`` (``pooling``, ``pair_mode``
         — 'template' for a cross-encoder over sentence pairs —, ``max_length``,
-        ``image_size``, ``weights``, ...).
+        ``image_size``, ``weights``, ...). ``pooling='pooler'`` reads a
+        BERT-family checkpoint's pretrained pooler, as
+        ``BertForSequenceClassification`` does; a sentence-transformers
+        checkpoint keeps its own pooling (mean for all-MiniLM-L6-v2, its
+        training objective). Normalisation is ``normalize`` below.
     method : skgroup estimator or None, default=None
         The method; None is :class:`~skgroup.ERMClassifier`. Group labels
         reach ``fit`` by routing exactly when the method requests them.
@@ -81,7 +86,33 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     learning_rate : float, default=2e-5
         Peak learning rate of the backbone.
     head_learning_rate : float or None, default=None
-        Peak learning rate of the new linear head; None: ``learning_rate``.
+        Peak learning rate of the new linear head; None: ``learning_rate``,
+        as a transformers classifier trains its head (``docs/finetune.rst``
+        measures both against a bare loop).
+    head_init : {'auto', 'zeros', 'normal', 'uniform'}, default='auto'
+        The new head's initial weights. 'auto' is what the model's own new
+        classifier gets: ``normal(0, config.initializer_range)`` (0.02 for
+        BERT / MiniLM) for transformers models, PyTorch's default ``Linear``
+        initialisation for torchvision, EfficientNet-Lite and custom
+        modules; and zeros for a backbone without parameters, so that the
+        path then trains exactly what the head estimators train. A zero
+        head passes no gradient to the backbone on the first step and only
+        what the slowly growing head passes back afterwards: fine-tuning
+        learns far more slowly from it (``docs/finetune.rst``).
+    head_dropout : 'auto' or float, default='auto'
+        Dropout on the pooled features before the head, while training.
+        'auto': what ``BertForSequenceClassification`` applies for a
+        transformers text model (``config.classifier_dropout``, else
+        ``hidden_dropout_prob``, 0.1 for BERT / MiniLM); 0 for image models,
+        whose own dropout (EfficientNet-Lite's, torchvision's) is inside the
+        backbone already, and for a backbone without parameters.
+    normalize : 'auto' or bool, default='auto'
+        L2-normalise a text backbone's pooled features before the head.
+        'auto' is False: the unit-norm sentence embedding of a
+        sentence-transformers checkpoint suits frozen features, but a head
+        on unit vectors keeps the logits tiny while the backbone trains
+        (``docs/finetune.rst``). True keeps the checkpoint's
+        normalisation. The saved model records the choice.
     solver : {'adamw', 'sgd'}, default='adamw'
     weight_decay : float, default=0.01
         The optimizer's weight decay (decoupled for AdamW, coupled for SGD,
@@ -93,7 +124,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     warmup : float or int, default=0.1
         Warm-up steps, or a fraction of the run's steps.
     grad_clip : float or None, default=1.0
-        Clip the gradient norm.
+        Clip the gradient norm to this value; None or 0: no clipping.
     accumulate : int, default=1
         Micro-batches per optimizer step.
     amp : {None, 'bf16', 'fp16'}, default=None
@@ -140,12 +171,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="left")],
         "head_learning_rate": [Interval(Real, 0, None, closed="left"), None],
+        "head_init": [StrOptions({"auto", "zeros", "normal", "uniform"})],
+        "head_dropout": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="left")],
+        "normalize": ["boolean", StrOptions({"auto"})],
         "solver": [StrOptions({"adamw", "sgd"})],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "l2_reg": [Interval(Real, 0, None, closed="left")],
         "lr_schedule": [StrOptions({"linear", "cosine", "constant"})],
         "warmup": [Interval(Real, 0, None, closed="left")],
-        "grad_clip": [Interval(Real, 0, None, closed="neither"), None],
+        "grad_clip": [Interval(Real, 0, None, closed="left"), None],
         "accumulate": [Interval(Integral, 1, None, closed="left")],
         "amp": [StrOptions({"bf16", "fp16"}), None],
         "augment": ["boolean", StrOptions({"auto"})],
@@ -176,6 +210,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         batch_size=32,
         learning_rate=2e-5,
         head_learning_rate=None,
+        head_init="auto",
+        head_dropout="auto",
+        normalize="auto",
         solver="adamw",
         weight_decay=0.01,
         l2_reg=0.0,
@@ -206,6 +243,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.head_learning_rate = head_learning_rate
+        self.head_init = head_init
+        self.head_dropout = head_dropout
+        self.normalize = normalize
         self.solver = solver
         self.weight_decay = weight_decay
         self.l2_reg = l2_reg
@@ -241,11 +281,16 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     def _load_backbone(self):
         from feature_extraction import Backbone, load_backbone
 
+        if self.backbone_options and "normalize" in self.backbone_options:
+            raise ValueError("backbone_options['normalize'] is set by FineTuneClassifier(normalize=...) "
+                             "('auto': off while the backbone trains); move it there.")
         if isinstance(self.backbone, Backbone):
             if self.backbone_options:
                 raise ValueError("backbone_options apply to a backbone that is loaded here; this one is loaded.")
-            return self.backbone
-        return load_backbone(self.backbone, **(self.backbone_options or {}))
+            backbone = self.backbone
+        else:
+            backbone = load_backbone(self.backbone, **(self.backbone_options or {}))
+        return _with_normalization(backbone, self.normalize)
 
     def _method(self):
         name = type(self.method).__name__
@@ -326,7 +371,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             channels_last = bool(getattr(backbone, "channels_last_ok", False)) and str(self.device).startswith("cuda")
         executor = FineTuneExecutor(
             backbone, inputs, y_enc, len(self.classes_), validation=validation, early_stopping=stopping,
-            head_learning_rate=self.head_learning_rate,
+            head_learning_rate=self.head_learning_rate, head_init=self.head_init, head_dropout=self.head_dropout,
             augment=RandomResizedCropFlip(size) if augment else None, num_workers=self.num_workers,
             pin_memory=str(self.device).startswith("cuda"), channels_last=channels_last,
             eval_batch_size=self.eval_batch_size or 2 * self.batch_size, callbacks=self.callbacks or [],
@@ -382,6 +427,24 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         return save_finetuned(self.model_, folder, classes=self.classes_, backbone_source=self.backbone_source_,
                               overwrite=overwrite)
+
+
+def _with_normalization(backbone, normalize):
+    """``backbone``, or a shallow copy of it reading its text features with the normalisation asked for."""
+    from feature_extraction import TextBackbone
+
+    if not isinstance(backbone, TextBackbone):
+        if normalize is True:
+            raise ValueError(f"normalize=True applies to text backbones; {backbone.name} is a "
+                             f"{backbone.modality} backbone. Leave normalize='auto'.")
+        return backbone
+    want = False if normalize == "auto" else bool(normalize)
+    if backbone.normalize == want:
+        return backbone
+    out = copy.copy(backbone)  # the module is shared: the fit trains a deep copy of it anyway
+    out.normalize = want
+    out._identity = {**backbone._identity, "normalize": want}
+    return out
 
 
 def _frozen_erm_predictions(executor, validation, seed):

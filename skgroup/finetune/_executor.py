@@ -37,7 +37,7 @@ from ..engine import (
 from ..estimators._mtl import MultitaskHistory
 from ._auxiliary import AuxBatch, AuxiliaryCollate, AuxiliaryDataset
 from ._inputs import BackboneDataset
-from ._model import BackboneClassifier, trainable_backbone
+from ._model import BackboneClassifier, resolve_head, trainable_backbone
 from ._mtl_model import MultitaskBackboneClassifier, image_parts, make_auxiliary_head
 
 __all__ = ["FineTuneExecutor", "SubsetInputs"]
@@ -77,6 +77,8 @@ class FineTuneExecutor:
     validation : ValidationData with ``X`` an Inputs of the validation rows, or None
     early_stopping : dict or None (see HeadExecutor)
     head_learning_rate : float or None (None: the options' learning rate)
+    head_init, head_dropout : the new head's initialisation and dropout ('auto': see
+        :func:`~skgroup.finetune._model.resolve_head`)
     augment : RandomResizedCropFlip or None
     num_workers, pin_memory, channels_last : DataLoader and memory-format settings
     eval_batch_size : int
@@ -87,8 +89,9 @@ class FineTuneExecutor:
     """
 
     def __init__(self, backbone, inputs, y, n_classes, *, validation=None, early_stopping=None,
-                 head_learning_rate=None, augment=None, num_workers=0, pin_memory=False, channels_last=False,
-                 eval_batch_size=64, callbacks=(), verbose=0, classes=None, device="cpu", seed=0, auxiliary=None):
+                 head_learning_rate=None, head_init="auto", head_dropout="auto", augment=None, num_workers=0,
+                 pin_memory=False, channels_last=False, eval_batch_size=64, callbacks=(), verbose=0, classes=None,
+                 device="cpu", seed=0, auxiliary=None):
         self.backbone = backbone
         self.inputs = inputs
         self.y = np.asarray(y, dtype=np.int64)
@@ -97,6 +100,8 @@ class FineTuneExecutor:
         self.validation = validation
         self.early_stopping = early_stopping
         self.head_learning_rate = head_learning_rate
+        init, std, dropout = resolve_head(backbone, head_init, head_dropout)
+        self.head_options = {"init": init, "init_std": std, "dropout": dropout}
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.channels_last = bool(channels_last)
@@ -148,13 +153,15 @@ class FineTuneExecutor:
     # -- modules -----------------------------------------------------------------
     def new_module(self, seed):
         if self.auxiliary is None:
-            return BackboneClassifier(trainable_backbone(self.backbone), self.n_features, self.n_classes)
+            return BackboneClassifier(trainable_backbone(self.backbone), self.n_features, self.n_classes,
+                                      seed=seed, **self.head_options)
         backbone = trainable_backbone(self.backbone)
         aux_head = None
         if self.auxiliary.alpha_aux > 0:
             geometry = self._image_geometry() if self.auxiliary.modality == "image" else None
             aux_head = make_auxiliary_head(self.auxiliary, backbone, geometry=geometry, seed=seed)
-        return MultitaskBackboneClassifier(backbone, self.n_features, self.n_classes, aux_head)
+        return MultitaskBackboneClassifier(backbone, self.n_features, self.n_classes, aux_head, seed=seed,
+                                           **self.head_options)
 
     def _image_geometry(self):
         """(channels, feature-map height, input height, input width) on one training input."""

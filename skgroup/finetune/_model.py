@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["BackboneClassifier", "trainable_backbone", "save_finetuned", "load_finetuned"]
+__all__ = ["BackboneClassifier", "resolve_head", "trainable_backbone", "save_finetuned", "load_finetuned"]
 
 
 def trainable_backbone(backbone):
@@ -28,25 +28,62 @@ def trainable_backbone(backbone):
     return backbone
 
 
-class BackboneClassifier(nn.Module):
-    """``head(backbone(batch))``: logits from a batch of backbone inputs."""
+HEAD_INITS = ("zeros", "normal", "uniform")
 
-    def __init__(self, backbone, n_features, n_classes):
+
+class BackboneClassifier(nn.Module):
+    """``head(dropout(backbone(batch)))``: logits from a batch of backbone inputs.
+
+    Parameters
+    ----------
+    backbone : feature_extraction.Backbone (its module becomes a submodule)
+    n_features, n_classes : int
+    init : {'zeros', 'normal', 'uniform'}, default='zeros'
+        The head's initial weights: zeros (as the linear heads start);
+        ``normal(0, init_std)`` with a zero bias (what transformers'
+        ``_init_weights`` gives a new classifier); or PyTorch's default
+        ``Linear`` initialisation, ``U(-1/sqrt(d), 1/sqrt(d))`` for weight
+        and bias (torchvision's and EfficientNet-Lite's classifiers).
+    init_std : float, default=0.02
+    dropout : float, default=0.0
+        Dropout on the features before the head, in training mode (as
+        ``BertForSequenceClassification`` applies before its classifier).
+    seed : int, default=0
+        Seeds the initialisation (a generator of its own: the global torch
+        random state is not advanced).
+    """
+
+    def __init__(self, backbone, n_features, n_classes, *, init="zeros", init_std=0.02, dropout=0.0, seed=0):
         super().__init__()
+        if init not in HEAD_INITS:
+            raise ValueError(f"init must be one of {HEAD_INITS}; got {init!r}.")
         self.backbone = backbone
         self.body = backbone.module  # registered, so parameters(), state_dict() and DDP see it
-        # a zero head, as the linear heads start: the pretrained features carry the signal, and
-        # on a frozen backbone the path then trains exactly what the head estimators train
+        self.dropout = nn.Dropout(float(dropout))  # no parameters: state dicts and checkpoints are unchanged
         self.head = nn.Linear(int(n_features), int(n_classes))
+        generator = torch.Generator().manual_seed(int(seed) % 2**63)
         with torch.no_grad():
-            self.head.weight.zero_()
-            self.head.bias.zero_()
+            if init == "zeros":
+                self.head.weight.zero_()
+                self.head.bias.zero_()
+            elif init == "normal":
+                self.head.weight.normal_(0.0, float(init_std), generator=generator)
+                self.head.bias.zero_()
+            else:
+                bound = 1.0 / max(int(n_features), 1) ** 0.5
+                self.head.weight.uniform_(-bound, bound, generator=generator)
+                self.head.bias.uniform_(-bound, bound, generator=generator)
 
     def features(self, batch):
         return self.backbone(batch)
 
     def forward(self, batch):
-        return self.head(self.features(batch))
+        return self.head(self.dropout(self.features(batch)))
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "dropout" not in self._modules:  # pickled before the head had its dropout
+            self.dropout = nn.Dropout(0.0)
 
     def __deepcopy__(self, memo):
         # the Backbone wrapper and the registered body are one module: copy them together
@@ -54,9 +91,40 @@ class BackboneClassifier(nn.Module):
         nn.Module.__init__(new)
         new.backbone = copy.deepcopy(self.backbone, memo)
         new.body = new.backbone.module
+        new.dropout = copy.deepcopy(self.dropout, memo)
         new.head = copy.deepcopy(self.head, memo)
         new.train(self.training)
         return new
+
+
+def resolve_head(backbone, init="auto", dropout="auto"):
+    """``(init, init_std, dropout)`` of the head :class:`BackboneClassifier` gets for ``backbone``.
+
+    'auto' follows the model's own classifier when the backbone trains:
+    transformers models initialise a new classifier ``normal(0,
+    config.initializer_range)``, and BERT-family text classifiers apply
+    dropout ``config.classifier_dropout`` (else ``hidden_dropout_prob``)
+    before it; other models get PyTorch's default ``Linear`` initialisation
+    and no extra dropout (torchvision's and EfficientNet-Lite's own dropout
+    sits inside the backbone, before the classifier that the features
+    replace). A backbone without parameters (nothing to fine-tune) gets a
+    zero head and no dropout, so the path trains exactly what the head
+    estimators train.
+    """
+    body = backbone.module
+    trains = any(True for _ in body.parameters())
+    config = getattr(body, "config", None)
+    std = float(getattr(config, "initializer_range", 0.02) or 0.02)
+    if init == "auto":
+        init = "zeros" if not trains else ("normal" if hasattr(config, "initializer_range") else "uniform")
+    if dropout == "auto":
+        dropout = 0.0
+        if trains and backbone.modality == "text" and config is not None and getattr(backbone, "features_fn",
+                                                                                      None) is None:
+            p = getattr(config, "classifier_dropout", None)
+            p = getattr(config, "hidden_dropout_prob", None) if p is None else p
+            dropout = float(p or 0.0)
+    return init, std, float(dropout)
 
 
 def save_finetuned(model, folder, *, classes, backbone_source=None, overwrite=False):
@@ -87,6 +155,13 @@ def save_finetuned(model, folder, *, classes, backbone_source=None, overwrite=Fa
     body = model.body
     meta = {"backbone": backbone.name, "identity": backbone.identity(), "classes": [_plain(c) for c in classes],
             "n_features": model.head.in_features}
+    if backbone.modality == "text":
+        # how the features were read: load_backbone(folder) takes these as its defaults, so extraction
+        # from the folder reproduces the estimator's transform without repeating them
+        meta["text_options"] = {"pooling": backbone.pooling, "pair_mode": backbone.pair_mode,
+                                "max_length": backbone.max_length, "normalize": bool(backbone.normalize)}
+    elif backbone.modality == "image":
+        meta["preprocessing"] = backbone.preprocessing_spec()
     if hasattr(body, "save_pretrained"):
         if source is not None and source.is_dir():
             for item in source.iterdir():  # sentence-transformers modules, tokenizer files, ...
@@ -135,9 +210,13 @@ def _check_save_folder(folder, source, overwrite):
 def load_finetuned(folder, **backbone_options):
     """(backbone, head weight, head bias, classes) of a folder written by :func:`save_finetuned`.
 
-    A transformers folder loads as a backbone directly; for a saved state
-    dict pass ``model=`` (the name or module it was fine-tuned from) in
-    ``backbone_options``.
+    The backbone reads inputs as the fine-tuned estimator did, so its
+    features are the estimator's ``transform``: a text folder's recorded
+    pooling, pair mode, maximum length and normalisation, and a saved state
+    dict's recorded image preprocessing (resize, crop, mean, std), are the
+    defaults; ``backbone_options`` given here win. A transformers folder
+    loads as a backbone directly; for a saved state dict pass ``model=``
+    (the name or module it was fine-tuned from) in ``backbone_options``.
     """
     from safetensors.torch import load_file
 
@@ -154,7 +233,16 @@ def load_finetuned(folder, **backbone_options):
         model = backbone_options.pop("model", None)
         if model is None:
             raise ValueError(f"{folder} holds a state dict: pass model=<the name or module it was fine-tuned from>.")
-        backbone = load_backbone(model, weights=folder / "backbone.safetensors", **backbone_options)
+        defaults = _image_options(meta.get("preprocessing"))
+        if "preprocessing" in backbone_options or any(k in backbone_options for k in _IMAGE_KEYS):
+            defaults = {}  # the caller states the preprocessing
+        options = {**defaults, **backbone_options}
+        if isinstance(model, nn.Module):  # a module: its own copy carries the fine-tuned weights
+            model = copy.deepcopy(model)
+            model.load_state_dict(load_file(str(folder / "backbone.safetensors")))
+            backbone = load_backbone(model, **options)
+        else:
+            backbone = load_backbone(model, weights=folder / "backbone.safetensors", **options)
     head_file = folder / "head.safetensors"
     try:
         head = load_file(str(head_file))
@@ -183,6 +271,17 @@ def _read_meta(meta_file):
         raise ValueError(f"{meta_file} says format {meta['format']!r}, which save() never writes (it writes "
                          f"{' or '.join(repr(f) for f in _FORMATS)}): the file is damaged or from another program.")
     return meta
+
+
+_IMAGE_KEYS = ("image_size", "resize", "interpolation", "mean", "std")
+
+
+def _image_options(spec):
+    """load_backbone's image arguments for a recorded ImagePreprocessing spec (others: {})."""
+    if not spec or spec.get("kind") != "resize-center-crop":
+        return {}
+    return {"image_size": spec["size"], "resize": spec["resize"], "interpolation": spec["interpolation"],
+            "mean": tuple(spec["mean"]), "std": tuple(spec["std"])}
 
 
 def _plain(value):

@@ -208,8 +208,8 @@ class MultitaskBackboneClassifier(BackboneClassifier):
     only (``alpha_aux=0``: the paper's end-task + L1 ablation).
     """
 
-    def __init__(self, backbone, n_features, n_classes, aux_head=None):
-        super().__init__(backbone, n_features, n_classes)
+    def __init__(self, backbone, n_features, n_classes, aux_head=None, **head_options):
+        super().__init__(backbone, n_features, n_classes, **head_options)
         self.aux_head = aux_head
         self._head_last()
 
@@ -221,7 +221,7 @@ class MultitaskBackboneClassifier(BackboneClassifier):
     def forward(self, batch):
         end = batch.end if isinstance(batch, AuxBatch) else batch
         h_end = self.features(end)
-        logits = self.head(h_end)
+        logits = self.head(self.dropout(h_end))  # the L1 penalty reads h_end itself, not its dropped-out copy
         if not self.training:
             return logits
         if self.aux_head is None or not isinstance(batch, AuxBatch):
@@ -242,6 +242,7 @@ class MultitaskBackboneClassifier(BackboneClassifier):
         nn.Module.__init__(new)
         new.backbone = copy.deepcopy(self.backbone, memo)
         new.body = new.backbone.module
+        new.dropout = copy.deepcopy(self.dropout, memo)
         new.aux_head = copy.deepcopy(self.aux_head, memo)
         new.head = copy.deepcopy(self.head, memo)
         new.train(self.training)

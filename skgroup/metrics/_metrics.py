@@ -23,6 +23,8 @@ __all__ = [
     "worst_group_accuracy",
     "worst_class_accuracy",
     "bias_unsupervised_score",
+    "class_difference",
+    "class_diff_of",
     "per_group_accuracy",
 ]
 
@@ -226,6 +228,48 @@ def worst_class_accuracy(y_true, y_pred):
     classes, codes = np.unique(y_true, return_inverse=True)
     accuracies, _ = accuracy_by_cell(y_true == y_pred, codes.ravel(), classes.shape[0])
     return float(accuracies.min())
+
+
+def class_diff_of(accuracies):
+    """Mean absolute difference of the accuracies over all pairs (0.0 for a single accuracy).
+
+    The kernel of :func:`class_difference` on per-class accuracies, without
+    input checks (the engine calls it every epoch).
+    """
+    a = np.asarray(accuracies, dtype=np.float64).ravel()
+    if a.shape[0] < 2:
+        return 0.0
+    i, j = np.triu_indices(a.shape[0], k=1)
+    return float(np.mean(np.abs(a[i] - a[j])))
+
+
+def class_difference(y_true, y_pred):
+    """ClassDiff: the mean absolute difference between the recalls of every pair of classes.
+
+    The label-free selection criterion of Li et al. (BAM, "Bias Amplification
+    Enhances Minority Group Performance", TMLR 2024), as SubpopBench runs it
+    (``ValClassDiff``): a model whose classes are recalled equally well is
+    preferred, which on class-imbalanced spurious benchmarks tracks the worst
+    group. Lower is better; 0 when every class is recalled equally.
+
+    .. math:: \\mathrm{ClassDiff} = \\binom{K}{2}^{-1} \\sum_{i<j} |\\mathrm{acc}_i - \\mathrm{acc}_j|
+
+    SubpopBench sums over the pairs instead of averaging; the two differ by
+    the constant :math:`\\binom{K}{2}` (equal for two classes), which changes
+    no ranking. Classes are those present in ``y_true``.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+
+    Returns
+    -------
+    float
+    """
+    y_true, y_pred = _check_predictions(y_true, y_pred)
+    classes, codes = np.unique(y_true, return_inverse=True)
+    accuracies, _ = accuracy_by_cell(y_true == y_pred, codes.ravel(), classes.shape[0])
+    return class_diff_of(accuracies)
 
 
 def bias_unsupervised_score(y_true, y_pred, *, y_pred_biased):

@@ -256,6 +256,17 @@ def _same_group(key, name):
     return _value_kind(key) == _value_kind(name) and key == name
 
 
+def _neg_class_diff(per_cell, axis):
+    """Minus the mean absolute pairwise difference along ``axis`` (NaN cells, i.e. empty ones, left out)."""
+    per_cell = np.moveaxis(np.asarray(per_cell, dtype=np.float64), axis, -1)
+    k = per_cell.shape[-1]
+    if k < 2:
+        return np.zeros(per_cell.shape[:-1])
+    i, j = np.triu_indices(k, k=1)
+    with np.errstate(invalid="ignore"):
+        return -np.nanmean(np.abs(per_cell[..., i] - per_cell[..., j]), axis=-1)
+
+
 def paired_bootstrap(correct, cells, *, reduce="min", n_bootstrap=1000, random_state=None):
     """Bootstrap replicates of a cell-wise accuracy score for several models at once.
 
@@ -276,10 +287,12 @@ def paired_bootstrap(correct, cells, *, reduce="min", n_bootstrap=1000, random_s
         classes, (class, biased prediction) cells; resampled within each
         cell), or a boolean membership matrix of overlapping cells (rows
         then resampled all together).
-    reduce : {'min', 'mean'}
-        Worst cell accuracy (worst-group, worst-class), or the mean of the
+    reduce : {'min', 'mean', 'class_diff'}
+        Worst cell accuracy (worst-group, worst-class), the mean of the
         cell accuracies (the bias-unsupervised score; with one cell, the
-        accuracy). Empty cells are left out.
+        accuracy), or minus the mean absolute difference of the cell
+        accuracies over all pairs of cells (BAM's ClassDiff over classes,
+        negated so that larger is better). Empty cells are left out.
     n_bootstrap : int
     random_state : int, RandomState or None
 
@@ -294,9 +307,9 @@ def paired_bootstrap(correct, cells, *, reduce="min", n_bootstrap=1000, random_s
     cells = np.asarray(cells)
     if cells.shape[0] != n:
         raise ValueError(f"cells has {cells.shape[0]} rows but correct has {n} columns (one per row).")
-    if reduce not in ("min", "mean"):
-        raise ValueError(f"reduce must be 'min' or 'mean'; got {reduce!r}.")
-    agg = np.nanmin if reduce == "min" else np.nanmean
+    if reduce not in ("min", "mean", "class_diff"):
+        raise ValueError(f"reduce must be 'min', 'mean' or 'class_diff'; got {reduce!r}.")
+    agg = {"min": np.nanmin, "mean": np.nanmean, "class_diff": _neg_class_diff}[reduce]
     rng = check_random_state(random_state)
     replicates = np.empty((n_bootstrap, n_models))
     if cells.ndim == 1:

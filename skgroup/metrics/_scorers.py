@@ -23,7 +23,7 @@ import sklearn
 from sklearn.metrics import make_scorer
 from sklearn.metrics._scorer import _Scorer
 
-from ._metrics import bias_unsupervised_score, worst_class_accuracy, worst_group_accuracy
+from ._metrics import bias_unsupervised_score, class_difference, worst_class_accuracy, worst_group_accuracy
 
 __all__ = [
     "MetadataRoutingRequired",
@@ -31,6 +31,7 @@ __all__ = [
     "worst_group_scorer",
     "worst_class_scorer",
     "bias_unsupervised_scorer",
+    "class_diff_scorer",
 ]
 
 
@@ -103,3 +104,7 @@ worst_class_scorer = make_scorer(worst_class_accuracy)
 bias_unsupervised_scorer = make_group_scorer(
     bias_unsupervised_score, requires=("y_pred_biased",)
 )
+
+#: Scorer for :func:`~skgroup.metrics.class_difference` (BAM's ClassDiff; lower is better, so the
+#: scorer returns its negative, as scikit-learn's loss scorers do); needs no metadata.
+class_diff_scorer = make_scorer(class_difference, greater_is_better=False)

@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clo
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import ParameterGrid, check_cv
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -33,6 +33,7 @@ from ..engine._fit import encode_labels
 from ..estimators import BelowMajorityWarning, all_estimators, method_specs, search_space
 from ..metrics import EmptyCellWarning, below_majority, paired_bootstrap
 from ..metrics._report import check_bootstrap
+from ..groups import default_inferrer, infer_groups  # the import also registers the inferred-group methods
 from ..utils._tables import make_table
 from ..utils._warnings import warn
 from ._validation import requests
@@ -45,6 +46,8 @@ SELECTION_RULES = {
     "worst_group": {"monitor": "worst_group_accuracy", "reduce": "min", "group_labels": True},
     "worst_class": {"monitor": "worst_class_accuracy", "reduce": "min", "group_labels": False},
     "bias_unsupervised": {"monitor": "bias_unsupervised", "reduce": "mean", "group_labels": False},
+    "class_diff": {"monitor": "class_diff", "reduce": "class_diff", "group_labels": False},
+    "inferred_worst_group": {"monitor": "worst_group_accuracy", "reduce": "min", "group_labels": False},
     "accuracy": {"monitor": "accuracy", "reduce": "mean", "group_labels": False},
 }
 
@@ -53,6 +56,15 @@ _RESPONSES = ("predict", "predict_proba", "decision_function")
 
 def _estimator_classes():
     return dict(all_estimators())
+
+
+def _with_params(estimator, params):
+    """A clone of ``estimator`` with ``params``, their values cloned as ``GridSearchCV`` clones them.
+
+    An estimator-valued entry of a grid (InferredGroupsClassifier's method) is one object shared by
+    its candidates, which setting its nested parameters (``estimator__eta``) would change for all.
+    """
+    return clone(estimator).set_params(**{k: clone(v, safe=False) for k, v in params.items()})
 
 
 def _takes(estimator, name):
@@ -140,7 +152,11 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         it (:func:`~skgroup.model_selection.search_space`, scaled to the
         size of the training data); DFR and group balancing only when
         ``fit`` gets training ``group_labels`` (without them they would be
-        class-balanced methods under another name). A list holds any of: ``(estimator,
+        class-balanced methods under another name), and in every case
+        :class:`~skgroup.groups.InferredGroupsClassifier` (Group DRO, group
+        reweighting and DFR on groups inferred from the training rows, the
+        inference fitted once for all of them) and
+        :class:`~skgroup.DPEClassifier` (class-balanced subsets). A list holds any of: ``(estimator,
         param_grid)`` pairs (``param_grid`` a dict or list of dicts, as
         ``GridSearchCV`` takes), estimators (searched over the registered
         space of their class on top of their own parameters, or used as
@@ -160,11 +176,25 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         * ``'bias_unsupervised'``: LaBonte et al.'s eq. 1, no group labels:
           the search fits its own biased ERM model (no class balancing) on
           the training rows, and its predictions define the cells;
+        * ``'class_diff'``: BAM's ClassDiff (Li et al., 2024; SubpopBench's
+          ``ValClassDiff``), no group labels: the mean absolute difference of
+          the classes' validation recalls over all pairs, smaller is better
+          (the score is its negative);
+        * ``'inferred_worst_group'``: EVaLS-style (Ghaznavi et al., 2024), no
+          group labels: worst accuracy over groups that ``group_inferrer``
+          (fitted on the training rows) infers on the validation rows;
         * ``'accuracy'``: no group labels (Kulkarni et al.'s "No-GP");
         * ``'worst_group'``: worst-group accuracy, needs
           ``group_labels_val`` (or ``group_labels`` with CV folds);
         * any other scikit-learn scorer name or scorer callable; one that
           requests ``group_labels`` or ``y_pred_biased`` gets them.
+    group_inferrer : group inferrer or None, default=None
+        The :mod:`skgroup.groups` inferrer of ``selection='inferred_worst_group'``
+        (fitted on each split's training rows, predicting the groups of its
+        validation rows); None: :func:`skgroup.groups.default_inferrer`, the
+        one ``InferredGroupsClassifier`` uses, so that its candidates share
+        the fit (EVaLS infers environments with EIIL, which recovers planted
+        groups worse here: ``docs/groups.rst``).
     cv : int, CV splitter, iterable or None, default=None
         Used when ``fit`` gets no ``X_val``: None means 5 stratified folds.
         Each row must be tested at most once (scores are computed on the
@@ -254,6 +284,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         "candidates": [StrOptions({"auto"}), list, tuple],
         "selection": [str, callable],
         "include_erm": ["boolean"],
+        "group_inferrer": [HasMethods(["fit", "predict"]), None],
         "cv": ["cv_object", None],
         "early_stopping": ["boolean"],
         "confidence_level": [Interval(Real, 0, 1, closed="neither")],
@@ -272,6 +303,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         selection="worst_class",
         *,
         include_erm=True,
+        group_inferrer=None,
         cv=None,
         early_stopping=True,
         confidence_level=0.95,
@@ -284,6 +316,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.candidates = candidates
         self.selection = selection
         self.include_erm = include_erm
+        self.group_inferrer = group_inferrer
         self.cv = cv
         self.early_stopping = early_stopping
         self.confidence_level = confidence_level
@@ -342,7 +375,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return configs
 
     def _prepare(self, estimator, params, seed, monitor, validated):
-        est = clone(estimator).set_params(**params)
+        est = _with_params(estimator, params)
         own = est.get_params(deep=False)
         if "random_state" in own and own["random_state"] is None and "random_state" not in params:
             est.set_params(random_state=seed)
@@ -415,12 +448,19 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
                     y_enc = np.unique(split["y"], return_inverse=True)[1]
                     split["biased"] = biased_erm(split["X"], y_enc).predict(split["X_score"])
+            if rule == "inferred_worst_group":
+                # the groups of the validation rows, inferred from the training rows' fit (EVaLS): the
+                # rule's cells and the candidates' monitor; shared with candidates wrapping this inferrer
+                inferrer = self.group_inferrer if self.group_inferrer is not None else default_inferrer()
+                for split in splits:
+                    _, _, split["g_inferred"] = infer_groups(inferrer, split["X"], split["y"], split["X_score"],
+                                                             split["y_score"], random_state=seed)
         responses = ("predict",) if scorer is None else _RESPONSES
 
         tasks = []
         for ci, (name, estimator, params) in enumerate(configs):
             for si, split in enumerate(splits):
-                validated = split["validation"] and self._validates(clone(estimator).set_params(**params))
+                validated = split["validation"] and self._validates(_with_params(estimator, params))
                 est = self._prepare(estimator, params, seed, monitor, validated)
                 fit_params = {}
                 if split["g"] is not None and "group_labels" in requests(est, "fit", ["group_labels"]):
@@ -429,6 +469,8 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                     fit_params.update(X_val=split["X_score"], y_val=split["y_score"])
                     if needs_groups:
                         fit_params["group_labels_val"] = split["g_score"]
+                    elif rule == "inferred_worst_group" and _takes(est, "group_labels_val"):
+                        fit_params["group_labels_val"] = split["g_inferred"]
                 signature = getattr(est, "_shared_fit_signature", lambda: None)()
                 key = None if signature is None else (name, signature, si)
                 tasks.append({"ci": ci, "si": si, "est": est, "fit_params": fit_params, "key": key})
@@ -615,8 +657,10 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             g = np.concatenate([np.asarray(s["g_score"]) for s in splits])
             membership = check_group_labels(g, g.shape[0], name="group_labels_val")
             return membership.ids() if membership.disjoint else membership.matrix
-        if rule == "worst_class":
+        if rule in ("worst_class", "class_diff"):
             return y_score
+        if rule == "inferred_worst_group":
+            return np.concatenate([np.asarray(s["g_inferred"]) for s in splits])
         if rule == "accuracy":
             return np.zeros(y_score.shape[0], dtype=np.int64)
         _, t = np.unique(y_score, return_inverse=True)
@@ -674,7 +718,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             self.refit_time_ = 0.0
             return
         name, estimator, params = configs[best]
-        est = clone(estimator).set_params(**params)
+        est = _with_params(estimator, params)
         proto = outputs[(best, 0)]["estimator"]
         if "random_state" in est.get_params(deep=False):
             est.set_params(random_state=proto.get_params(deep=False)["random_state"])

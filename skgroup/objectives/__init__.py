@@ -34,9 +34,27 @@ from ._objective import (
     RepresentationL1,
 )
 from ._reductions import CVaR, GroupDRO, Mean, Reduction, Weighted, cvar_of_losses
+from ._penalties import (
+    MMD_GAMMAS,
+    CORALPenalty,
+    EnvironmentMean,
+    IRMPenalty,
+    MMDPenalty,
+    VRExPenalty,
+    coral_distance,
+    gaussian_mmd,
+)
 
 __all__ = [
     "LOSSES",
+    "MMD_GAMMAS",
+    "CORALPenalty",
+    "EnvironmentMean",
+    "IRMPenalty",
+    "MMDPenalty",
+    "VRExPenalty",
+    "coral_distance",
+    "gaussian_mmd",
     "AuxiliaryLoss",
     "BatchTerms",
     "CVaR",

@@ -116,6 +116,22 @@ random_state : int, RandomState instance or None, default={default}
     "verbose": """
 verbose : int, default={default}
     Show a progress bar per training stage.""",
+    "environments": """
+environments : {{'attribute', 'groups'}}, default={default}
+    What the penalty compares. 'attribute': the values of the spurious
+    attribute, as SubpopBench does (each environment holds every class);
+    ``group_labels`` are read as (class, attribute) cells
+    (:func:`skgroup.metrics.make_group_labels`' numbering) and a row's
+    environment is the rank of its group among its class's groups, which
+    needs every class to have the same number of groups. 'groups': each
+    group is an environment (DomainBed's domains): pass attribute values,
+    domains or inferred environments as ``group_labels``.""",
+    "penalty_anneal_iters": """
+penalty_anneal_iters : int, default={default}
+    Optimizer steps at penalty weight 1 before the full ``penalty_weight``
+    (DomainBed's ``*_penalty_anneal_iters``); the switch starts a fresh
+    optimizer, as DomainBed resets Adam there. They come before the
+    ``max_iter`` epochs; 0 trains at the full weight from the start.""",
 }
 
 
