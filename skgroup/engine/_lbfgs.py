@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..objectives import Objective
 
-__all__ = ["LBFGSResult", "minimize_lbfgs", "LinearHeadEvaluator", "is_linear_head"]
+__all__ = ["LBFGSResult", "minimize_lbfgs", "LinearHeadEvaluator", "is_linear_head", "product_with_rows"]
 
 # scikit-learn's settings for L-BFGS-B in LogisticRegression: a loose line search
 # budget (the default of 20 trial steps can fail near the optimum in float32) and
@@ -215,22 +216,42 @@ def _blas_controller():
     return _blas["controller"]
 
 
+def _blas_libs():
+    """threadpoolctl's controllers of the BLAS libraries loaded (at the first call), kept for the process."""
+    if "libs" not in _blas:
+        controller = _blas_controller()
+        _blas["libs"] = [] if controller is None else list(controller.select(user_api="blas").lib_controllers)
+    return _blas["libs"]
+
+
 def _blas_threads_now():
-    controller = _blas_controller()
-    if controller is None:  # pragma: no cover
-        return None
-    return max((lib.num_threads for lib in controller.select(user_api="blas").lib_controllers), default=None)
+    return max((lib.num_threads for lib in _blas_libs()), default=None)
 
 
 @contextlib.contextmanager
 def _blas_threads(n):
-    """BLAS (numpy's and scipy's) on ``n`` threads inside the block (None: unchanged)."""
-    controller = _blas_controller()
-    if n is None or controller is None:
+    """BLAS (numpy's and scipy's) on ``n`` threads inside the block (None: unchanged).
+
+    Set on the libraries' controllers directly, and not at all when they already run
+    ``n`` threads: an L-BFGS fit enters this dozens of times, and threadpoolctl's
+    ``limit`` (which re-reads every library's state) cost more than a small evaluation.
+    """
+    libs = _blas_libs()
+    if n is None or not libs:
         yield
         return
-    with controller.limit(limits=int(n), user_api="blas"):
+    n = int(n)
+    before = [lib.num_threads for lib in libs]
+    if all(b == n for b in before):
         yield
+        return
+    for lib in libs:
+        lib.set_num_threads(n)
+    try:
+        yield
+    finally:
+        for lib, b in zip(libs, before):
+            lib.set_num_threads(b)
 
 
 @contextlib.contextmanager
@@ -261,6 +282,22 @@ def _rows_view(X, dtype):
 # both products: gemv loops 0.4-0.9x the gemm time for 2-6 columns, 1.4x for 9).
 _GEMV_MAX_COLUMNS = 6
 
+
+def product_with_rows(X, V):
+    """``X @ V.T`` (rows x r) in X's dtype, as r matrix-vector products when V has few rows.
+
+    V is (r, n_features) in X's dtype. The result is a transposed view of an
+    (r, rows) array when the products are matrix-vector ones.
+    """
+    r = V.shape[0]
+    if r > _GEMV_MAX_COLUMNS or X.ndim != 2:
+        return X @ V.T
+    V = np.ascontiguousarray(V, dtype=X.dtype)
+    out = np.empty((r, X.shape[0]), dtype=X.dtype)
+    for k in range(r):
+        np.matmul(X, V[k], out=out[k])
+    return out.T
+
 # One pass in row blocks (separable objectives) only pays where reading X twice costs
 # disk reads: a memory map that the page cache cannot hold. In RAM the second product
 # of a block still in cache was not much faster (100,000 x 2,048, one thread: bare
@@ -278,9 +315,11 @@ def _physical_memory():
 
 
 # Rows over which the means and scales are taken (an evenly strided subset beyond): they
-# only condition the problem, and at 100,000 x 2,048 their 50,000 rows of 2^16 cost 5-10%
-# of a fit of 8 iterations.
-_MEAN_ROWS = 1 << 14
+# only condition the problem. At 100,000 x 2,048 their 50,000 rows of 2^16 cost 5-10% of a
+# fit of 8 iterations, 2^14 rows a third of an evaluation; 2^12 to 2^14 rows gave the same
+# evaluation counts within the path-to-path spread (50,000 x 384 off-centre features, five
+# draws: 39 and 40 evaluations on average for 2^14 and 2^12 rows).
+_MEAN_ROWS = 1 << 13
 
 
 class LinearHeadEvaluator:
@@ -359,7 +398,7 @@ class LinearHeadEvaluator:
     mean_ : ndarray of shape (n_features,)
         The centring vector ``mu``: the column means, weighted by the
         objective's ``sample_weight`` when it has one, over every row up to
-        16,384 rows and over an evenly strided subset of about as many beyond
+        8,192 rows and over an evenly strided subset of about as many beyond
         (float64; zeros with ``center=False``).
     scale_ : ndarray of shape (n_features,)
         The scales ``s``, from the same rows (ones with ``scale=False``).
@@ -418,21 +457,28 @@ class LinearHeadEvaluator:
             total = weights.sum()
             weights = (weights / total if total > 0 else np.full(weights.shape, 1.0 / weights.size))
             rows = self.X[::step]
+            weights = weights.astype(self.X.dtype)
+            # the sums and the sums of squares in one read of the rows: a block's squares are taken
+            # while it is in the cache (at d = 2,048 three reads of the rows had cost a third of an
+            # evaluation)
+            block = max(1, (2 << 20) // max(self.d * self.X.dtype.itemsize, 1))
+            sums, sq = np.zeros(self.d), np.zeros(self.d)
             # huge finite features overflow the squares: the objective then reports the divergence
             with _blas_threads(1 if rows.shape[0] * self.d < _ONE_THREAD_WORK else None), \
                     np.errstate(over="ignore", invalid="ignore"):
-                self.mean_ = (weights.astype(self.X.dtype) @ rows).astype(np.float64)
+                for start in range(0, rows.shape[0], block):
+                    part, w_part = rows[start:start + block], weights[start:start + block]
+                    sums += w_part @ part
+                    if scale:
+                        sq += w_part @ (part * part)
+                self.mean_ = sums
                 if scale:
-                    sq = np.zeros(self.d)
-                    for start in range(0, rows.shape[0], 4096):  # 4096 rows of squares at a time
-                        block = rows[start:start + 4096]
-                        sq += weights[start:start + 4096].astype(self.X.dtype) @ (block * block)
                     # the diagonal of the Hessian at zero weights, up to a constant factor
                     self.scale_ = np.sqrt(np.maximum(sq - self.mean_**2, 0.0) + 4 * self.l2_reg)
                     self.scale_[self.scale_ == 0] = 1.0  # constant features without a penalty
             if not center:
                 self.mean_ = np.zeros(self.d)
-            self.n_passes += (2 if scale else 1) / step
+            self.n_passes += 1 / step
 
     @property
     def n_params(self):
@@ -467,19 +513,14 @@ class LinearHeadEvaluator:
     # -- products ------------------------------------------------------------
     def _forward(self, Xb, V):
         """Xb @ V.T (rows x r) in X's dtype."""
-        r = V.shape[0]
-        if r > _GEMV_MAX_COLUMNS:
-            return Xb @ V.T
-        out = np.empty((r, Xb.shape[0]), dtype=Xb.dtype)
-        for k in range(r):
-            np.matmul(Xb, V[k], out=out[k])
-        return out.T
+        return product_with_rows(Xb, V)
 
     def _logits(self, Xb, V, c, zero):
         """float64 logits Xb @ V.T + c (relative to class 0's when softmax_only)."""
         if zero:
             return np.broadcast_to(c, (Xb.shape[0], V.shape[0])).copy()
-        return self._forward(Xb, V).astype(np.float64) + c
+        out = np.empty((Xb.shape[0], V.shape[0]))
+        return np.add(self._forward(Xb, V), c, out=out)  # the conversion to float64 in the same pass
 
     def _backward(self, dU, Xb):
         """dU.T @ Xb (r x d) as float64; dU of shape (rows, r)."""
@@ -503,39 +544,33 @@ class LinearHeadEvaluator:
         return float(loss.detach()), grad.numpy()
 
     def _reduced_cross_entropy_grad(self, U, rows):
-        """The objective's cross-entropy per row in numpy, autograd through its reduction only.
+        """The objective's cross-entropy per row and its derivative by hand, autograd through its reduction only.
 
-        torch's cross_entropy on (n, 2) float64 logits took ~100 ns a row forward and
-        backward, five times the products' work at d = 38; this is ~15 ns a row.
+        torch's cross_entropy under autograd on (n, 2) float64 logits took ~100 ns a row
+        forward and backward, five times the products' work at d = 38. The losses and
+        softmax probabilities here come from torch's vectorised elementwise kernels without
+        autograd (~14 ns a row for two classes, against ~36 ns for the same formulas as
+        numpy ufuncs, whose exp and log1p are not vectorised for float64 on AVX2).
         """
-        y = self.y_np[rows]
-        m = U.shape[0]
+        y = self.y[rows]
+        Z = torch.from_numpy(U)
         if self.softmax_only and U.shape[1] == 1:  # two classes: logits (0, u)
-            u, is_one = U[:, 0], self._is_one[rows]
-            lse = np.abs(u)  # log(1 + e^u) = max(u, 0) + log1p(e^-|u|)
-            np.negative(lse, out=lse)
-            np.exp(lse, out=lse)
-            np.log1p(lse, out=lse)
-            lse += np.maximum(u, 0.0)
-            dlogit = u - lse
-            np.exp(dlogit, out=dlogit)  # softmax probability of class 1
-            dlogit -= is_one
-            losses = lse
-            losses -= u * is_one
-            dlogit = dlogit[:, None]
+            u, is_one = Z[:, 0], torch.from_numpy(self._is_one[rows])
+            # log(1 + e^u) - u [y = 1], by the stable formula; d/du = sigmoid(u) - [y = 1]
+            losses = F.binary_cross_entropy_with_logits(u, is_one, reduction="none")
+            dlogit = torch.sigmoid(u).sub_(is_one)[:, None]
         else:
-            Z = np.concatenate([np.zeros((m, 1)), U], axis=1) if self.softmax_only else U
-            top = Z.max(axis=1, keepdims=True)
-            P = np.exp(Z - top)
-            total = P.sum(axis=1, keepdims=True)
-            P /= total
-            losses = (np.log(total[:, 0]) + top[:, 0]) - np.take_along_axis(Z, y[:, None], axis=1)[:, 0]
-            P[np.arange(m), y] -= 1.0
+            if self.softmax_only:
+                Z = torch.cat([torch.zeros((Z.shape[0], 1), dtype=Z.dtype), Z], dim=1)
+            log_p = torch.log_softmax(Z, dim=1)
+            losses = log_p.gather(1, y[:, None])[:, 0].neg_()
+            P = log_p.exp_()  # softmax; minus the one-hot labels: d loss / d logits
+            P.scatter_add_(1, y[:, None], torch.full((P.shape[0], 1), -1.0, dtype=P.dtype))
             dlogit = P[:, 1:] if self.softmax_only else P
-        losses_t = torch.from_numpy(losses).requires_grad_(True)
-        value = self.objective.reduce(losses_t, self.idx[rows])
-        (weight,) = torch.autograd.grad(value, losses_t)
-        return float(value.detach()), dlogit * weight.numpy()[:, None]
+        losses.requires_grad_(True)
+        value = self.objective.reduce(losses, self.idx[rows])
+        (weight,) = torch.autograd.grad(value, losses)
+        return float(value.detach()), (dlogit * weight[:, None]).numpy()
 
     # -- objective -------------------------------------------------------------
     def fun_grad(self, x):

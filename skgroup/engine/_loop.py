@@ -139,6 +139,21 @@ def threads_for_step(work, device):
         torch.set_num_threads(before)
 
 
+def _seed_torch(seed, device):
+    """Seed the generators a run on ``device`` draws from: the CPU's, and the device's own.
+
+    ``torch.manual_seed`` seeds every device type's generators too, queueing a lazy call
+    (with a formatted stack trace, ~1 ms) for each of CUDA, XPU and MTIA even where they
+    are absent, and changes the generators of GPUs that ``fork_rng`` does not restore.
+    """
+    torch.random.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+    elif device.type != "cpu":
+        torch.manual_seed(seed)
+
+
 def _dist():
     d = torch.distributed
     if d.is_available() and d.is_initialized():
@@ -460,7 +475,7 @@ class Trainer:
         self.objective.to(self.device, torch_dtype(self.options.dtype))
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed)
+            _seed_torch(self.seed, self.device)
             self._torch_rng = True
             try:
                 if self.options.solver == "lbfgs":
@@ -627,7 +642,8 @@ class Trainer:
                 x0, fun_grad, set_x = self._autograd_objective(rows)
 
             def callback(n_iter, x, f):
-                set_x(x)
+                if self.callbacks:  # they may read the module: the iterate goes into it (else only at the end)
+                    set_x(x)
                 self.history.append({"epoch": self.epoch + 1, "train_loss": float(f), "step": n_iter})
                 for cb in self.callbacks:
                     cb.on_epoch_begin(self)

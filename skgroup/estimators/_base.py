@@ -30,10 +30,11 @@ from ..engine import (
     run_plan,
     torch_dtype,
 )
-from ..metrics import below_majority
+from ..metrics._metrics import below_majority_codes
 from ..objectives import make_loss
 from ..engine._fit import encode_labels, fit_classes, resolve_seed, split_fit_data, store_fit_result
 from ..engine._callbacks import MONITORS, Callback
+from ..engine._lbfgs import product_with_rows
 from ..utils._warnings import warn
 from ._spec import searched_parameters
 
@@ -148,7 +149,7 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         if classes is not None:  # a method fine-tuning a given model keeps its classes
             self.classes_ = np.asarray(classes)
             return X, encode_labels(self.classes_, y)
-        self.classes_, y_enc = fit_classes(y, type(self).__name__)
+        self.classes_, y_enc = fit_classes(y, type(self).__name__, checked=not validated)
         return X, y_enc
 
     def _check_params(self):
@@ -243,8 +244,16 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         """Warn when the fitted model does worse than always answering the majority class on its own
         training rows (worse accuracy and no better balanced accuracy; no validation data needed)."""
         step = max(1, X.shape[0] // self._MAJORITY_CHECK_ROWS)
-        pred = self._forward(np.asarray(X[::step])).argmax(axis=1)
-        below, n = below_majority(y_enc[::step], pred)
+        rows = np.asarray(X[::step])
+        linear = len(self.coefs_) == 1 and self.coefs_[0].ndim == 2 and not self._relu_after(0)
+        if linear and self.coefs_[0].shape[1] == 2:
+            # a linear two-class head: the sign of the logits' difference, one product with the rows
+            W, b = self.coefs_[0].astype(rows.dtype, copy=False), self.intercepts_[0]
+            pred = (rows @ (W[:, 1] - W[:, 0]) + (b[1] - b[0]) > 0).astype(np.intp)
+        else:
+            pred = self._forward(rows).argmax(axis=1)
+        # encoded labels and predictions: the kernel, without the input checks of the public function
+        below, n = below_majority_codes(y_enc[::step] == pred, y_enc[::step], len(self.classes_))
         if below:
             name = type(self).__name__
             keys = searched_parameters(name, X.shape[0], X.shape[1], len(self.classes_))
@@ -344,8 +353,9 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         h = X
         for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_)):
             W = W.astype(X.dtype, copy=False)
-            # a 1-D coefficient is a diagonal layer (elementwise scaling), kept as a vector
-            h = (h * W if W.ndim == 1 else h @ W) + b.astype(X.dtype, copy=False)
+            # a 1-D coefficient is a diagonal layer (elementwise scaling), kept as a vector; a layer of
+            # a few outputs as matrix-vector products (BLAS's gemm runs far below them there)
+            h = (h * W if W.ndim == 1 else product_with_rows(h, W.T)) + b.astype(X.dtype, copy=False)
             if self._relu_after(i):
                 np.maximum(h, 0, out=h)
         return h

@@ -79,13 +79,20 @@ def below_majority(y_true, y_pred):
     """
     y_true, y_pred = _check_predictions(y_true, y_pred)
     classes, codes = np.unique(y_true, return_inverse=True)
-    correct = y_true == y_pred
-    recall, counts = accuracy_by_cell(correct, codes.ravel(), classes.shape[0])
+    return below_majority_codes(y_true == y_pred, codes.ravel(), classes.shape[0])
+
+
+def below_majority_codes(correct, codes, n_codes):
+    """:func:`below_majority`'s kernel on validated arrays: whether each prediction is right, and the
+    true classes as integer codes in [0, n_codes) (codes no row has are left out)."""
+    correct = np.asarray(correct, dtype=bool)
+    recall, counts = accuracy_by_cell(correct, codes, n_codes)
+    present = counts > 0
     numbers = {
         "accuracy": float(correct.mean()),
         "majority_rate": float(counts.max() / counts.sum()),
-        "balanced_accuracy": float(recall.mean()),
-        "chance": 1.0 / classes.shape[0],
+        "balanced_accuracy": float(recall[present].mean()),
+        "chance": 1.0 / int(present.sum()),
     }
     below = (numbers["accuracy"] < numbers["majority_rate"]
              and numbers["balanced_accuracy"] <= numbers["chance"] + 1e-12)

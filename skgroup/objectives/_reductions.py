@@ -182,26 +182,48 @@ class GroupDRO(Reduction):
         self.membership = self.membership.to(device)
         self.adjust = self.adjust.to(device=device, dtype=torch.float64)
         self.q = self.q.to(device)
+        self.__dict__.pop("_member", None)  # the membership in the losses' dtype, made at the next step
         return self
 
     def __call__(self, losses, idx):
-        member = self.membership[idx].to(losses.dtype)
-        sums = member.T @ losses
-        count = member.sum(dim=0)
+        # A torch call costs several microseconds (tens with cold caches after a wide batch), as
+        # much as a step's whole work on narrow features. On the CPU the batch's membership and
+        # the q update of a few groups are numpy's (views of the same memory, no copies); only
+        # the weighted sum the gradient flows through is torch's. On a GPU everything stays
+        # there (no synchronisation per step), and data parallel runs all-reduce torch tensors.
         world = _world_size()
-        with torch.no_grad():
-            stats = torch.cat([sums.detach(), count]).double()
-            if world > 1:
-                torch.distributed.all_reduce(stats)
-            g_sum, g_count = stats.split(sums.shape[0])
-            group_loss = g_sum / g_count.clamp_min(1)
-            present = g_count > 0
-            step = self.eta * (group_loss + self.adjust)
-            q = self.q * torch.exp(torch.where(present, step, torch.zeros_like(step)))
-            self.q = q / q.sum()
-            self.last_group_loss, self.last_count = group_loss, g_count
-        denom = g_count.clamp_min(1).to(losses.dtype)
-        return world * (self.q.to(losses.dtype) * sums / denom).sum()
+        member = getattr(self, "_member", None)
+        if member is None or member.dtype != losses.dtype or member.device != losses.device:
+            member = self._member = self.membership.to(device=losses.device, dtype=losses.dtype)
+        if losses.device.type == "cpu" and world == 1:
+            rows = member.numpy()[idx.numpy()]
+            sums = torch.from_numpy(rows).T @ losses
+            with torch.no_grad():
+                g_sum, g_count = sums.detach().double().numpy(), rows.sum(axis=0, dtype=np.float64)
+                weight = self._update(g_sum, g_count, np, self.q.numpy(), self.adjust.numpy())
+                weight = torch.from_numpy(weight).to(losses.dtype)
+        else:
+            member = member[idx]
+            sums = member.T @ losses
+            with torch.no_grad():
+                stats = torch.cat([sums.detach(), member.sum(dim=0)]).double()
+                if world > 1:
+                    torch.distributed.all_reduce(stats)
+                g_sum, g_count = stats.split(sums.shape[0])
+                weight = (world * self._update(g_sum, g_count, torch, self.q, self.adjust)).to(losses.dtype)
+        return torch.dot(weight, sums)
+
+    def _update(self, g_sum, g_count, xp, q, adjust):
+        """The q step from the batch's per-group loss sums and counts (numpy or torch arrays, ``xp``
+        their module); sets ``q`` and ``last_*`` (torch) and returns ``q / count``, d loss / d sums."""
+        denom = g_count.clip(min=1)
+        group_loss = g_sum / denom
+        # absent groups keep their q (up to the normalisation)
+        q = q * xp.exp(xp.where(g_count > 0, self.eta * (group_loss + adjust), 0.0))
+        q = q / q.sum()
+        as_torch = torch.from_numpy if xp is np else (lambda t: t)
+        self.q, self.last_group_loss, self.last_count = as_torch(q), as_torch(group_loss), as_torch(g_count)
+        return q / denom
 
     def state_dict(self):
         return {"q": self.q.detach().cpu().clone()}
