@@ -365,3 +365,52 @@ def test_enough_replicates_give_an_interval_around_the_score(data):
     search = _fit(RobustSearchCV([ERM_GRID], selection="accuracy", n_bootstrap=200, random_state=0), data)
     low, high = search.best_score_ci_
     assert low <= search.best_score_ <= high and low < high
+
+
+class _ValidationMemorizer(ClassifierMixin, BaseEstimator):
+    """Trains on X_val (as DFR does) by memorising it: 1-nearest neighbour over the validation rows it got."""
+
+    _fits_on_validation = True
+
+    def __init__(self, random_state=None):
+        self.random_state = random_state
+
+    def fit(self, X, y, X_val=None, y_val=None):
+        self.classes_ = np.unique(y)
+        self.memory_ = (X, y) if X_val is None else (np.asarray(X_val), np.asarray(y_val))
+        return self
+
+    def predict(self, X):
+        Xm, ym = self.memory_
+        d = ((np.asarray(X)[:, None, :] - Xm[None, :, :]) ** 2).sum(-1)
+        return ym[d.argmin(1)]
+
+
+def test_methods_that_train_on_x_val_are_cross_fitted_not_scored_on_what_they_saw():
+    rng = np.random.default_rng(0)
+    X, Xv = rng.normal(size=(200, 5)), rng.normal(size=(300, 5))
+    y, yv = rng.integers(0, 2, 200), rng.integers(0, 2, 300)  # labels are noise: nothing generalises
+    search = RobustSearchCV([(_ValidationMemorizer(), {})], selection="accuracy", include_erm=False,
+                            n_bootstrap=200, random_state=0)
+    search.fit(X, y, X_val=Xv, y_val=yv)
+    # scored on the rows it memorised, it would score 1.0; cross-fitted, each half is predicted by the
+    # copy that saw the other half: chance
+    assert abs(search.best_score_ - 0.5) < 0.1
+    # the pick trains on every validation row, as the method's paper does
+    assert search.best_estimator_.memory_[0].shape == (300, 5)
+    np.testing.assert_array_equal(search.best_estimator_.predict(Xv), yv)
+
+
+def test_gradtune_gets_its_held_out_rows_from_the_validation_split(data):
+    from skgroup import GradTuneClassifier
+
+    tr, va = data.train, data.val
+    search = RobustSearchCV([(GradTuneClassifier(n_top=40, n_finetune=50, max_iter=20), {"lr_scale": [0.005, 0.05]})],
+                            selection="worst_class", include_erm=False, n_bootstrap=200, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.fit(tr.X, tr.y, X_val=va.X, y_val=va.y)
+    pick = search.best_estimator_
+    assert pick.holdout_source_ == "X_val"
+    assert pick.holdout_indices_.shape[0] == round(0.5 * va.X.shape[0])  # half of all validation rows
+    assert np.isfinite(search.results_["score"]).all()

@@ -79,8 +79,64 @@ def _takes(estimator, name):
         return False
 
 
+def _trains_on_validation(estimator):
+    """Whether the candidate's ``X_val`` is data it trains on (GradTune's held-out rows, DFR's and DPE's
+    retraining set), so that scoring it on the same rows would be leakage."""
+    return bool(getattr(estimator, "_x_val_is_heldout", False) or getattr(estimator, "_fits_on_validation", False))
+
+
+def _take_rows(labels, rows):
+    """Rows of group labels (1-D ids or a membership matrix; a list or an array)."""
+    arr = np.asarray(labels)
+    return arr[rows]
+
+
+def _validation_halves(y_score, g_score, seed):
+    """Two halves of the validation rows, stratified by class (and group when known), for cross-fitting."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    strata = np.asarray(y_score).astype(str)
+    if g_score is not None and np.ndim(g_score) == 1:
+        strata = np.char.add(np.char.add(strata, "|"), np.asarray(g_score).astype(str))
+    _, counts = np.unique(strata, return_counts=True)
+    rows = np.zeros((strata.shape[0], 1))
+    if counts.min() >= 2:
+        folds = StratifiedKFold(2, shuffle=True, random_state=seed).split(rows, strata)
+    else:
+        folds = KFold(2, shuffle=True, random_state=seed).split(rows)
+    return [(np.sort(fit), np.sort(score)) for fit, score in folds]
+
+
+def _merge_halves(parts, n_rows):
+    """One candidate's output over all validation rows from its two cross-fitted halves."""
+    out = {"fit_time": sum(p["fit_time"] for p, _ in parts), "error": next((p["error"] for p, _ in parts
+                                                                          if p["error"]), None),
+           "entries": {}, "estimator": None, "responses": None, "warnings": [], "messages": []}
+    seen = set()
+    for part, _ in parts:
+        out["entries"].update(part["entries"])
+        out["warnings"] = sorted(set(out["warnings"]) | set(part["warnings"]))
+        for category, message in part["messages"]:
+            if category not in seen:
+                seen.add(category)
+                out["messages"].append((category, message))
+    if out["error"] is None:
+        out["responses"] = {}
+        for method in parts[0][0]["responses"]:
+            first = np.asarray(parts[0][0]["responses"][method])
+            merged = np.empty((n_rows,) + first.shape[1:], dtype=first.dtype)
+            for part, rows in parts:
+                merged[rows] = part["responses"][method]
+            out["responses"][method] = merged
+    return out
+
+
 def _fit_candidate(estimator, X, y, fit_params, X_score, responses, entries, error_score):
-    """Fit one candidate on one split and return what the search scores (runs in a worker)."""
+    """Fit one candidate on one split and return what the search scores (runs in a worker).
+
+    ``X_score`` is the rows it predicts: the split's validation rows, or, for a cross-fitted
+    candidate, the half of them it did not train on.
+    """
     SHARED_FITS.load(entries)
     # a search explores settings that do not suit the data on purpose: what they warn about is
     # recorded per candidate (results_['warnings']) instead of repeated once per candidate
@@ -215,9 +271,16 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     early_stopping : bool, default=True
         Give every candidate that takes validation data the validation
         split (``X_val``) to select its epoch, monitoring the score that
-        matches ``selection`` (the papers' checkpoint selection). GradTune,
-        which would fine-tune on the validation rows, is fitted on the
-        training rows alone.
+        matches ``selection`` (the papers' checkpoint selection).
+
+        Methods whose ``X_val`` is data they train on (GradTune's held-out
+        rows, DFR's and DPE's retraining set) are cross-fitted instead,
+        whatever ``early_stopping``: one copy trains with each half of the
+        validation rows (stratified by class, and by group when the rule has
+        group labels) and predicts the other half, so every validation row
+        is scored by a model that never saw it; the pick is then refitted
+        with all of them, as its paper trains it. Its score is that of a
+        model given half the validation rows, slightly pessimistic.
     confidence_level : float in (0, 1), default=0.95
     n_bootstrap : int, default=1000
         Bootstrap replicates of the validation rows (at least 5 beyond each
@@ -402,6 +465,16 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             est.set_params(monitor=monitor)
         return est
 
+    def _val_fit_params(self, est, split, rows, needs_groups, rule):
+        """``X_val`` and its labels, restricted to ``rows``, for a candidate that trains on them."""
+        fit_params = {"X_val": split["X_score"][rows], "y_val": split["y_score"][rows]}
+        if _takes(est, "group_labels_val"):
+            if needs_groups and split["g_score"] is not None:
+                fit_params["group_labels_val"] = _take_rows(split["g_score"], rows)
+            elif rule == "inferred_worst_group" and split.get("g_inferred") is not None:
+                fit_params["group_labels_val"] = _take_rows(split["g_inferred"], rows)
+        return fit_params
+
     def _validates(self, estimator):
         """Whether the candidate gets the validation split for its epoch selection."""
         # X_val of GradTune and DFR is data they train on: scoring on it would be leakage
@@ -477,9 +550,24 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         responses = ("predict",) if scorer is None else _RESPONSES
 
         tasks = []
+        halves = None
         for ci, (name, estimator, params) in enumerate(configs):
             for si, split in enumerate(splits):
-                validated = split["validation"] and self._validates(_with_params(estimator, params))
+                candidate = _with_params(estimator, params)
+                if split["validation"] and _trains_on_validation(candidate) and _takes(candidate, "X_val"):
+                    # its X_val is training data: cross-fitted on the two halves of the validation rows,
+                    # each half predicted by the copy that did not see it
+                    if halves is None:
+                        halves = _validation_halves(split["y_score"], split["g_score"], seed)
+                    for part, (fit_rows, score_rows) in enumerate(halves):
+                        est = self._prepare(estimator, params, seed, monitor, False)
+                        fit_params = self._val_fit_params(est, split, fit_rows, needs_groups, rule)
+                        if split["g"] is not None and "group_labels" in requests(est, "fit", ["group_labels"]):
+                            fit_params["group_labels"] = split["g"]
+                        tasks.append({"ci": ci, "si": si, "est": est, "fit_params": fit_params, "key": None,
+                                      "part": part, "score_rows": score_rows})
+                    continue
+                validated = split["validation"] and self._validates(candidate)
                 est = self._prepare(estimator, params, seed, monitor, validated)
                 fit_params = {}
                 if split["g"] is not None and "group_labels" in requests(est, "fit", ["group_labels"]):
@@ -512,19 +600,27 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 print(f"[RobustSearchCV] {phase}: fitting {len(batch)} candidate-split pairs")
             results = Parallel(n_jobs=self.n_jobs, verbose=max(0, self.verbose - 1))(
                 delayed(_fit_candidate)(t["est"], splits[t["si"]]["X"], splits[t["si"]]["y"], t["fit_params"],
-                                        splits[t["si"]]["X_score"], responses, entries, self.error_score)
+                                        splits[t["si"]]["X_score"] if "score_rows" not in t
+                                        else splits[t["si"]]["X_score"][t["score_rows"]],
+                                        responses, entries, self.error_score)
                 for t in batch
             )
             for task, result in zip(batch, results):
-                outputs[(task["ci"], task["si"])] = result
+                if "score_rows" in task:
+                    outputs.setdefault(("parts", task["ci"], task["si"]), []).append((result, task["score_rows"]))
+                else:
+                    outputs[(task["ci"], task["si"])] = result
                 entries.update(result["entries"])
+        for key in [k for k in outputs if k[0] == "parts"]:
+            _, ci, si = key
+            outputs[(ci, si)] = _merge_halves(outputs.pop(key), splits[si]["X_score"].shape[0])
         shared = {}
         for key in entries:
             shared[key[0]] = shared.get(key[0], 0) + 1
         self.shared_fits_ = shared
 
         self._score(configs, splits, outputs, rule, scorer, rng, y)
-        self._refit(configs, splits, outputs, X, y, group_labels)
+        self._refit(configs, splits, outputs, X, y, group_labels, (seed, monitor, needs_groups, rule))
         self.search_time_ = time.perf_counter() - start
         self._warn_about_the_pick(outputs)
         return self
@@ -728,13 +824,28 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return point, reps
 
     # -- the winner --------------------------------------------------------------
-    def _refit(self, configs, splits, outputs, X, y, group_labels):
+    def _refit(self, configs, splits, outputs, X, y, group_labels, context):
         best = self.best_index_
-        if splits[0]["validation"]:
+        if splits[0]["validation"] and outputs[(best, 0)]["estimator"] is not None:
             # the candidate was fitted on the training rows with the validation split for its
             # epoch: exactly the refit, so it is kept instead of fitted again
             self.best_estimator_ = outputs[(best, 0)]["estimator"]
             self.refit_time_ = 0.0
+            return
+        if splits[0]["validation"]:
+            # cross-fitted (its X_val is data it trains on): the pick trains on every validation row
+            split = splits[0]
+            seed, monitor, needs_groups, rule = context
+            name, estimator, params = configs[best]
+            est = self._prepare(estimator, params, seed, monitor, False)
+            fit_params = self._val_fit_params(est, split, np.arange(split["X_score"].shape[0]), needs_groups, rule)
+            if split["g"] is not None and "group_labels" in requests(est, "fit", ["group_labels"]):
+                fit_params["group_labels"] = split["g"]
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # its warnings are the pick's, raised from the halves
+                self.best_estimator_ = est.fit(split["X"], split["y"], **fit_params)
+            self.refit_time_ = time.perf_counter() - start
             return
         name, estimator, params = configs[best]
         est = _with_params(estimator, params)
