@@ -15,6 +15,20 @@ if "SKGROUP_DATA" not in os.environ and _SHARED.is_dir():
     os.environ["SKGROUP_DATA"] = str(_SHARED)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """Spread the suite over every core with pytest-xdist (a test dependency) unless ``-n`` is given.
+
+    Half of the suite's time is a few subprocess tests (the main job, examples, torchrun, SIGKILL and
+    resume); a second core runs the thousands of quick checks beside them. ``-n 0`` runs in one
+    process; without pytest-xdist installed nothing changes.
+    """
+    if hasattr(config, "workerinput") or not config.pluginmanager.hasplugin("xdist"):
+        return
+    if config.option.numprocesses is None and not config.getoption("usepdb", False):
+        config.option.numprocesses = "auto"
+
+
 @pytest.fixture(autouse=True)
 def _routing_off_after_test():
     """Tests that switch metadata routing on must not leak it into others."""

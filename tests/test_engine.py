@@ -232,8 +232,9 @@ _KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("method, kill", [("group_dro", "group_dro:3"), ("jtt", "identification:2"),
-                                          ("jtt", "final:2")])
+# JTT killed in its final stage resumes a two-stage plan (the identification stage restored finished) and
+# an upsampled epoch; Group DRO's q and its sampler are the reduction state a resume must restore
+@pytest.mark.parametrize("method, kill", [("group_dro", "group_dro:3"), ("jtt", "final:2")])
 def test_sigkill_then_resume_is_bit_identical(tmp_path, method, kill):
     script = tmp_path / "run.py"
     script.write_text(_KILL_SCRIPT)

@@ -537,6 +537,8 @@ register_method(MethodSpec(
     DFRClassifier,
     search_space=_search_space,
     fast_params={"Cs": (1.0, 0.1), "n_retrains": 3},
+    # scikit-learn's checks fit hundreds of times: two Cs and three retrains check the same code
+    check_params={"Cs": (1.0, 0.1), "n_retrains": 3},
     quick_grid={"n_retrains": [5]},
     trains_on_group_labels=True,
     finetune=False,
