@@ -1,6 +1,5 @@
 """Train any method that uses group labels on inferred groups: ``InferredGroupsClassifier``."""
 
-import inspect
 from numbers import Integral
 
 import numpy as np
@@ -14,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .._cache import SHARED_FITS, canonical, fingerprint
 from .._groups import check_group_labels
 from ..engine._fit import resolve_seed
+from ..utils._signature import fit_takes as _takes
 from ..estimators import DFRClassifier, GroupBalancedClassifier, GroupDROClassifier, MethodSpec, register_method
 from ..estimators import scaled_epochs
 from ._cluster import ClusterInferrer
@@ -57,13 +57,6 @@ def infer_groups(inferrer, X, y, X_val=None, y_val=None, *, random_state=None):
         labels_val = SHARED_FITS.get_or_fit(vkey, lambda: fitted.predict(X_val, y_val)) if vkey else \
             fitted.predict(X_val, y_val)
     return fitted, labels, labels_val
-
-
-def _takes(estimator, name):
-    try:
-        return name in inspect.signature(estimator.fit).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _trains_on_group_labels(estimator):

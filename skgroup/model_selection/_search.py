@@ -11,7 +11,6 @@ candidate's score and, for each, whether it is distinguishable from the
 winner.
 """
 
-import inspect
 import time
 import warnings
 from numbers import Integral, Real
@@ -35,6 +34,7 @@ from ..metrics import EmptyCellWarning, below_majority, paired_bootstrap
 from ..metrics._report import check_bootstrap
 from ..groups import default_inferrer, infer_groups  # the import also registers the inferred-group methods
 from .. import meta as _meta  # noqa: F401 - registers the meta-estimators' specs, for their names
+from ..utils._signature import fit_takes as _takes
 from ..utils._tables import make_table
 from ..utils._warnings import warn
 from ._validation import requests
@@ -70,13 +70,6 @@ def _with_params(estimator, params):
     its candidates, which setting its nested parameters (``estimator__eta``) would change for all.
     """
     return clone(estimator).set_params(**{k: clone(v, safe=False) for k, v in params.items()})
-
-
-def _takes(estimator, name):
-    try:
-        return name in inspect.signature(estimator.fit).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _trains_on_validation(estimator):
