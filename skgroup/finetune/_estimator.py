@@ -335,7 +335,12 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
 
         dist_info = distributed.setup(self.device)  # under torchrun: one process per device
         try:
-            return self._fit(X, y, group_labels, X_val, y_val, group_labels_val, dist_info)
+            fitted = self._fit(X, y, group_labels, X_val, y_val, group_labels_val, dist_info)
+            # every rank done before the group goes: a rank that tears gloo down while its peer is
+            # still in the last collective aborts the peer ("terminate called without an active
+            # exception"), seen once in ~10 runs of the two-process tests
+            distributed.barrier(dist_info)
+            return fitted
         finally:
             distributed.teardown(dist_info)
 
