@@ -2,14 +2,14 @@
 
 from ..objectives import CORALPenalty, Mean, Objective
 from ..utils import fill_doc
-from ._environments import ENVIRONMENT_CONSTRAINTS, EnvironmentPenaltyClassifier
+from ._environments import FeatureAlignmentClassifier, alignment_search_space
 from ._spec import MethodSpec, register_method
 
 __all__ = ["CORALClassifier"]
 
 
 @fill_doc
-class CORALClassifier(EnvironmentPenaltyClassifier):
+class CORALClassifier(FeatureAlignmentClassifier):
     """MLP head trained with the CORAL penalty: the environments' feature means and covariances aligned.
 
     Deep CORAL: Sun & Saenko, "Deep CORAL: Correlation Alignment for Deep
@@ -111,68 +111,15 @@ class CORALClassifier(EnvironmentPenaltyClassifier):
     ((0, 2), (1, 3))
     """
 
-    _parameter_constraints = dict(ENVIRONMENT_CONSTRAINTS)
     _stage_name = "coral"
-    _capture_features = True
-
-    def __init__(
-        self,
-        *,
-        penalty_weight=1.0,
-        environments="attribute",
-        loss=None,
-        hidden_layer_sizes=(256,),
-        l2_reg=1e-4,
-        solver="adamw",
-        max_iter=10,
-        batch_size="auto",
-        learning_rate="auto",
-        lr_schedule="constant",
-        early_stopping="auto",
-        validation_fraction=0.1,
-        monitor="auto",
-        n_iter_no_change=10,
-        restore_best=True,
-        callbacks=None,
-        device="cpu",
-        dtype="float32",
-        random_state=None,
-        verbose=0,
-    ):
-        self.penalty_weight = penalty_weight
-        self.environments = environments
-        self.loss = loss
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.l2_reg = l2_reg
-        self.solver = solver
-        self.max_iter = max_iter
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.lr_schedule = lr_schedule
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.monitor = monitor
-        self.n_iter_no_change = n_iter_no_change
-        self.restore_best = restore_best
-        self.callbacks = callbacks
-        self.device = device
-        self.dtype = dtype
-        self.random_state = random_state
-        self.verbose = verbose
 
     def _objective(self, ctx, environments, weight):
         return Objective(self._loss(ctx), Mean(), [CORALPenalty(environments, weight)])
 
 
-def _search_space(data):
-    # DomainBed's and SubpopBench's hparams_registry.py: mmd_gamma ~ 10^U(-1, 1) (default 1), for
-    # MMD and CORAL alike: the range's ends and its default
-    return {"penalty_weight": [0.1, 1.0, 10.0]}
-
-
 register_method(MethodSpec(
     CORALClassifier,
-    search_space=_search_space,
+    search_space=alignment_search_space,
     fast_params={"max_iter": 3, "batch_size": 64, "hidden_layer_sizes": (16,)},
     check_params={"hidden_layer_sizes": (16,)},
     quick_grid={"penalty_weight": [0.1, 1.0]},

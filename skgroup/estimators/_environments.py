@@ -238,3 +238,65 @@ class EnvironmentPenaltyClassifier(BaseHeadClassifier):
         )
         return canonical((type(self).__name__, settings, self.random_state, self.early_stopping,
                           self.validation_fraction, self.monitor))
+
+
+class FeatureAlignmentClassifier(EnvironmentPenaltyClassifier):
+    """Base class of CORAL and MMD: an MLP head whose penultimate features are aligned across
+    environments by a penalty, with the parameters, defaults and search space the two share
+    (DomainBed's and SubpopBench's ``AbstractMMD``, of which they are the two kernels). A subclass
+    sets ``_stage_name`` and writes ``_objective``.
+    """
+
+    _parameter_constraints = dict(ENVIRONMENT_CONSTRAINTS)
+    _capture_features = True
+
+    def __init__(
+        self,
+        *,
+        penalty_weight=1.0,
+        environments="attribute",
+        loss=None,
+        hidden_layer_sizes=(256,),
+        l2_reg=1e-4,
+        solver="adamw",
+        max_iter=10,
+        batch_size="auto",
+        learning_rate="auto",
+        lr_schedule="constant",
+        early_stopping="auto",
+        validation_fraction=0.1,
+        monitor="auto",
+        n_iter_no_change=10,
+        restore_best=True,
+        callbacks=None,
+        device="cpu",
+        dtype="float32",
+        random_state=None,
+        verbose=0,
+    ):
+        self.penalty_weight = penalty_weight
+        self.environments = environments
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.l2_reg = l2_reg
+        self.solver = solver
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.monitor = monitor
+        self.n_iter_no_change = n_iter_no_change
+        self.restore_best = restore_best
+        self.callbacks = callbacks
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+
+def alignment_search_space(data):
+    """CORAL's and MMD's grid: DomainBed's and SubpopBench's hparams_registry.py draw mmd_gamma ~ 10^U(-1, 1)
+    (default 1) for both; the range's ends and its default."""
+    return {"penalty_weight": [0.1, 1.0, 10.0]}
