@@ -8,10 +8,12 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
 from sklearn.utils import Bunch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skgroup.datasets import make_spurious_features
+from skgroup.estimators import BelowMajorityWarning
 from skgroup.estimators._erm import ERMClassifier
 from skgroup.estimators._gradtune import (
     GradTuneClassifier,
@@ -109,7 +111,7 @@ def test_fit_selection_sizes_and_indices():
 
 def test_split_mode_holds_out_a_stratified_half():
     X, y = _three_class_data(n=300)
-    clf = GradTuneClassifier(n_top=40, n_finetune=60, max_iter=5, random_state=0).fit(X, y)
+    clf = GradTuneClassifier(n_top=40, n_finetune=60, max_iter=5, early_stopping=False, random_state=0).fit(X, y)
     hold = clf.holdout_indices_
     assert hold.shape == (150,)
     np.testing.assert_array_equal(np.bincount(y[hold]), [50, 50, 50])
@@ -117,6 +119,38 @@ def test_split_mode_holds_out_a_stratified_half():
     # phase 1 saw only the other half: the norms are the ERM clone's on the held-out rows
     np.testing.assert_allclose(clf.gradient_norms_, last_layer_gradient_norms(clf.estimator_, X[hold], y[hold]))
     assert clf.estimator_.class_weight == "balanced"
+    assert clf.validation_scores_ is None
+
+
+def test_split_mode_chooses_the_epoch_on_the_other_half_of_the_held_out_rows():
+    X, y = _three_class_data(n=300)
+    full = GradTuneClassifier(n_top=40, n_finetune=60, max_iter=5, early_stopping=False, random_state=0).fit(X, y)
+    clf = GradTuneClassifier(n_top=40, n_finetune=60, max_iter=5, random_state=0).fit(X, y)
+    hold = clf.holdout_indices_
+    # the same 150 held-out rows (same seed), half of them (stratified) scored and fine-tuned on
+    assert hold.shape == (75,) and np.isin(hold, full.holdout_indices_).all()
+    np.testing.assert_array_equal(np.bincount(y[hold]), [25, 25, 25])
+    assert np.isin(clf.finetune_indices_, hold).all()
+    assert clf.validation_scores_["worst_class_accuracy"].shape == (5,)
+    assert 1 <= clf.best_iteration_ <= 5
+
+
+def test_split_mode_epoch_selection_keeps_a_long_run_above_the_majority_class():
+    # imbalanced classes whose minority is hard: class-balanced fine-tuning on the rows with the
+    # largest gradient norms, run for every epoch at a large step, swings to the minority class;
+    # choosing the epoch on held-out rows keeps a model above the constant answer
+    rng = np.random.default_rng(0)
+    n = 4000
+    y = (rng.random(n) < 0.12).astype(int)
+    X = rng.normal(size=(n, 5)) + 0.6 * y[:, None] * np.array([1, 0.5, 0, 0, 0])
+    kw = dict(lr_scale=0.05, max_iter=100, random_state=0)
+    with pytest.warns(BelowMajorityWarning):
+        unmonitored = GradTuneClassifier(early_stopping=False, **kw).fit(X, y)
+    assert balanced_accuracy_score(y, unmonitored.predict(X)) <= 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BelowMajorityWarning)
+        chosen = GradTuneClassifier(**kw).fit(X, y)
+    assert balanced_accuracy_score(y, chosen.predict(X)) > 0.55
 
 
 def test_sizes_larger_than_holdout_are_capped_with_a_warning():

@@ -203,7 +203,13 @@ class GradTuneClassifier(BaseHeadClassifier):
       validation rows (stratified by ``group_labels_val`` when given, else by
       class); the rest of the validation rows serve early stopping;
     * otherwise a class-stratified ``holdout_fraction`` of ``fit``'s rows is
-      held out and a clone of ``estimator`` is fitted on the rest.
+      held out and a clone of ``estimator`` is fitted on the rest; with
+      ``early_stopping='auto'`` the held-out rows then play the paper's
+      validation set: half of them (stratified) are scored and fine-tuned
+      on, the other half choose the epoch (worst-group accuracy with
+      ``group_labels``, else worst-class accuracy). ``early_stopping=False``
+      runs every epoch on all held-out rows; ``True`` holds out
+      ``validation_fraction`` of them.
 
     Defaults and why: M' = 500, k = 400, 500 epochs, half of the held-out
     data (the paper fine-tunes on half of the validation set), fine-tuning
@@ -319,6 +325,8 @@ class GradTuneClassifier(BaseHeadClassifier):
 
     # X_val is also the source of the held-out rows (see above), not only validation
     _x_val_is_heldout = True
+    # without X_val, early_stopping='auto' chooses the epoch on part of the rows held out of X
+    _selects_on_heldout = True
 
     _parameter_constraints = {
         **{k: v for k, v in BaseHeadClassifier._parameter_constraints.items()
@@ -420,10 +428,11 @@ class GradTuneClassifier(BaseHeadClassifier):
             key = SHARED_FITS.key("gradtune_base", fingerprint(X, y), canonical(estimator))
         return _check_head(SHARED_FITS.get_or_fit(key, lambda: estimator.fit(X, y)))
 
-    def _holdout(self, y, strata, seed, what):
-        """Sorted (kept, held-out) rows: a stratified ``holdout_fraction`` of ``y``'s rows."""
+    def _holdout(self, y, strata, seed, what, fraction=None):
+        """Sorted (kept, held-out) rows: a stratified ``fraction`` (default ``holdout_fraction``) of ``y``'s rows."""
+        fraction = self.holdout_fraction if fraction is None else fraction
         n = y.shape[0]
-        n_hold = int(round(self.holdout_fraction * n))
+        n_hold = int(round(fraction * n))
         n_classes = np.unique(y).shape[0]
         classes, counts = np.unique(y, return_counts=True)
         if counts.min() < 2:
@@ -434,7 +443,7 @@ class GradTuneClassifier(BaseHeadClassifier):
             )
         if n_hold < n_classes or n - n_hold < n_classes:
             raise ValueError(
-                f"holdout_fraction={self.holdout_fraction} of {n} rows of {what} leaves too few "
+                f"holdout_fraction={fraction} of {n} rows of {what} leaves too few "
                 f"rows on one side for {n_classes} classes; choose a fraction nearer 0.5."
             )
         _, inv = np.unique(strata, return_inverse=True)
@@ -501,6 +510,13 @@ class GradTuneClassifier(BaseHeadClassifier):
         keep, hold = self._holdout(y, strata, self._seed(0), "y")
         base = self._fit_base(X[keep], y[keep])
         self.holdout_source_ = "X"
+        if self.early_stopping == "auto":
+            # the held-out rows play the paper's validation set: half to fine-tune on, half to choose
+            # the epoch (500 unmonitored epochs on the hardest rows can end below the majority class)
+            part, select = self._holdout(y[hold], strata[hold], self._seed(3), "the held-out rows", fraction=0.5)
+            select, hold = hold[select], hold[part]
+            val = dict(X_val=X[select], y_val=y[select],
+                       group_labels_val=None if group_labels is None else _rows(group_labels, select))
         self.holdout_indices_ = hold
         g_hold = None if group_labels is None else _rows(group_labels, hold)
         return self._finetune(base, X[hold], y[hold], g_hold, val)

@@ -166,6 +166,10 @@ def check_validation_contract(name, estimator):
         assert metric in scores and scores[metric].shape == (est.n_iter_,), f"{name}: validation_scores_[{metric!r}]"
     assert 1 <= est.best_iteration_ <= est.n_iter_
     off = _fit(clone(estimator).set_params(random_state=0), X, y, g)
+    if getattr(estimator, "_selects_on_heldout", False):
+        # (GradTune without X_val: half of the rows it holds out choose the epoch under 'auto')
+        assert off.validation_scores_ is not None, f"{name}: no epoch selection on its held-out rows"
+        off = _fit(clone(estimator).set_params(random_state=0, early_stopping=False), X, y, g)
     assert off.validation_scores_ is None and off.best_iteration_ is None
     bad_settings = [(dict(monitor="worst_group_accuracy"), "group_labels_val")]
     if not getattr(estimator, "_x_val_is_heldout", False):  # (GradTune fine-tunes on part of X_val)
