@@ -116,6 +116,10 @@ def _classes_and_codes(y):
     return classes, np.searchsorted(classes, y)
 
 
+#: Rows of every class an automatic validation split must hold (see split_fit_data).
+MIN_HELD_OUT_PER_CLASS = 20
+
+
 def validation_enabled(early_stopping, X_val, y_val, group_labels_val):
     """Whether a fit validates, with the errors for inconsistent arguments.
 
@@ -217,7 +221,12 @@ def split_fit_data(estimator, X, y_enc, groups, *, X_val=None, y_val=None, group
     ``subset(X, rows)`` takes rows of the training inputs.
     """
     rows = np.arange(y_enc.shape[0])
-    if not validation_enabled(estimator.early_stopping, X_val, y_val, group_labels_val):
+    # a method whose last epoch is unreliable (``_auto_validation_split``) holds out its validation_fraction
+    # under 'auto' when no X_val is given and the split gives every class enough rows to be scored (as
+    # HistGradientBoosting's 'auto' does on large data only)
+    held_out = (estimator.early_stopping == "auto" and getattr(estimator, "_auto_validation_split", False)
+                and np.bincount(y_enc).min() * estimator.validation_fraction >= MIN_HELD_OUT_PER_CLASS)
+    if not (validation_enabled(estimator.early_stopping, X_val, y_val, group_labels_val) or held_out):
         return FitData(X, y_enc, groups, sample_weight, rows)
     if X_val is not None:
         X_val = check_X_val(X_val)

@@ -267,6 +267,11 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
                 BelowMajorityWarning,
             )
 
+    #: Whether the last epoch is unreliable enough that, without X_val, early_stopping='auto' holds out
+    #: validation_fraction of the training rows to choose the epoch (LfF), when that leaves every class
+    #: at least 20 held-out rows (GradTune splits its own held-out rows instead, see its fit).
+    _auto_validation_split = False
+
     #: Whether a fit with validation data compares itself with ERM (see _check_against_erm).
     _compare_to_erm = True
 

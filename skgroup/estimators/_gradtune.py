@@ -21,7 +21,7 @@ from .._samplers import BalancedSampler
 from ..engine import Stage, linear_layers, torch_dtype
 from ..utils import fill_doc
 from ..utils._warnings import warn
-from ..engine._fit import encode_labels
+from ..engine._fit import MIN_HELD_OUT_PER_CLASS, encode_labels
 from ._base import BaseHeadClassifier
 from ._spec import MethodSpec, register_method
 from ._erm import ERMClassifier
@@ -207,7 +207,8 @@ class GradTuneClassifier(BaseHeadClassifier):
       ``early_stopping='auto'`` the held-out rows then play the paper's
       validation set: half of them (stratified) are scored and fine-tuned
       on, the other half choose the epoch (worst-group accuracy with
-      ``group_labels``, else worst-class accuracy). ``early_stopping=False``
+      ``group_labels``, else worst-class accuracy), when that half holds 20
+      rows of every class. ``early_stopping=False``
       runs every epoch on all held-out rows; ``True`` holds out
       ``validation_fraction`` of them.
 
@@ -510,9 +511,11 @@ class GradTuneClassifier(BaseHeadClassifier):
         keep, hold = self._holdout(y, strata, self._seed(0), "y")
         base = self._fit_base(X[keep], y[keep])
         self.holdout_source_ = "X"
-        if self.early_stopping == "auto":
+        per_class = np.bincount(np.unique(y[hold], return_inverse=True)[1]).min()
+        if self.early_stopping == "auto" and per_class >= 2 * MIN_HELD_OUT_PER_CLASS:
             # the held-out rows play the paper's validation set: half to fine-tune on, half to choose
-            # the epoch (500 unmonitored epochs on the hardest rows can end below the majority class)
+            # the epoch (500 unmonitored epochs on the hardest rows can end below the majority class),
+            # when that half holds MIN_HELD_OUT_PER_CLASS rows of every class
             part, select = self._holdout(y[hold], strata[hold], self._seed(3), "the held-out rows", fraction=0.5)
             select, hold = hold[select], hold[part]
             val = dict(X_val=X[select], y_val=y[select],

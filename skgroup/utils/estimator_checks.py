@@ -165,11 +165,16 @@ def check_validation_contract(name, estimator):
     for metric in ("accuracy", "loss", "worst_class_accuracy", "worst_group_accuracy"):
         assert metric in scores and scores[metric].shape == (est.n_iter_,), f"{name}: validation_scores_[{metric!r}]"
     assert 1 <= est.best_iteration_ <= est.n_iter_
-    off = _fit(clone(estimator).set_params(random_state=0), X, y, g)
-    if getattr(estimator, "_selects_on_heldout", False):
-        # (GradTune without X_val: half of the rows it holds out choose the epoch under 'auto')
-        assert off.validation_scores_ is not None, f"{name}: no epoch selection on its held-out rows"
+    if getattr(estimator, "_selects_on_heldout", False) or getattr(estimator, "_auto_validation_split", False):
+        # without X_val, 'auto' chooses the epoch on rows held out of X when every class gets 20 of them
+        Xl, yl, gl = _data(2000)
+        held = _fit(clone(estimator).set_params(random_state=0), Xl, yl, gl)
+        assert held.validation_scores_ is not None, f"{name}: no epoch selection on rows held out of X"
+        small = _fit(clone(estimator).set_params(random_state=0), X[:60], y[:60], g[:60])
+        assert small.validation_scores_ is None, f"{name}: held out too few rows per class to score them"
         off = _fit(clone(estimator).set_params(random_state=0, early_stopping=False), X, y, g)
+    else:
+        off = _fit(clone(estimator).set_params(random_state=0), X, y, g)
     assert off.validation_scores_ is None and off.best_iteration_ is None
     bad_settings = [(dict(monitor="worst_group_accuracy"), "group_labels_val")]
     if not getattr(estimator, "_x_val_is_heldout", False):  # (GradTune fine-tunes on part of X_val)
