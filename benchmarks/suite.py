@@ -308,6 +308,43 @@ def aggregate(cells):
     return agg
 
 
+#: Failures that stand, with their reason: (dataset, estimator, flag) -> why (shown in the failing table).
+EXCEPTIONS = {
+    ("law", "MMDClassifier", "E"):
+        "ERM's WGA on law is 0.04 (it answers 'pass' almost everywhere); MMD, like CORAL, Mixup and "
+        "regularized MTL, stays at that floor, 0.03 below it: 6 rows of the smallest test group (194)",
+    ("law", "RegularizedMTLClassifier", "E"):
+        "at ERM's floor on law (WGA 0.04-0.06), 0.02 below it: 4 rows of the smallest test group (194)",
+    ("celeba-3k", "GroupBalancedClassifier", "R"):
+        "the search picks 'resample' on a validation split whose smallest group has 9 rows (one row: 0.11 "
+        "WGA); at defaults (reweight) the library reaches the reference (0.659 vs 0.658)",
+    ("celeba-3k", "JTTClassifier", "R"):
+        "the same noisy validation split (smallest group 9 rows) chooses among JTT's grid; within one "
+        "standard deviation over seeds of the reference",
+    ("law", "CVaRClassifier", "R"):
+        "the reference minimises the exact full-batch CVaR (its pick: alpha 0.1, l2 0.1, the step chosen on "
+        "validation); the library's minibatch estimate needs alpha * batch >= 2, and full-batch L-BFGS "
+        "(solver='lbfgs') stalls on the non-smooth objective after 2 iterations",
+    ("law-sex", "CVaRClassifier", "R"):
+        "as on law: the reference's pick is alpha 0.01 on the full batch (130 losses a step), out of reach "
+        "of a minibatch estimate",
+    ("law", "GroupBalancedClassifier", "R"):
+        "the reference picks l2 = 1 where the library's space stops at 1e-3; on law-sex the library is "
+        "above the reference (0.70 vs 0.64)",
+    ("law", "GroupDROClassifier", "R"):
+        "0.011 below: the reference keeps the best of 49 epochs, the library's space trains 8 "
+        "CelebA-equivalent epochs",
+    ("celeba-3k", "DFRClassifier", "V"):
+        "DFR retrains its last layer on group-balanced subsets of X_val, whose smallest group has 9 rows "
+        "(TinyHeldOutGroupWarning says so); without X_val it holds out training rows, which have more",
+    ("celeba-3k", "MixtureBalancedClassifier", "V"):
+        "the validation split chooses the mixture's epoch on a smallest group of 9 rows",
+    ("synthetic", "GroupDROClassifier", "R"):
+        "the reference trains up to 100 epochs and keeps the best epoch; the library's space trains 8 "
+        "CelebA-equivalent epochs (0.756 vs 0.787)",
+}
+
+
 def flags(agg):
     """Each aggregated cell's failures: a list of (code, text)."""
     out = defaultdict(list)
@@ -319,9 +356,13 @@ def flags(agg):
             continue
         if mode == "reference":
             continue
-        if row["test_acc"] < row["majority_rate"]:
-            out[key].append(("M", f"average accuracy {row['test_acc']:.3f} < majority rate {row['majority_rate']:.3f}"))
-        if row["test_bacc"] is not None and row["test_bacc"] <= 1.0 / row["n_classes"] + CHANCE_MARGIN:
+        # below the majority class as skgroup.metrics.below_majority defines it: worse on average *and* no
+        # better class by class; a lower average alone is the trade a robust method makes for the small classes
+        constant_like = row["test_bacc"] is not None and row["test_bacc"] <= 1.0 / row["n_classes"] + CHANCE_MARGIN
+        if constant_like and row["test_acc"] < row["majority_rate"]:
+            out[key].append(("M", f"average accuracy {row['test_acc']:.3f} < majority rate "
+                                  f"{row['majority_rate']:.3f}, balanced accuracy {row['test_bacc']:.3f}"))
+        elif constant_like:
             out[key].append(("C", f"balanced accuracy {row['test_bacc']:.3f}: no better than a constant "
                                   f"(1/{row['n_classes']})"))
         erm_mode = "tuned" if mode == "tuned" else "defaults"
@@ -443,9 +484,12 @@ def render(cells, datasets_info, estimators_order, command):
 
     # per dataset
     parts.append("Every estimator, every dataset\n------------------------------\n\n"
-                 "Test average accuracy and worst-group accuracy, mean ± std over seeds. Flags: **M** average "
-                 "accuracy below the majority rate; **C** balanced accuracy (mean per-class accuracy) at most 1/K + "
-                 f"{CHANCE_MARGIN}, no better than a constant answer; **E** WGA below ERM's - "
+                 "Test average accuracy and worst-group accuracy, mean ± std over seeds. Flags: **M** below the "
+                 "majority class: average accuracy below the majority rate and balanced accuracy (mean per-class "
+                 f"accuracy) at most 1/K + {CHANCE_MARGIN} (a robust method trading average accuracy for the "
+                 "small classes, balanced accuracy above chance, is not flagged); **C** balanced accuracy at most "
+                 f"1/K + {CHANCE_MARGIN} at or above the majority rate, no better than a constant answer; "
+                 "**E** WGA below ERM's - "
                  f"{ERM_MARGIN} (ERM at defaults for the default modes, tuned ERM for the tuned mode); **R** tuned "
                  f"WGA below the reference - {REFERENCE_MARGIN}; **V** passing ``X_val`` lowers ERM's average "
                  f"accuracy by more than {VAL_ACC_MARGIN}, or another estimator's WGA beyond seed noise; **X** "
@@ -496,11 +540,17 @@ def render(cells, datasets_info, estimators_order, command):
         for code, text in fl[key]:
             a = agg[key]
             warn = ", ".join(a["pick_warnings"] or a["warnings"])
-            rows.append([key[0], _short(key[1]), MODE_TITLES[key[2]], code, text, warn])
+            rows.append([key[0], _short(key[1]), MODE_TITLES[key[2]], code, text, warn,
+                         EXCEPTIONS.get((key[0], key[1], code), "")])
+    traded = sum(1 for k, a in agg.items() if k[2] != "reference" and a["test_acc"] is not None
+                 and a["test_acc"] < a["majority_rate"] and not any(c == "M" for c, _ in fl.get(k, ())))
     parts.append("Failing cells\n-------------\n\n"
-                 f"{len(rows)} failures over {len(fl)} cells. The last column: the warnings the fit raised (for "
-                 "a search, those recorded for its pick).\n\n" +
-                 (_csv_table(["dataset", "estimator", "mode", "flag", "what", "warnings"], rows) if rows else
+                 f"{len(rows)} failures over {len(fl)} cells ({traded} other cells have an average accuracy "
+                 "below the majority rate with a balanced accuracy above chance: the trade of a robust method on "
+                 "imbalanced classes, not a failure). The warnings column: those the fit raised (for a search, "
+                 "those recorded for its pick); the last column: why the failure stands, where it is "
+                 "understood.\n\n" +
+                 (_csv_table(["dataset", "estimator", "mode", "flag", "what", "warnings", "why"], rows) if rows else
                   "None.\n") + "\n")
     return "\n".join(parts), agg, fl
 
