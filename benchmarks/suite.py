@@ -339,6 +339,13 @@ EXCEPTIONS = {
         "(TinyHeldOutGroupWarning says so); without X_val it holds out training rows, which have more",
     ("celeba-3k", "MixtureBalancedClassifier", "V"):
         "the validation split chooses the mixture's epoch on a smallest group of 9 rows",
+    ("synthetic", "CORALClassifier", "E"):
+        "the default budget more than the penalty: 10 AdamW epochs underfit the noisy core features; with "
+        "penalty_weight=0 (minibatch ERM on the same budget) the same runs reach 0.442 (seeds 0-2), the "
+        "penalty costs 0.02 more",
+    ("synthetic", "MMDClassifier", "E"):
+        "the default budget, not the penalty: with penalty_weight=0 the same runs reach 0.442, with the "
+        "penalty 0.449 (seeds 0-2)",
     ("synthetic", "GroupDROClassifier", "R"):
         "the reference trains up to 100 epochs and keeps the best epoch; the library's space trains 8 "
         "CelebA-equivalent epochs (0.756 vs 0.787)",
