@@ -447,3 +447,50 @@ def test_auto_searches_the_inferred_group_methods_and_dpe_without_group_labels()
     names = {name for name, _, _ in RobustSearchCV()._configs(3000, 200, 2, with_group_labels=False)}
     assert {"InferredGroupsClassifier", "DPEClassifier"} <= names
     assert "GroupBalancedClassifier" not in names and "DFRClassifier" not in names
+
+
+def test_class_diff_interval_by_hand():
+    from skgroup.metrics import class_diff_interval
+
+    # three classes, three replicates of their accuracies; level 1/2 -> the 25th and 75th percentiles
+    reps = np.array([[[0.5, 0.6, 0.9]], [[0.6, 0.5, 0.8]], [[0.7, 0.6, 1.0]]])
+    point = np.array([[0.6, 0.55, 0.9]])
+    low, high = class_diff_interval(point, reps, 0.5)
+    # pair (0, 1): differences -0.1, 0.1, 0.1 -> [0.0, 0.1]: holds 0 -> |d| in [0, 0.1]
+    # pair (0, 2): -0.4, -0.2, -0.3 -> [-0.35, -0.25] -> |d| in [0.25, 0.35]
+    # pair (1, 2): -0.3, -0.3, -0.4 -> [-0.35, -0.3] -> |d| in [0.3, 0.35]
+    np.testing.assert_allclose(high, [-np.mean([0.0, 0.25, 0.3])])
+    np.testing.assert_allclose(low, [-np.mean([0.1, 0.35, 0.35])])
+    one = class_diff_interval(np.array([[0.7]]), np.array([[[0.6]], [[0.8]]]), 0.95)
+    np.testing.assert_array_equal(one, ([0.0], [0.0]))
+
+
+def test_class_diff_interval_holds_its_estimate_when_the_classes_are_recalled_alike():
+    # two classes recalled almost alike: the resampled |acc_0 - acc_1| are nearly all larger than the
+    # estimate, so the plain percentile interval of minus ClassDiff lay entirely below the estimate
+    from skgroup.metrics import class_diff_interval, paired_bootstrap
+
+    # recalls 750 / 1000 and 749 / 999: ClassDiff 0.00025, far below the resampling noise (~0.02)
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], [1000, 999])
+    correct = np.concatenate([rng.permutation(np.repeat([True, False], [750, 250])),
+                              rng.permutation(np.repeat([True, False], [749, 250]))])
+    point, reps = paired_bootstrap(correct[None], y, reduce="class_diff", n_bootstrap=1000, random_state=0)
+    assert point[0] == pytest.approx(-(0.75 - 749 / 999))
+    plain = np.percentile(reps[:, 0], [2.5, 97.5])
+    assert plain[1] < point[0]  # the defect: the estimate above its own percentile interval
+    cell_point, cell_reps = paired_bootstrap(correct[None], y, reduce="none", n_bootstrap=1000, random_state=0)
+    np.testing.assert_allclose(reps[:, 0], -np.abs(cell_reps[:, 0, 0] - cell_reps[:, 0, 1]))
+    low, high = class_diff_interval(cell_point, cell_reps, 0.95)
+    assert low[0] <= point[0] <= high[0]
+    assert high[0] == 0.0 and low[0] < -0.02  # |d| in [0, ~0.04]: the noise, not the bias
+
+
+def test_class_diff_search_intervals_hold_their_scores(small_benchmark):
+    from skgroup.model_selection import RobustSearchCV
+
+    tr, va = small_benchmark.train, small_benchmark.val
+    search = _quiet(RobustSearchCV(_candidates(), selection="class_diff", early_stopping=False, random_state=0).fit,
+                    tr.X, tr.y, X_val=va.X, y_val=va.y)
+    r = search.results_
+    assert np.all((r["ci_low"] <= r["score"]) & (r["score"] <= r["ci_high"]))

@@ -10,7 +10,7 @@ from ._metrics import (
     worst_class_accuracy,
     worst_group_accuracy,
 )
-from ._report import GroupReport, group_accuracies, group_proportions, paired_bootstrap
+from ._report import GroupReport, class_diff_interval, group_accuracies, group_proportions, paired_bootstrap
 from ._scorers import (
     MetadataRoutingRequired,
     bias_unsupervised_scorer,
@@ -37,6 +37,7 @@ __all__ = [
     "make_group_labels",
     "make_group_scorer",
     "paired_bootstrap",
+    "class_diff_interval",
     "per_group_accuracy",
     "worst_class_accuracy",
     "worst_class_scorer",

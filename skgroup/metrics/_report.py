@@ -19,7 +19,7 @@ from sklearn.utils import check_random_state
 
 from ._metrics import _value_kind, per_group_accuracy
 
-__all__ = ["GroupReport", "group_accuracies", "group_proportions", "paired_bootstrap"]
+__all__ = ["GroupReport", "group_accuracies", "group_proportions", "paired_bootstrap", "class_diff_interval"]
 
 
 #: Bootstrap replicates that must lie beyond each end of a percentile interval.
@@ -267,6 +267,46 @@ def _neg_class_diff(per_cell, axis):
         return -np.nanmean(np.abs(per_cell[..., i] - per_cell[..., j]), axis=-1)
 
 
+def class_diff_interval(cell_point, cell_replicates, confidence_level):
+    """Interval of minus ClassDiff from bootstrap replicates of the class accuracies.
+
+    ClassDiff (the mean of |acc_i - acc_j| over the pairs of classes) is
+    biased upward under resampling: with two classes recalled almost alike,
+    nearly every resampled absolute difference exceeds the estimate, and the
+    percentile interval of the replicates lies entirely beyond it. The
+    signed differences are smooth: each pair's percentile interval [L, U]
+    of acc_i - acc_j gives |acc_i - acc_j| in [0, max(|L|, |U|)] when it
+    holds 0, else [min(|L|, |U|), max(|L|, |U|)] (the interval mapped
+    through the absolute value), and ClassDiff's bounds are the means of
+    the pairs' bounds. The interval holds the estimate whenever each pair's
+    interval holds its difference.
+
+    Parameters
+    ----------
+    cell_point : ndarray of shape (n_models, n_classes)
+        Class accuracies (NaN: a class without rows, left out).
+    cell_replicates : ndarray of shape (n_bootstrap, n_models, n_classes)
+    confidence_level : float in (0, 1)
+
+    Returns
+    -------
+    low, high : ndarrays of shape (n_models,)
+        Bounds of minus ClassDiff (the search's score, larger is better).
+    """
+    k = cell_point.shape[-1]
+    if k < 2:
+        zero = np.zeros(cell_point.shape[0])
+        return zero, zero.copy()
+    i, j = np.triu_indices(k, k=1)
+    alpha = (1 - confidence_level) / 2 * 100
+    with np.errstate(invalid="ignore"):
+        lo_d, hi_d = np.nanpercentile(cell_replicates[..., i] - cell_replicates[..., j], [alpha, 100 - alpha], axis=0)
+    small, large = np.minimum(np.abs(lo_d), np.abs(hi_d)), np.maximum(np.abs(lo_d), np.abs(hi_d))
+    low_abs = np.where((lo_d <= 0) & (hi_d >= 0), 0.0, small)
+    with np.errstate(invalid="ignore"):
+        return -np.nanmean(large, axis=-1), -np.nanmean(low_abs, axis=-1)
+
+
 def paired_bootstrap(correct, cells, *, reduce="min", n_bootstrap=1000, random_state=None):
     """Bootstrap replicates of a cell-wise accuracy score for several models at once.
 
@@ -287,34 +327,37 @@ def paired_bootstrap(correct, cells, *, reduce="min", n_bootstrap=1000, random_s
         classes, (class, biased prediction) cells; resampled within each
         cell), or a boolean membership matrix of overlapping cells (rows
         then resampled all together).
-    reduce : {'min', 'mean', 'class_diff'}
+    reduce : {'min', 'mean', 'class_diff', 'none'}
         Worst cell accuracy (worst-group, worst-class), the mean of the
         cell accuracies (the bias-unsupervised score; with one cell, the
-        accuracy), or minus the mean absolute difference of the cell
+        accuracy), minus the mean absolute difference of the cell
         accuracies over all pairs of cells (BAM's ClassDiff over classes,
-        negated so that larger is better). Empty cells are left out.
+        negated so that larger is better), or 'none': the cell accuracies
+        themselves (an extra last axis of ``point`` and ``replicates``;
+        NaN for an empty cell). Empty cells are left out.
     n_bootstrap : int
     random_state : int, RandomState or None
 
     Returns
     -------
-    point : ndarray of shape (n_models,)
+    point : ndarray of shape (n_models,) (``reduce='none'``: (n_models, n_cells))
         The score on the rows as given.
-    replicates : ndarray of shape (n_bootstrap, n_models)
+    replicates : ndarray of shape (n_bootstrap, n_models) (``'none'``: (n_bootstrap, n_models, n_cells))
     """
     correct = np.atleast_2d(np.asarray(correct, dtype=np.float64))
     n_models, n = correct.shape
     cells = np.asarray(cells)
     if cells.shape[0] != n:
         raise ValueError(f"cells has {cells.shape[0]} rows but correct has {n} columns (one per row).")
-    if reduce not in ("min", "mean", "class_diff"):
-        raise ValueError(f"reduce must be 'min', 'mean' or 'class_diff'; got {reduce!r}.")
-    agg = {"min": np.nanmin, "mean": np.nanmean, "class_diff": _neg_class_diff}[reduce]
+    if reduce not in ("min", "mean", "class_diff", "none"):
+        raise ValueError(f"reduce must be 'min', 'mean', 'class_diff' or 'none'; got {reduce!r}.")
+    agg = {"min": np.nanmin, "mean": np.nanmean, "class_diff": _neg_class_diff,
+           "none": lambda a, axis: a}[reduce]
     rng = check_random_state(random_state)
-    replicates = np.empty((n_bootstrap, n_models))
     if cells.ndim == 1:
         _, ids = np.unique(cells, return_inverse=True)
         strata = [np.flatnonzero(ids == c) for c in range(ids.max() + 1)]
+        replicates = np.empty((n_bootstrap, n_models) + ((len(strata),) if reduce == "none" else ()))
         point = agg(np.stack([correct[:, rows].mean(axis=1) for rows in strata], axis=1), axis=1)
         chunk = max(1, min(n_bootstrap, 2_000_000 // max(n, 1)))
         for start in range(0, n_bootstrap, chunk):
@@ -329,6 +372,7 @@ def paired_bootstrap(correct, cells, *, reduce="min", n_bootstrap=1000, random_s
         return point, replicates
     member = cells.astype(np.float64)
     counts = member.sum(axis=0)
+    replicates = np.empty((n_bootstrap, n_models) + ((member.shape[1],) if reduce == "none" else ()))
     with np.errstate(invalid="ignore", divide="ignore"):
         point = agg(np.where(counts > 0, (correct @ member) / counts, np.nan), axis=1)
         chunk = max(1, min(n_bootstrap, 2_000_000 // max(n, 1)))

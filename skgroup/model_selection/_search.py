@@ -31,6 +31,7 @@ from .._groups import check_group_labels
 from ..engine._fit import encode_labels
 from ..estimators import BelowMajorityWarning, all_estimators, method_specs, search_space
 from ..metrics import EmptyCellWarning, below_majority, paired_bootstrap
+from ..metrics._report import _neg_class_diff, class_diff_interval
 from ..metrics._report import check_bootstrap
 from ..groups import default_inferrer, infer_groups  # the import also registers the inferred-group methods
 from .. import meta as _meta  # noqa: F401 - registers the meta-estimators' specs, for their names
@@ -53,6 +54,7 @@ SELECTION_RULES = {
 }
 
 _RESPONSES = ("predict", "predict_proba", "decision_function")
+
 
 
 def _estimator_classes():
@@ -275,6 +277,11 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         with all of them, as its paper trains it. Its score is that of a
         model given half the validation rows, slightly pessimistic.
     confidence_level : float in (0, 1), default=0.95
+        Of the intervals in ``results_`` and ``best_score_ci_``: percentile
+        intervals of the paired bootstrap; for ``'class_diff'``, whose
+        resampled absolute differences sit above a near-zero estimate, the
+        pairs' signed differences' intervals mapped through the absolute
+        value (:func:`skgroup.metrics.class_diff_interval`).
     n_bootstrap : int, default=1000
         Bootstrap replicates of the validation rows (at least 5 beyond each
         bound of the interval: 200 at ``confidence_level=0.95``, 1,000 at
@@ -709,7 +716,12 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         score = np.full(n_cfg, np.nan)
         reps = np.full((self.n_bootstrap, n_cfg), np.nan)
         bootstrap_seed = int(rng.randint(2**31 - 1))
-        if rule is not None:
+        class_diff = rule is not None and SELECTION_RULES[rule]["reduce"] == "class_diff"
+        if class_diff:  # the class accuracies themselves: ClassDiff's interval comes from their differences
+            cell_point, cell_reps = paired_bootstrap(correct[ok], self._cells(rule, splits, y_score), reduce="none",
+                                                     n_bootstrap=self.n_bootstrap, random_state=bootstrap_seed)
+            score[ok], reps[:, ok] = _neg_class_diff(cell_point, axis=1), _neg_class_diff(cell_reps, axis=2)
+        elif rule is not None:
             cells = self._cells(rule, splits, y_score)
             reduce = SELECTION_RULES[rule]["reduce"]
             score[ok], reps[:, ok] = paired_bootstrap(correct[ok], cells, reduce=reduce,
@@ -724,7 +736,10 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         eligible = ok & ~below if (ok & ~below).any() else ok
         best = int(np.nanargmax(np.where(eligible, score, -np.inf)))
         ci_low, ci_high = np.full(n_cfg, np.nan), np.full(n_cfg, np.nan)
-        ci_low[ok], ci_high[ok] = np.percentile(reps[:, ok], [alpha, 100 - alpha], axis=0)
+        if class_diff:
+            ci_low[ok], ci_high[ok] = class_diff_interval(cell_point, cell_reps, self.confidence_level)
+        else:
+            ci_low[ok], ci_high[ok] = np.percentile(reps[:, ok], [alpha, 100 - alpha], axis=0)
         diff = reps[:, [best]] - reps
         d_low, d_high = np.full(n_cfg, np.nan), np.full(n_cfg, np.nan)
         d_low[ok], d_high[ok] = np.percentile(diff[:, ok], [alpha, 100 - alpha], axis=0)
