@@ -31,8 +31,7 @@ from .._groups import check_group_labels
 from ..engine._fit import encode_labels
 from ..estimators import BelowMajorityWarning, all_estimators, method_specs, search_space
 from ..metrics import EmptyCellWarning, below_majority, paired_bootstrap
-from ..metrics._report import _neg_class_diff, class_diff_interval
-from ..metrics._report import check_bootstrap
+from ..metrics._report import _neg_class_diff, check_bootstrap, class_diff_interval
 from ..groups import default_inferrer, infer_groups  # the import also registers the inferred-group methods
 from .. import meta as _meta  # noqa: F401 - registers the meta-estimators' specs, for their names
 from ..utils._signature import fit_takes as _takes
@@ -54,7 +53,6 @@ SELECTION_RULES = {
 }
 
 _RESPONSES = ("predict", "predict_proba", "decision_function")
-
 
 
 def _estimator_classes():
