@@ -258,6 +258,19 @@ def test_finetuning_path_trains_what_the_head_trains():
     np.testing.assert_array_equal(ft.method_.sample_weights_, head.sample_weights_)
 
 
+def test_finetuning_path_holds_out_the_same_rows_without_x_val():
+    from _vectors import finetune_like_head
+
+    X, y, _ = make_spurious_features(1000, random_state=0)  # ~500 a class: 10 % holds 20+ of each
+    method = LfFClassifier(max_iter=3, batch_size=64, learning_rate=1e-2, random_state=4)
+    head = method.fit(X, y)
+    ft = finetune_like_head(method, X, y)
+    assert head.validation_scores_ is not None and ft.validation_scores_ is not None
+    assert head.sample_weights_.shape == (900,)
+    np.testing.assert_array_equal(ft.model_.head.weight.detach().numpy(), head.coef_)
+    assert ft.best_iteration_ == head.best_iteration_
+
+
 # -- the effect ---------------------------------------------------------------------------------------
 def test_lff_upweights_the_rows_that_contradict_the_shortcut():
     # Nam et al. (2020), Fig. 3 and Table 1: the biased head learns the easy attribute (here: features of

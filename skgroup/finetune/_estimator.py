@@ -139,7 +139,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     num_workers : int, default=0
         DataLoader worker processes.
     early_stopping : 'auto' or bool, default='auto'
-        As in the head estimators: validation every epoch, best epoch kept.
+        As in the head estimators: validation every epoch, best epoch kept;
+        'auto' validates when ``X_val`` is given, and for a method whose
+        last epoch is unreliable (LfF) also without it, on
+        ``validation_fraction`` of the rows when every class gets 20.
     validation_fraction : float, default=0.1
     monitor : str, default='auto'
         'bias_unsupervised' uses an ERM head on the pretrained backbone's
@@ -291,6 +294,12 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         else:
             backbone = load_backbone(self.backbone, **(self.backbone_options or {}))
         return _with_normalization(backbone, self.normalize)
+
+    @property
+    def _auto_validation_split(self):
+        # the method's own default (see BaseHeadClassifier._auto_validation_split): the path trains what the
+        # head estimator trains
+        return bool(getattr(self.method, "_auto_validation_split", False))
 
     def _method(self):
         name = type(self.method).__name__
