@@ -371,17 +371,21 @@ EXCEPTIONS = {
 
 
 def _within_rows(code, text, info):
-    """For a WGA flag (E, R) smaller than two rows of the smallest test group: says so (test noise)."""
-    if code not in ("E", "R") or not info:
+    """For a WGA flag (E, R, V) smaller than two binomial standard errors of an accuracy on the smallest test
+    group: says so (one model's worst-group accuracy moves that much between test draws of that size)."""
+    if code not in ("E", "R", "V") or not info:
         return ""
     n = info.get("shape", {}).get("min_test_group")
     numbers = [float(v) for v in text.replace(" - ", " ").split() if v.replace(".", "", 1).isdigit() and "." in v]
     if not n or len(numbers) < 2:
         return ""
-    gap = numbers[1] - numbers[0]
-    if gap <= 2.0 / n:
-        return (f"{gap:.3f} is within two rows of the smallest test group ({n} rows, one row = {1 / n:.3f} WGA): "
-                "not told apart from test noise")
+    if code == "V":  # "X_val lowers WGA a -> b": the drop a - b
+        numbers = numbers[1::-1]
+    gap, p = numbers[1] - numbers[0], min(max(numbers[1], 1.0 / n), 1 - 1.0 / n)
+    se = math.sqrt(p * (1 - p) / n)
+    if gap <= 2 * se:
+        return (f"{gap:.3f} is within two standard errors ({2 * se:.3f}) of an accuracy of {p:.2f} on the "
+                f"smallest test group ({n} rows): not told apart from test noise")
     return ""
 
 

@@ -264,6 +264,21 @@ def test_a_model_worse_than_the_majority_class_warns_without_validation_data():
         ERMClassifier(random_state=0).fit(X, y)
 
 
+def test_a_model_worse_than_the_majority_class_on_validation_rows_warns():
+    # the training rows fitted, the validation rows (whose labels follow the opposite rule) missed:
+    # the fit says so on the validation rows, where the training check cannot see it
+    from skgroup.estimators import BelowMajorityWarning
+
+    rng = np.random.RandomState(0)
+    X, Xv = rng.randn(400, 3).astype(np.float32), rng.randn(300, 3).astype(np.float32)
+    y, yv = (X[:, 0] > 0.5).astype(int), (Xv[:, 0] <= 0.5).astype(int)
+    with pytest.warns(BelowMajorityWarning, match="majority class on its validation rows"):
+        ERMClassifier(random_state=0).fit(X, y, X_val=Xv, y_val=yv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BelowMajorityWarning)
+        ERMClassifier(random_state=0).fit(X, y, X_val=Xv, y_val=1 - yv)
+
+
 class _NegatedERM(ERMClassifier):
     def _store_result(self, result, validated):
         super()._store_result(result, validated)

@@ -232,7 +232,9 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
                          groups=data.groups, sample_weight=data.sample_weight, executor=executor, rows=data.rows)
         result = run_plan(self._plan(ctx, **(plan_kwargs or {})), executor)
         self._store_result(result, validation is not None)
-        self._check_against_majority(X, y_enc)
+        if not self._check_against_majority(X, y_enc) and validation is not None:
+            # the training rows can be fitted while the model generalises no better than the constant
+            self._check_against_majority(np.asarray(validation.X), np.asarray(validation.y), "validation rows")
         if validation is not None and self._compare_to_erm:
             self._check_against_erm(X, y_enc, validation, stopping["monitor"])
         return self
@@ -240,9 +242,10 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
     #: Rows of the training data the majority check reads at most (an evenly strided subset beyond).
     _MAJORITY_CHECK_ROWS = 20_000
 
-    def _check_against_majority(self, X, y_enc):
+    def _check_against_majority(self, X, y_enc, where="own training rows"):
         """Warn when the fitted model does worse than always answering the majority class on its own
-        training rows (worse accuracy and no better balanced accuracy; no validation data needed)."""
+        training rows (worse accuracy and no better balanced accuracy; no validation data needed), or on
+        the validation rows (``where``); returns whether it warned."""
         step = max(1, X.shape[0] // self._MAJORITY_CHECK_ROWS)
         rows = np.asarray(X[::step])
         linear = len(self.coefs_) == 1 and self.coefs_[0].ndim == 2 and not self._relu_after(0)
@@ -259,13 +262,14 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
             keys = searched_parameters(name, X.shape[0], X.shape[1], len(self.classes_))
             knobs = ", ".join(keys) if keys else "its settings"
             warn(
-                f"{name} does worse than always answering the majority class on its own training rows: "
+                f"{name} does worse than always answering the majority class on its {where}: "
                 f"accuracy {n['accuracy']:.3f} against the majority rate {n['majority_rate']:.3f}, balanced "
                 f"accuracy {n['balanced_accuracy']:.3f} against chance {n['chance']:.3f}. These settings do "
                 f"not suit the data: search {knobs} with validation data (e.g. "
                 f"skgroup.model_selection.RobustSearchCV(['{name}'], ...), which also tries ERM), or use ERM.",
                 BelowMajorityWarning,
             )
+        return below
 
     #: Whether the last epoch is unreliable enough that, without X_val, early_stopping='auto' holds out
     #: validation_fraction of the training rows to choose the epoch (LfF), when that leaves every class
