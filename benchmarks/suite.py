@@ -364,6 +364,23 @@ EXCEPTIONS = {
         "two rows of the 21-row worst test group below ERM, chosen on a 21-row worst validation group",
     ("mnli-minilm", "MixtureBalancedClassifier", "V"):
         "the validation split chooses the mixture's epoch on a 21-row worst group (one row = 0.048)",
+    ("mnli-minilm", "MMDClassifier", "E"):
+        "penalty_weight 1 (DomainBed's default) outweighs a cross-entropy that stays near log 3 on these "
+        "weak features: the hidden layer collapses (training loss 1.15) and the head answers one class; "
+        "penalty_weight 0.1 gives WGA 0.23, 0 gives 0.29 (seed 0); with validation data the fit warns "
+        "(BelowERMWarning, BelowMajorityWarning) and names penalty_weight among what to search",
+    ("mnli-minilm", "MMDClassifier", "C"):
+        "the collapse above; the fit warns (BelowMajorityWarning)",
+    ("mnli-minilm", "LfFClassifier", "M"):
+        "the epoch chosen on a 21-row worst validation group is at chance on the rest; since this run the "
+        "fit warns on its validation rows (BelowMajorityWarning 'on its validation rows')",
+    ("mnli-minilm", "ERMClassifier", "R"):
+        "the search picks l2 = 0.01 on a 21-row worst validation group; its test accuracy is higher than "
+        "the reference's (0.533 vs 0.480), its worst group 4 rows of 21 lower",
+    ("mnli-minilm", "JTTClassifier", "R"):
+        "little signal (ERM accuracy 0.52): JTT's error set is 40 % of the rows (LargeErrorSetWarning); "
+        "the reference's pick, 5 L-BFGS iterations as the identification model, has no counterpart in "
+        "the library's epoch-based space",
     ("synthetic", "GroupDROClassifier", "R"):
         "the reference trains up to 100 epochs and keeps the best epoch; the library's space trains 8 "
         "CelebA-equivalent epochs (0.756 vs 0.787)",
