@@ -463,8 +463,8 @@ def _csv_table(header, rows, widths=None):
         lines.append("   :widths: " + " ".join(str(w) for w in widths))
     lines.append("")
 
-    def q(v):
-        return '"' + str(v).replace('"', '""') + '"'
+    def q(v):  # a '|' would open a reST substitution reference
+        return '"' + str(v).replace('"', '""').replace("|", "\\|") + '"'
 
     lines.append("   " + ", ".join(q(h) for h in header))
     for r in rows:

@@ -270,13 +270,14 @@ def _neg_class_diff(per_cell, axis):
 def class_diff_interval(cell_point, cell_replicates, confidence_level):
     """Interval of minus ClassDiff from bootstrap replicates of the class accuracies.
 
-    ClassDiff (the mean of |acc_i - acc_j| over the pairs of classes) is
-    biased upward under resampling: with two classes recalled almost alike,
-    nearly every resampled absolute difference exceeds the estimate, and the
-    percentile interval of the replicates lies entirely beyond it. The
-    signed differences are smooth: each pair's percentile interval [L, U]
-    of acc_i - acc_j gives |acc_i - acc_j| in [0, max(|L|, |U|)] when it
-    holds 0, else [min(|L|, |U|), max(|L|, |U|)] (the interval mapped
+    ClassDiff (the mean of :math:`|a_i - a_j|` over the pairs of classes,
+    :math:`a_i` the recall of class i) is biased upward under resampling:
+    with two classes recalled almost alike, nearly every resampled absolute
+    difference exceeds the estimate, and the percentile interval of the
+    replicates lies entirely beyond it. The signed differences are smooth:
+    each pair's percentile interval :math:`[L, U]` of :math:`a_i - a_j`
+    gives :math:`|a_i - a_j| \in [0, \max(|L|, |U|)]` when it holds 0,
+    else :math:`[\min(|L|, |U|), \max(|L|, |U|)]` (the interval mapped
     through the absolute value), and ClassDiff's bounds are the means of
     the pairs' bounds. The interval holds the estimate whenever each pair's
     interval holds its difference.
