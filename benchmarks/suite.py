@@ -381,6 +381,24 @@ EXCEPTIONS = {
         "little signal (ERM accuracy 0.52): JTT's error set is 40 % of the rows (LargeErrorSetWarning); "
         "the reference's pick, 5 L-BFGS iterations as the identification model, has no counterpart in "
         "the library's epoch-based space",
+    ("fashion-lite0", "InferredGroupsClassifier", "E"):
+        "the default inferrer (GEORGE-style clusters of the features, class by class) finds clothing "
+        "structure, not the background colour: its clusters are unrelated to the true groups (adjusted "
+        "Rand index -0.02 and 0.01 within the classes), and balancing them hurts; with validation data the "
+        "fit warns (BelowERMWarning); the tuned search picks DFR on the inferred groups (WGA 0.834)",
+    ("fashion-lite0", "CVaRClassifier", "E"):
+        "degenerate at the default alpha (DegenerateCVaRWarning says so, with what to search); tuned CVaR "
+        "is above ERM (0.542 vs 0.497)",
+    ("fashion-lite0", "CVaRClassifier", "V"):
+        "the same degenerate fit, its epoch chosen on validation",
+    ("fashion-lite0", "JTTClassifier", "R"):
+        "the reference picks lambda_up = 50 after a strongly regularised identification model (l2 = 1); "
+        "the library's space stops at lambda_up = 20 (50 did worse than 10-20 on CelebA attributes, "
+        "docs/methods/jtt.rst), inside the paper's image range (20-100)",
+    ("celeba-glasses", "LDAMClassifier", "M"):
+        "LDAM's margins at the default scale collapse to the majority class on this 93.5 % cut (3 of "
+        "19,962 test rows answered with the small class); since this run the fit warns that it does no "
+        "better than the majority class, with max_margin and scale to search",
     ("synthetic", "GroupDROClassifier", "R"):
         "the reference trains up to 100 epochs and keeps the best epoch; the library's space trains 8 "
         "CelebA-equivalent epochs (0.756 vs 0.787)",

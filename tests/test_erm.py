@@ -279,6 +279,25 @@ def test_a_model_worse_than_the_majority_class_on_validation_rows_warns():
         ERMClassifier(random_state=0).fit(X, y, X_val=Xv, y_val=1 - yv)
 
 
+def test_a_constant_model_warns_that_it_is_no_better_than_the_majority_class():
+    # every row answered with the majority class: accuracy = the majority rate (not below it), balanced
+    # accuracy = chance; a robust method that collapses to this (LDAM on a 93 %-majority CelebA cut) says so
+    from skgroup.estimators import BelowMajorityWarning
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(400, 3).astype(np.float32)
+    y = (X[:, 0] > 0.5).astype(int)
+    with pytest.warns(BelowMajorityWarning, match="does no better than always answering the majority class"):
+        _ConstantERM(random_state=0).fit(X, y)
+
+
+class _ConstantERM(ERMClassifier):
+    def _store_result(self, result, validated):
+        super()._store_result(result, validated)
+        self.coefs_ = [np.zeros_like(W) for W in self.coefs_]
+        self.intercepts_ = [np.array([1.0, 0.0], dtype=b.dtype) for b in self.intercepts_]
+
+
 class _NegatedERM(ERMClassifier):
     def _store_result(self, result, validated):
         super()._store_result(result, validated)
