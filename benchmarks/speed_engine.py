@@ -92,16 +92,22 @@ def fmt_ratio(rt):
 # minibatch epochs
 
 
-def _bare_epochs(X, y, orders, batch_size, lr, lin=None):
+def _zero_head(X, y, lr):
+    """A Linear layer from zero (as the engine's heads start, so JTT's error sets agree) and its AdamW."""
+    import torch
+
+    lin = torch.nn.Linear(X.shape[1], int(y.max()) + 1)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.zero_()
+    return lin, torch.optim.AdamW(lin.parameters(), lr=lr, weight_decay=0.0)
+
+
+def _bare_epochs(X, y, orders, batch_size, lr):
     """The floor: for each epoch's order, index-sliced batches, a Linear layer, cross-entropy, AdamW."""
     import torch
 
-    if lin is None:
-        lin = torch.nn.Linear(X.shape[1], int(y.max()) + 1)
-        with torch.no_grad():  # the engine's heads start at zero (so JTT's error sets agree)
-            lin.weight.zero_()
-            lin.bias.zero_()
-    opt = torch.optim.AdamW(lin.parameters(), lr=lr, weight_decay=0.0)
+    lin, opt = _zero_head(X, y, lr)
     y_t = torch.from_numpy(y)
     for order in orders:
         for start in range(0, order.shape[0], batch_size):
@@ -124,11 +130,7 @@ def bare_group_dro(X, y, g, epochs, batch_size, lr, seed, eta=0.01):
     n_groups = int(g.max()) + 1
     counts = np.bincount(g, minlength=n_groups)
     p = 1.0 / (n_groups * counts[g])
-    lin = torch.nn.Linear(X.shape[1], int(y.max()) + 1)
-    with torch.no_grad():
-        lin.weight.zero_()
-        lin.bias.zero_()
-    opt = torch.optim.AdamW(lin.parameters(), lr=lr, weight_decay=0.0)
+    lin, opt = _zero_head(X, y, lr)
     y_t = torch.from_numpy(y)
     onehot = torch.nn.functional.one_hot(torch.from_numpy(g), n_groups).float()
     q = torch.full((n_groups,), 1.0 / n_groups)
@@ -158,11 +160,7 @@ def bare_cvar(X, y, epochs, batch_size, lr, seed, alpha):
     import torch
 
     rng = np.random.default_rng(seed)
-    lin = torch.nn.Linear(X.shape[1], int(y.max()) + 1)
-    with torch.no_grad():
-        lin.weight.zero_()
-        lin.bias.zero_()
-    opt = torch.optim.AdamW(lin.parameters(), lr=lr, weight_decay=0.0)
+    lin, opt = _zero_head(X, y, lr)
     y_t = torch.from_numpy(y)
     for _ in range(epochs):
         order = rng.permutation(X.shape[0])
