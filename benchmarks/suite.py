@@ -415,33 +415,30 @@ EXCEPTIONS = {
 }
 
 
-def _within_rows(code, text, info):
-    """For a WGA flag (E, R, V) smaller than two binomial standard errors of an accuracy on the smallest test
-    group: says so (one model's worst-group accuracy moves that much between test draws of that size)."""
-    if code not in ("E", "R", "V") or not info:
+def _within_noise(wga, info):
+    """For a WGA flag, (the cell's WGA, the one it falls short of), when the gap is within two binomial standard
+    errors of an accuracy on the smallest test group: says so (one model's worst-group accuracy moves that much
+    between test draws of that size)."""
+    n = (info or {}).get("shape", {}).get("min_test_group")
+    if wga is None or not n:
         return ""
-    n = info.get("shape", {}).get("min_test_group")
-    numbers = [float(v) for v in text.replace(" - ", " ").split() if v.replace(".", "", 1).isdigit() and "." in v]
-    if not n or len(numbers) < 2:
-        return ""
-    if code == "V":  # "X_val lowers WGA a -> b": the drop a - b
-        numbers = numbers[1::-1]
-    gap, p = numbers[1] - numbers[0], min(max(numbers[1], 1.0 / n), 1 - 1.0 / n)
+    gap, p = wga[1] - wga[0], min(max(wga[1], 1.0 / n), 1 - 1.0 / n)
     se = math.sqrt(p * (1 - p) / n)
-    if gap <= 2 * se:
-        return (f"{gap:.3f} is within two standard errors ({2 * se:.3f}) of an accuracy of {p:.2f} on the "
-                f"smallest test group ({n} rows): not told apart from test noise")
-    return ""
+    if gap > 2 * se:
+        return ""
+    return (f"{gap:.3f} is within two standard errors ({2 * se:.3f}) of an accuracy of {p:.2f} on the smallest "
+            f"test group ({n} rows): not told apart from test noise")
 
 
 def flags(agg):
-    """Each aggregated cell's failures: a list of (code, text)."""
+    """Each aggregated cell's failures: a list of (code, text, wga) with wga the (cell's WGA, the WGA it falls
+    short of) for the WGA flags (E, R, V), else None."""
     out = defaultdict(list)
     for key, row in agg.items():
         ds, est, mode = key
         if row["test_acc"] is None:
             if row["errors"]:
-                out[key].append(("X", f"failed: {row['errors'][0][:120]}"))
+                out[key].append(("X", f"failed: {row['errors'][0][:120]}", None))
             continue
         if mode == "reference":
             continue
@@ -450,32 +447,32 @@ def flags(agg):
         constant_like = row["test_bacc"] is not None and row["test_bacc"] <= 1.0 / row["n_classes"] + CHANCE_MARGIN
         if constant_like and row["test_acc"] < row["majority_rate"]:
             out[key].append(("M", f"average accuracy {row['test_acc']:.3f} < majority rate "
-                                  f"{row['majority_rate']:.3f}, balanced accuracy {row['test_bacc']:.3f}"))
+                                  f"{row['majority_rate']:.3f}, balanced accuracy {row['test_bacc']:.3f}", None))
         elif constant_like:
             out[key].append(("C", f"balanced accuracy {row['test_bacc']:.3f}: no better than a constant "
-                                  f"(1/{row['n_classes']})"))
+                                  f"(1/{row['n_classes']})", None))
         erm_mode = "tuned" if mode == "tuned" else "defaults"
         erm = agg.get((ds, "ERMClassifier", erm_mode))
         if (erm and erm["test_wga"] is not None and (ds, est, mode) != (ds, "ERMClassifier", erm_mode)):
             if row["test_wga"] < erm["test_wga"] - ERM_MARGIN:
                 out[key].append(("E", f"WGA {row['test_wga']:.3f} < ERM ({MODE_TITLES[erm_mode]}) "
-                                      f"{erm['test_wga']:.3f} - {ERM_MARGIN}"))
+                                      f"{erm['test_wga']:.3f} - {ERM_MARGIN}", (row["test_wga"], erm["test_wga"])))
         if mode == "tuned":
             for ref, lib in references.LIBRARY_COUNTERPART.items():
                 r = agg.get((ds, ref, "reference"))
                 if lib == est and r and r["test_wga"] is not None and row["test_wga"] < r["test_wga"] - REFERENCE_MARGIN:
                     out[key].append(("R", f"WGA {row['test_wga']:.3f} < reference {ref} {r['test_wga']:.3f} - "
-                                          f"{REFERENCE_MARGIN}"))
+                                          f"{REFERENCE_MARGIN}", (row["test_wga"], r["test_wga"])))
         if mode == "defaults_val":
             a = agg.get((ds, est, "defaults"))
             if a and a["test_acc"] is not None:
                 if est == "ERMClassifier" and row["test_acc"] < a["test_acc"] - VAL_ACC_MARGIN:
                     out[key].append(("V", f"X_val lowers ERM's average accuracy {a['test_acc']:.3f} -> "
-                                          f"{row['test_acc']:.3f}"))
+                                          f"{row['test_acc']:.3f}", None))
                 noise = max(ERM_MARGIN, 2 * math.hypot(a["test_wga_std"] or 0, row["test_wga_std"] or 0))
                 if est != "ERMClassifier" and row["test_wga"] < a["test_wga"] - noise:
                     out[key].append(("V", f"X_val lowers WGA {a['test_wga']:.3f} -> {row['test_wga']:.3f} "
-                                          f"(beyond {noise:.3f}, twice the seeds' std)"))
+                                          f"(beyond {noise:.3f}, twice the seeds' std)", (row["test_wga"], a["test_wga"])))
     return out
 
 
@@ -598,7 +595,7 @@ def render(cells, datasets_info, estimators_order, command):
                 if a is None:
                     row += ["", ""]
                     continue
-                codes = "".join(sorted({c for c, _ in fl.get((ds, est, m), [])}))
+                codes = "".join(sorted({c for c, *_ in fl.get((ds, est, m), [])}))
                 row += [_fmt(a["test_acc"], a["test_acc_std"]), _fmt(a["test_wga"], a["test_wga_std"]) +
                         (f" **{codes}**" if codes else "")]
             times = []
@@ -626,13 +623,13 @@ def render(cells, datasets_info, estimators_order, command):
     # the failing cells
     rows = []
     for key in sorted(fl, key=lambda k: (ds_order.index(k[0]) if k[0] in ds_order else 99, k[1], MODES.index(k[2]))):
-        for code, text in fl[key]:
+        for code, text, wga in fl[key]:
             a = agg[key]
             warn = ", ".join(a["pick_warnings"] or a["warnings"])
             rows.append([key[0], _short(key[1]), MODE_TITLES[key[2]], code, text, warn,
-                         EXCEPTIONS.get((key[0], key[1], code)) or _within_rows(code, text, datasets_info.get(key[0]))])
+                         EXCEPTIONS.get((key[0], key[1], code)) or _within_noise(wga, datasets_info.get(key[0]))])
     traded = sum(1 for k, a in agg.items() if k[2] != "reference" and a["test_acc"] is not None
-                 and a["test_acc"] < a["majority_rate"] and not any(c == "M" for c, _ in fl.get(k, ())))
+                 and a["test_acc"] < a["majority_rate"] and not any(c == "M" for c, *_ in fl.get(k, ())))
     parts.append("Failing cells\n-------------\n\n"
                  f"{len(rows)} failures over {len(fl)} cells ({traded} other cells have an average accuracy "
                  "below the majority rate with a balanced accuracy above chance: the trade of a robust method on "
@@ -668,11 +665,11 @@ def write_tables(args):
             w.writerow([row["dataset"], row["estimator"], row["mode"], " ".join(map(str, row["seeds"])),
                         row["majority_rate"], row["test_acc"], row["test_acc_std"], row["test_wga"],
                         row["test_wga_std"], row["test_wca"], row["test_wca_std"], row["fit_time"],
-                        "".join(c for c, _ in fl.get(key, [])), " ".join(row["warnings"]),
+                        "".join(c for c, *_ in fl.get(key, [])), " ".join(row["warnings"]),
                         " | ".join(row["errors"])])
     summary = {"cells": len(cells), "platform": platform.platform(), "cpus": os.cpu_count(),
                "failures": [{"dataset": k[0], "estimator": k[1], "mode": k[2], "flag": c, "what": t}
-                            for k, v in fl.items() for c, t in v]}
+                            for k, v in fl.items() for c, t, _ in v]}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"[suite] tables -> {docs}, {out / 'summary.csv'}; {len(summary['failures'])} failures", flush=True)
     return text

@@ -151,7 +151,7 @@ def test_suite_flags_by_hand():
         _cell("JTT", "reference", 0.7, 0.60), _cell("CVaR DRO", "reference", 0.7, 0.60),
     ]
     fl = suite.flags(suite.aggregate(cells))
-    got = {(k[1], k[2]): "".join(sorted(c for c, _ in v)) for k, v in fl.items()}
+    got = {(k[1], k[2]): "".join(sorted(c for c, *_ in v)) for k, v in fl.items()}
     assert got == {("ERMClassifier", "defaults_val"): "V", ("JTTClassifier", "defaults"): "E",
                    ("LfFClassifier", "defaults"): "EM",
                    ("JTTClassifier", "tuned"): "R", ("GroupDROClassifier", "defaults"): "C",
@@ -161,7 +161,7 @@ def test_suite_flags_by_hand():
     for seed, (a, b) in enumerate([(0.55, 0.47), (0.45, 0.47), (0.50, 0.37)]):
         noisy += [_cell("AFRClassifier", "defaults", 0.7, a, seed=seed), _cell("AFRClassifier", "defaults_val", 0.7, b,
                                                                                 seed=seed)]
-    assert not [c for c, _ in suite.flags(suite.aggregate(noisy)).get(("d", "AFRClassifier", "defaults_val"), [])
+    assert not [c for c, *_ in suite.flags(suite.aggregate(noisy)).get(("d", "AFRClassifier", "defaults_val"), [])
                 if c == "V"]
 
 

@@ -235,29 +235,36 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
                          groups=data.groups, sample_weight=data.sample_weight, executor=executor, rows=data.rows)
         result = run_plan(self._plan(ctx, **(plan_kwargs or {})), executor)
         self._store_result(result, validation is not None)
-        if not self._check_against_majority(X, y_enc) and validation is not None:
-            # the training rows can be fitted while the model generalises no better than the constant
-            self._check_against_majority(np.asarray(validation.X), np.asarray(validation.y), "validation rows")
-        if validation is not None and self._compare_to_erm:
-            self._check_against_erm(X, y_enc, validation, stopping["monitor"])
+        warned = self._check_against_majority(X, y_enc)
+        if validation is not None:
+            logits = self._logits(np.asarray(validation.X))  # one pass over the validation rows for both checks
+            if not warned:
+                # the training rows can be fitted while the model generalises no better than the constant
+                # (X for the search space's sizes: it scales with the training rows)
+                self._check_against_majority(X, np.asarray(validation.y), "validation rows", pred=logits.argmax(axis=1))
+            if self._compare_to_erm:
+                self._check_against_erm(X, y_enc, validation, stopping["monitor"], logits)
         return self
 
     #: Rows of the training data the majority check reads at most (an evenly strided subset beyond).
     _MAJORITY_CHECK_ROWS = 20_000
 
-    def _check_against_majority(self, X, y_enc, where="own training rows"):
+    def _check_against_majority(self, X, y_enc, where="own training rows", pred=None):
         """Warn when the fitted model does worse than always answering the majority class on its own
         training rows (worse accuracy and no better balanced accuracy; no validation data needed), or on
-        the validation rows (``where``); returns whether it warned."""
-        step = max(1, X.shape[0] // self._MAJORITY_CHECK_ROWS)
-        rows = np.asarray(X[::step])
-        linear = len(self.coefs_) == 1 and self.coefs_[0].ndim == 2 and not self._relu_after(0)
-        if linear and self.coefs_[0].shape[1] == 2:
-            # a linear two-class head: the sign of the logits' difference, one product with the rows
-            W, b = self.coefs_[0].astype(rows.dtype, copy=False), self.intercepts_[0]
-            pred = (rows @ (W[:, 1] - W[:, 0]) + (b[1] - b[0]) > 0).astype(np.intp)
-        else:
-            pred = self._forward(rows).argmax(axis=1)
+        the validation rows (``where``, with their predictions ``pred``; ``X`` then only sizes the search
+        space the warning names); returns whether it warned."""
+        step = 1
+        if pred is None:
+            step = max(1, X.shape[0] // self._MAJORITY_CHECK_ROWS)
+            rows = np.asarray(X[::step])
+            linear = len(self.coefs_) == 1 and self.coefs_[0].ndim == 2 and not self._relu_after(0)
+            if linear and self.coefs_[0].shape[1] == 2:
+                # a linear two-class head: the sign of the logits' difference, one product with the rows
+                W, b = self.coefs_[0].astype(rows.dtype, copy=False), self.intercepts_[0]
+                pred = (rows @ (W[:, 1] - W[:, 0]) + (b[1] - b[0]) > 0).astype(np.intp)
+            else:
+                pred = self._forward(rows).argmax(axis=1)
         # encoded labels and predictions: the kernel, without the input checks of the public function
         below, n = below_majority_codes(y_enc[::step] == pred, y_enc[::step], len(self.classes_))
         # the constant answer itself (every row the same class) is not below it, and no better either: nor is a
@@ -292,13 +299,14 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         """The ERM model this fit is compared with: ERM on the same training rows (cached)."""
         return biased_erm(X, y_enc, dtype=self.dtype)
 
-    def _check_against_erm(self, X, y_enc, validation, monitor):
+    def _check_against_erm(self, X, y_enc, validation, monitor, logits):
         """Warn when the validation split shows this fit below ERM with nothing to show for it.
 
         A robust method may trade average accuracy for the worst group; one
         whose validation accuracy falls more than 5 points below ERM's while
         the score it monitors is no better than ERM's has collapsed (settings
         that do not suit the data), and says so instead of failing silently.
+        ``logits``: this model's on the validation rows.
         """
         from ..engine import validation_metrics
 
@@ -306,8 +314,7 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         ref_logits = reference._logits(np.asarray(validation.X))
         if getattr(reference, "classes_", None) is not None and len(reference.classes_) != len(self.classes_):
             return
-        ours = validation_metrics(self._logits(np.asarray(validation.X)), validation.y, validation.membership,
-                                  validation.y_pred_biased)
+        ours = validation_metrics(logits, validation.y, validation.membership, validation.y_pred_biased)
         erm = validation_metrics(ref_logits, validation.y, validation.membership, validation.y_pred_biased)
         drop = erm["accuracy"] - ours["accuracy"]
         sign = 1.0 if MONITORS[monitor] else -1.0
