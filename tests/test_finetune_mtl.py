@@ -174,27 +174,37 @@ def vision(tmp_path_factory):
     return {k: make_tiny_vision(root / k, k) for k in ("vit", "resnet", "convnext")}
 
 
-@pytest.mark.parametrize("kind", ["vit", "resnet", "convnext"])
+def _vision_backbone(vision, kind):
+    if kind == "lite0":
+        pytest.importorskip("efficientnet_lite_pytorch")
+        return load_backbone("efficientnet-lite0", weights="random", image_size=32, resize=32)
+    return load_backbone(str(vision[kind]), image_size=32, resize=32)
+
+
+@pytest.mark.parametrize("kind", ["vit", "resnet", "convnext", "lite0"])
 def test_image_parts_pool_what_the_classifier_reads(vision, kind):
-    backbone = load_backbone(str(vision[kind]), image_size=32, resize=32)
+    backbone = _vision_backbone(vision, kind)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         pooled, fmap = image_parts(backbone.module, x)
         torch.testing.assert_close(pooled, backbone(x))
-    assert fmap.ndim == 4 and fmap.shape[-1] == 4
+    assert fmap.ndim == 4 and fmap.shape[-1] == (1 if kind == "lite0" else 4)  # Lite0's stride is 32
 
 
-@pytest.mark.parametrize("kind", ["vit", "resnet"])
+@pytest.mark.parametrize("kind", ["vit", "resnet", "lite0"])
 def test_simmim_loss_is_on_masked_pixels_only(vision, kind):
-    backbone = load_backbone(str(vision[kind]), image_size=32, resize=32)
-    bb = trainable_backbone(backbone)
+    bb = trainable_backbone(_vision_backbone(vision, kind))
     with torch.no_grad():
-        _, fmap = image_parts(bb.module, torch.zeros(1, 3, 32, 32))
-    head = make_auxiliary_head(MaskedImageModeling(mask_patch_size=16), bb, geometry=(fmap.shape[1], 4, 32, 32))
+        _, fmap = image_parts(bb.module, torch.zeros(2, 3, 32, 32))  # 2 rows: Lite0's batch norm on a 1 x 1 map
+    head = make_auxiliary_head(MaskedImageModeling(mask_patch_size=16), bb,
+                               geometry=(fmap.shape[1], fmap.shape[2], 32, 32))
+    assert head.stride * fmap.shape[2] == 32  # the decoder's pixel shuffle restores the input size
     if kind == "vit":
         with torch.no_grad():
             head.mask_token.normal_()
     _no_dropout(bb.module)
+    if kind == "lite0":
+        bb.module.eval()  # its blocks drop connections at random in training mode (a function, not a module)
     x = torch.randn(3, 3, 32, 32)
     mask = torch.from_numpy(np.stack([mask_patches(np.random.default_rng(i), 32, 32, 16, 0.5) for i in range(3)]))
     xin = head.masked_input(x, mask)
@@ -317,6 +327,25 @@ def _pil(images):
     from PIL import Image
 
     return [Image.fromarray(img) for img in images]
+
+
+def test_efficientnet_lite_fits_with_mim():
+    # EfficientNet-Lite is no transformers model: its feature map is extract_features, its pooled features the mean
+    from skgroup.engine import Callback
+
+    first = []  # the fit copies its callbacks: this list is shared by the copies
+
+    class FirstDecoder(Callback):
+        def on_train_begin(self, trainer):
+            first.append(trainer.module.aux_head.decoder[0].weight.detach().clone())
+
+    images = random_images(16, size=(32, 32), seed=4)
+    ft = FineTuneClassifier(_vision_backbone(None, "lite0"), auxiliary=MaskedImageModeling(mask_patch_size=16),
+                            max_iter=1, batch_size=8, learning_rate=1e-3, augment=False, early_stopping=False,
+                            callbacks=[FirstDecoder()], random_state=0).fit(images, np.arange(16) % 2)
+    assert ft.model_.aux_head.stride == 32  # a 1 x 1 map of a 32-pixel input, shuffled back to 32 x 32
+    assert np.isfinite(ft.history_["aux_loss"]).all() and ft.history_["aux_loss"][0] > 0
+    assert not torch.equal(ft.model_.aux_head.decoder[0].weight, first[0])  # the reconstruction loss trains it
 
 
 def test_l1_only_ablation_without_an_auxiliary_head(vision):

@@ -38,7 +38,7 @@ from ..estimators._mtl import MultitaskHistory
 from ._auxiliary import AuxBatch, AuxiliaryCollate, AuxiliaryDataset
 from ._inputs import BackboneDataset
 from ._model import BackboneClassifier, resolve_head, trainable_backbone
-from ._mtl_model import MultitaskBackboneClassifier, image_parts, make_auxiliary_head
+from ._mtl_model import MultitaskBackboneClassifier, _is_efficientnet, image_parts, make_auxiliary_head
 
 __all__ = ["FineTuneExecutor", "SubsetInputs"]
 
@@ -165,11 +165,19 @@ class FineTuneExecutor:
 
     def _image_geometry(self):
         """(channels, feature-map height, input height, input width) on one training input."""
+        body = self.backbone.module
         with torch.no_grad():
             _, xb, _ = next(self.source(self.eval_view, self.y).ordered(1, np.arange(1)))
-            if not hasattr(self.backbone.module, "base_model"):
+            if not hasattr(body, "base_model") and not _is_efficientnet(body):
                 return (0, 1) + tuple(xb.shape[2:])  # make_auxiliary_head names the problem
-            _, fmap = image_parts(self.backbone.module, xb)
+            # in eval mode: a training-mode pass would move batch-norm statistics before training starts
+            # (and fails on one row whose feature map is 1 x 1)
+            training = body.training
+            body.eval()
+            try:
+                _, fmap = image_parts(body, xb)
+            finally:
+                body.train(training)
         return int(fmap.shape[1]), int(fmap.shape[2]), int(xb.shape[2]), int(xb.shape[3])
 
     def from_module(self, module, name="given"):

@@ -74,12 +74,17 @@ def _siamese(u, v):
 
 
 def image_parts(body, x):
-    """(pooled features, last feature map (B, C, h, w)) of a transformers ViT, ResNet or ConvNeXt classifier.
+    """(pooled features, last feature map (B, C, h, w)) of a transformers ViT, ResNet or ConvNeXt classifier,
+    or of an EfficientNet-Lite.
 
     The pooled features are what the backbone's classifier reads (a ViT's
-    final-normed [CLS] token, a CNN's pooler output); the feature map is
-    a ViT's patch tokens as a grid, or a CNN's last stage.
+    final-normed [CLS] token, a CNN's pooler output, EfficientNet's global
+    average of its head convolution); the feature map is a ViT's patch
+    tokens as a grid, or a CNN's last stage.
     """
+    if _is_efficientnet(body):
+        fmap = body.extract_features(x)
+        return fmap.mean((2, 3)), fmap
     out = body.base_model(pixel_values=x)
     lhs = out.last_hidden_state
     if lhs.ndim == 3:
@@ -88,6 +93,11 @@ def image_parts(body, x):
         tokens = lhs[:, lhs.shape[1] - gh * gw:]
         return lhs[:, 0], tokens.transpose(1, 2).reshape(lhs.shape[0], lhs.shape[2], gh, gw)
     return out.pooler_output.flatten(1), lhs
+
+
+def _is_efficientnet(body):
+    # efficientnet-lite-pytorch's EfficientNet: extract_features is its last feature map (before pooling)
+    return not hasattr(body, "base_model") and callable(getattr(body, "extract_features", None))
 
 
 class SimMIMHead(nn.Module):
@@ -186,9 +196,10 @@ def make_auxiliary_head(task, backbone, *, geometry=None, seed=0):
             )
         return head
     model_type = getattr(getattr(body, "config", None), "model_type", None)
-    if model_type not in _MIM_TYPES or not hasattr(body, "base_model"):
+    if not _is_efficientnet(body) and (model_type not in _MIM_TYPES or not hasattr(body, "base_model")):
         raise ValueError(f"auxiliary=MaskedImageModeling reads the last feature map of a transformers ViT, ResNet or "
-                         f"ConvNeXt classifier; {backbone.name} ({model_type or type(body).__name__}) is not one. "
+                         f"ConvNeXt classifier or of an EfficientNet-Lite; {backbone.name} "
+                         f"({model_type or type(body).__name__}) is not one. "
                          "Load such a model folder as the backbone, or use auxiliary=None.")
     channels, fh, height, width = geometry
     model_patch = int(body.config.patch_size) if model_type == "vit" else None

@@ -268,7 +268,7 @@ def _neg_class_diff(per_cell, axis):
 
 
 def class_diff_interval(cell_point, cell_replicates, confidence_level):
-    """Interval of minus ClassDiff from bootstrap replicates of the class accuracies.
+    r"""Interval of minus ClassDiff from bootstrap replicates of the class accuracies.
 
     ClassDiff (the mean of :math:`|a_i - a_j|` over the pairs of classes,
     :math:`a_i` the recall of class i) is biased upward under resampling:
