@@ -65,6 +65,21 @@ def test_training_cvar_is_the_hand_computed_top_alpha_mean(bench):
     assert clf.training_cvar_ == pytest.approx(np.sort(losses)[::-1][: int(round(k))].mean(), rel=1e-4)
 
 
+def test_training_cvar_beyond_the_check_rows_is_that_of_the_strided_rows():
+    # one post-fit pass serves the majority check and the training CVaR: beyond 20,000 rows, every step-th row
+    rng = np.random.RandomState(0)
+    X = rng.randn(50_001, 3).astype(np.float32)
+    y = (X[:, 0] + 0.1 * rng.randn(50_001) > 0).astype(int)
+    clf = CVaRClassifier(alpha=0.5, solver="lbfgs", max_iter=30, random_state=0).fit(X, y)
+    losses = -clf.predict_log_proba(X[::2])[np.arange(25_001), y[::2]].astype(np.float64)
+    k = 0.5 * 25_001
+    top = np.sort(losses)[::-1]
+    assert clf.training_cvar_ < np.log(2) - 0.1  # a model, not the degenerate zero head
+    assert clf.training_cvar_ == pytest.approx((top[:12_500].sum() + (k - 12_500) * top[12_500]) / k, rel=1e-4)
+    every = np.sort(-clf.predict_log_proba(X)[np.arange(50_001), y])[::-1][:25_000].mean()
+    assert clf.training_cvar_ != pytest.approx(every, rel=1e-6)  # not the whole set's (which would be read twice)
+
+
 def test_alpha_one_is_erm():
     rng = np.random.RandomState(0)
     X = rng.randn(300, 4)

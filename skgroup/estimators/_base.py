@@ -235,7 +235,14 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
                          groups=data.groups, sample_weight=data.sample_weight, executor=executor, rows=data.rows)
         result = run_plan(self._plan(ctx, **(plan_kwargs or {})), executor)
         self._store_result(result, validation is not None)
-        warned = self._check_against_majority(X, y_enc)
+        step = max(1, X.shape[0] // self._MAJORITY_CHECK_ROWS)
+        pred = None
+        if self._reads_training_logits:
+            # one pass over the check rows serves the method's own statistic and the majority check
+            logits = self._forward(np.asarray(X[::step]))
+            self._training_logits_read(logits, y_enc[::step])
+            pred = logits.argmax(axis=1)
+        warned = self._check_against_majority(X, y_enc, pred=pred, step=step)
         if validation is not None:
             logits = self._logits(np.asarray(validation.X))  # one pass over the validation rows for both checks
             if not warned:
@@ -249,12 +256,19 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
     #: Rows of the training data the majority check reads at most (an evenly strided subset beyond).
     _MAJORITY_CHECK_ROWS = 20_000
 
-    def _check_against_majority(self, X, y_enc, where="own training rows", pred=None):
+    #: Whether the method computes a statistic of its fitted model on the training rows
+    #: (``_training_logits_read``, given the logits of the majority check's rows after the fit).
+    _reads_training_logits = False
+
+    def _training_logits_read(self, logits, y_enc):
+        """The method's post-fit statistic from the logits of the check rows (see _reads_training_logits)."""
+
+    def _check_against_majority(self, X, y_enc, where="own training rows", pred=None, step=1):
         """Warn when the fitted model does worse than always answering the majority class on its own
         training rows (worse accuracy and no better balanced accuracy; no validation data needed), or on
         the validation rows (``where``, with their predictions ``pred``; ``X`` then only sizes the search
-        space the warning names); returns whether it warned."""
-        step = 1
+        space the warning names); returns whether it warned. ``pred`` of the training rows: those of
+        every ``step``-th row."""
         if pred is None:
             step = max(1, X.shape[0] // self._MAJORITY_CHECK_ROWS)
             rows = np.asarray(X[::step])
