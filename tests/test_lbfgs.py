@@ -6,7 +6,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from skgroup.engine._lbfgs import LinearHeadEvaluator, is_linear_head, minimize_lbfgs
-from skgroup.objectives import CVaR, GroupDRO, Loss, Objective, Penalty, Reduction, Weighted
+from skgroup.objectives import CrossEntropy, CVaR, GroupDRO, Loss, Objective, Penalty, Reduction, Weighted
 
 
 def _data(n=300, d=7, K=2, seed=0, dtype=np.float64):
@@ -81,6 +81,28 @@ def test_linear_gradient_equals_autograd(K, name, block_bytes):
         assert f == pytest.approx(f_scaled, rel=1e-12) and f_x == pytest.approx(f_scaled, rel=1e-12)
         np.testing.assert_allclose(g, g_x, rtol=0, atol=1e-10)
         X[:, 0] /= 30.0
+
+
+def test_subset_means_within_noise_of_zero_are_not_subtracted():
+    # beyond _MEAN_ROWS rows the means come from a strided subset; a column whose subset mean is within
+    # 3 standard errors of zero is left uncentred (centring it would offset it by the estimate's error)
+    from skgroup.engine._lbfgs import _MEAN_ROWS
+
+    rng = np.random.RandomState(0)
+    n = 4 * _MEAN_ROWS
+    X = rng.randn(n, 3)
+    X[:, 0] -= X[:, 0].mean()  # centred: its subset mean is noise
+    X[:, 1] += 5.0  # off-centre
+    X[:, 2] = X[:, 2] * 0.01 + 0.2  # tiny spread, mean 20 standard deviations from zero
+    y = (X[:, 0] > 0).astype(int)
+    ev = LinearHeadEvaluator(X, y, 2, Objective(CrossEntropy()), 1e-3)
+    sub = X[::4]
+    assert ev.mean_[0] == 0.0 and abs(sub[:, 0].mean()) > 0  # the estimate is not zero, only noise
+    np.testing.assert_allclose(ev.mean_[1:], sub[:, 1:].mean(0), rtol=1e-12)
+    np.testing.assert_allclose(ev.scale_[0], np.sqrt((sub[:, 0] ** 2).mean() + 4e-3), rtol=1e-10)
+    # on the whole data (no subset) the exact means are taken, noise-level ones too
+    small = LinearHeadEvaluator(X[:1000], y[:1000], 2, Objective(CrossEntropy()), 1e-3)
+    np.testing.assert_allclose(small.mean_, X[:1000].mean(0), rtol=1e-12)
 
 
 class _LabelSmoothing(Loss):

@@ -320,6 +320,8 @@ def _physical_memory():
 # evaluation counts within the path-to-path spread (50,000 x 384 off-centre features, five
 # draws: 39 and 40 evaluations on average for 2^14 and 2^12 rows).
 _MEAN_ROWS = 1 << 13
+# Standard errors within which a column's subset mean counts as zero (see LinearHeadEvaluator)
+_MEAN_NOISE_SDS = 3.0
 
 
 class LinearHeadEvaluator:
@@ -469,9 +471,16 @@ class LinearHeadEvaluator:
                 for start in range(0, rows.shape[0], block):
                     part, w_part = rows[start:start + block], weights[start:start + block]
                     sums += w_part @ part
-                    if scale:
+                    if scale or step > 1:
                         sq += w_part @ (part * part)
                 self.mean_ = sums
+                if step > 1:
+                    # a column whose subset mean is within noise of zero keeps mean 0: centring it by the
+                    # estimate would offset it by the estimate's error, larger than its whole-data mean
+                    # (centred 50,000 x 384 Gaussian features: 9 iterations against 8 uncentred, five draws)
+                    m_eff = 1.0 / float(np.sum(weights.astype(np.float64) ** 2))
+                    noise = np.sqrt(np.maximum(sq - sums**2, 0.0) / m_eff)
+                    self.mean_ = np.where(np.abs(sums) > _MEAN_NOISE_SDS * noise, sums, 0.0)
                 if scale:
                     # the diagonal of the Hessian at zero weights, up to a constant factor
                     self.scale_ = np.sqrt(np.maximum(sq - self.mean_**2, 0.0) + 4 * self.l2_reg)
