@@ -124,13 +124,11 @@ def _bare_epochs(X, y, orders, batch_size, lr):
     return lin
 
 
-def bare_weighted(X, y, epochs, batch_size, lr, seed, sample_weight):
-    """The weighted mean's floor: the bare loop's batches, the step on mean(w_i l_i) (weights normalised to
-    mean 1, as scikit-learn's sample_weight contract and the engine have them)."""
+def _bare_reduced(X, y, epochs, batch_size, lr, seed, reduce):
+    """The bare loop's batches with per-row losses, the step on ``reduce(losses, idx)``."""
     import torch
 
     rng = np.random.default_rng(seed)
-    w = torch.as_tensor(sample_weight / sample_weight.mean(), dtype=torch.float32)
     lin, opt = _zero_head(X, y, lr)
     y_t = torch.from_numpy(y)
     for _ in range(epochs):
@@ -138,11 +136,20 @@ def bare_weighted(X, y, epochs, batch_size, lr, seed, sample_weight):
         for start in range(0, order.shape[0], batch_size):
             idx = np.sort(order[start:start + batch_size])
             losses = torch.nn.functional.cross_entropy(lin(torch.from_numpy(X[idx])), y_t[idx], reduction="none")
-            loss = (w[idx] * losses).mean()
+            loss = reduce(losses, idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
     return lin
+
+
+def bare_weighted(X, y, epochs, batch_size, lr, seed, sample_weight):
+    """The weighted mean's floor: the step on mean(w_i l_i) (weights normalised to mean 1, as scikit-learn's
+    sample_weight contract and the engine have them)."""
+    import torch
+
+    w = torch.as_tensor(sample_weight / sample_weight.mean(), dtype=torch.float32)
+    return _bare_reduced(X, y, epochs, batch_size, lr, seed, lambda losses, idx: (w[idx] * losses).mean())
 
 
 def bare_group_dro(X, y, g, epochs, batch_size, lr, seed, eta=0.01):
@@ -178,25 +185,13 @@ def bare_group_dro(X, y, g, epochs, batch_size, lr, seed, eta=0.01):
 
 
 def bare_cvar(X, y, epochs, batch_size, lr, seed, alpha):
-    """CVaR DRO's floor: the bare loop's batches, the step on the mean of the batch's ceil(alpha m) largest
-    losses (torch.topk)."""
+    """CVaR DRO's floor: the step on the mean of the batch's ceil(alpha m) largest losses (torch.topk)."""
     import math
 
     import torch
 
-    rng = np.random.default_rng(seed)
-    lin, opt = _zero_head(X, y, lr)
-    y_t = torch.from_numpy(y)
-    for _ in range(epochs):
-        order = rng.permutation(X.shape[0])
-        for start in range(0, order.shape[0], batch_size):
-            idx = np.sort(order[start:start + batch_size])
-            losses = torch.nn.functional.cross_entropy(lin(torch.from_numpy(X[idx])), y_t[idx], reduction="none")
-            loss = torch.topk(losses, math.ceil(alpha * idx.shape[0])).values.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return lin
+    return _bare_reduced(X, y, epochs, batch_size, lr, seed,
+                         lambda losses, idx: torch.topk(losses, math.ceil(alpha * idx.shape[0])).values.mean())
 
 
 def bare_loop(X, y, epochs, batch_size, lr, seed):
