@@ -192,6 +192,57 @@ def mnli_mtl(args, out):
     return results
 
 
+def saved_test_predictions(run_dir, config):
+    """The test rows, labels, groups and predictions of a finished run (``test_predictions.npz``, written by
+    ``skgroup-finetune``; for a run finished before it was, the saved model's predictions, stored there)."""
+    import torch
+
+    from skgroup.finetune import load_finetuned
+    from skgroup.finetune._cli import _split_rows, load_data
+    from skgroup.finetune._inputs import as_inputs
+
+    path = Path(run_dir) / "test_predictions.npz"
+    if not path.exists():
+        ds, groups, _ = load_data(config["data"], config["training"].get("random_state", 0))
+        te = _split_rows(ds, groups, config["data"], config["training"].get("random_state", 0))["test"]
+        try:
+            backbone, W, b, _ = load_finetuned(Path(run_dir) / "model")
+        except ValueError:  # a saved state dict (not a transformers folder) names the model it came from
+            backbone, W, b, _ = load_finetuned(Path(run_dir) / "model", model=config["model"]["backbone"])
+        base = as_inputs(ds, backbone.modality)
+        backbone.module.eval()
+        pred = []
+        with torch.no_grad():
+            for start in range(0, te.size, 64):
+                batch = backbone.collate([backbone.prepare(base.get(int(i))) for i in te[start:start + 64]])
+                z = backbone(backbone.batch_to(batch, "cpu"))
+                pred.append((z @ W.T + b).argmax(1).numpy())
+        np.savez(path, rows=te, y=ds.labels[te], group_labels=groups[te], pred=np.concatenate(pred))
+    return dict(np.load(path))
+
+
+def paired_differences(runs, reference="erm", seed=0, n_bootstrap=2000):
+    """{method: (d_acc, (lo, hi), d_wga, (lo, hi))}: each method minus ``reference`` on the same test rows,
+    with 95 % paired bootstrap intervals (every model scored on the same resampled rows)."""
+    from skgroup.metrics import paired_bootstrap
+
+    if reference not in runs:
+        return {}
+    names = [reference] + [m for m in runs if m != reference]
+    ref = runs[reference]
+    correct = np.stack([runs[m]["pred"] == runs[m]["y"] for m in names])
+    if any(not np.array_equal(runs[m]["rows"], ref["rows"]) for m in names):
+        raise ValueError("the runs were tested on different rows; a paired comparison needs the same ones.")
+    out = {}
+    for reduce, cells in (("mean", np.zeros(ref["y"].shape[0], dtype=int)), ("min", ref["group_labels"])):
+        point, reps = paired_bootstrap(correct, cells, reduce=reduce, n_bootstrap=n_bootstrap, random_state=seed)
+        for k, m in enumerate(names[1:], start=1):
+            diff = reps[:, k] - reps[:, 0]
+            out.setdefault(m, []).extend([float(point[k] - point[0]),
+                                          tuple(float(q) for q in np.percentile(diff, [2.5, 97.5]))])
+    return {m: tuple(v) for m, v in out.items()}
+
+
 def frozen_baseline(benchmark):
     """Test accuracy / WGA of a frozen-feature ERM head on the same backbone (None without its cache)."""
     from skgroup import ERMClassifier
@@ -295,6 +346,19 @@ def main(argv=None):
         print(f"| {method} | {acc.mean():.3f} ± {acc.std():.3f} | {wga.mean():.3f} ± {wga.std():.3f} "
               f"({ci[0]:.3f}-{ci[1]:.3f}) | {runs[-1]['best_iteration']} | "
               f"{np.mean([r['fit_seconds'] for r in runs]) / 60:.1f} |")
+    if args.quick:
+        return rows
+    seed = args.seeds - 1
+    done = [m for m in args.methods if (m, seed) in {(r["method"], r["seed"]) for r in rows}]
+    config = configs(benchmark, args.epochs, args.max_train, quick_dir, args.max_eval)
+    config["training"]["random_state"] = seed
+    diffs = paired_differences({m: saved_test_predictions(out / f"{m}-s{seed}", config) for m in done}, seed=seed)
+    if diffs:
+        print(f"\nEach method minus ERM on the same test rows (seed {seed}), 95 % paired bootstrap intervals:\n")
+        print("| method | accuracy difference | worst-group accuracy difference |")
+        print("|---|---|---|")
+        for m, (da, (alo, ahi), dw, (wlo, whi)) in diffs.items():
+            print(f"| {m} - erm | {da:+.3f} [{alo:+.3f}, {ahi:+.3f}] | {dw:+.3f} [{wlo:+.3f}, {whi:+.3f}] |")
     return rows
 
 

@@ -346,6 +346,9 @@ def test_cli_runs_a_text_table_and_writes_its_outputs(bert, tmp_path, capsys):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log and log[0]["stage"] == "group_dro" and "val_worst_group_accuracy" in log[0]
     assert (out / "model" / "head.safetensors").is_file()
+    saved = np.load(out / "test_predictions.npz")  # what a paired comparison of two runs reads
+    assert saved["rows"].shape == saved["pred"].shape == saved["y"].shape == saved["group_labels"].shape
+    assert np.mean(saved["pred"] == saved["y"]) == pytest.approx(metrics["test_accuracy"])
     printed = capsys.readouterr()
     line = next(t for t in printed.out.splitlines() if "epoch   1" in t)
     assert "train_loss " in line and "val_loss " in line and " loss " not in line  # two losses, two names
@@ -358,6 +361,7 @@ def test_cli_runs_a_text_table_and_writes_its_outputs(bert, tmp_path, capsys):
     # and says so; keep_checkpoints=false deletes the checkpoints once the model is saved
     shutil.rmtree(out / "model")
     (out / "metrics.json").unlink()
+    (out / "test_predictions.npz").unlink()
     assert cli_main([str(cfg), "--output", str(out), "--no-progress", "--set", "output.keep_checkpoints=false"]) == 0
     printed = capsys.readouterr()
     assert "finished before" in printed.out and "deleted" in printed.out and "5/5" not in printed.err
@@ -526,6 +530,7 @@ def test_cli_never_replaces_an_earlier_runs_results_nor_resumes_another_run(bert
     assert (out / "metrics.json").read_text() == metrics
     # without the results, another learning rate finds the earlier run's checkpoints: refused, saying why
     (out / "metrics.json").unlink()
+    (out / "test_predictions.npz").unlink()
     import shutil
 
     shutil.rmtree(out / "model")

@@ -333,7 +333,7 @@ def _split_rows(ds, groups, data, seed):
     return out
 
 
-_RESULTS = ("metrics.json", "model")
+_RESULTS = ("metrics.json", "model", "test_predictions.npz")
 
 
 def _check_output(output, overwrite):
@@ -505,6 +505,8 @@ def run(config, output=None, *, quiet=False, progress=True, overwrite=False):
     }
     clf.save(output / "model", overwrite=overwrite)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    # the test rows' labels, groups and predictions: paired comparisons of runs on the same rows
+    np.savez(output / "test_predictions.npz", rows=te, y=y[te], group_labels=groups[te], pred=np.asarray(pred))
     stored = _folder_bytes(checkpoints)
     if not keep_checkpoints:
         _remove_checkpoints(checkpoints)
