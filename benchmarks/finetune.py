@@ -45,9 +45,12 @@ METHODS = {
     # ERM multitasked with masked language (text) or image (SimMIM) modelling and an L1 penalty on the
     # representations (Kulkarni et al., TMLR 2024; the authors' released weights e^0 and e^-1)
     "erm_mlm_l1": {"name": "ERMClassifier"},
+    "erm_mlm_l1_aux_e-1": {"name": "ERMClassifier"},
     "erm_mim_l1": {"name": "ERMClassifier"},
 }
 AUXILIARY = {"erm_mlm_l1": {"task": "mlm", "alpha_aux": "e^0", "alpha_reg": "e^-1"},
+             # their released Waterbirds weight for the auxiliary task (e^0 is CivilComments')
+             "erm_mlm_l1_aux_e-1": {"task": "mlm", "alpha_aux": "e^-1", "alpha_reg": "e^-1"},
              # 16-pixel patches: SimMIM's 32 does not divide the 112-pixel input
              "erm_mim_l1": {"task": "mim", "alpha_aux": "e^0", "alpha_reg": "e^-1", "mask_patch_size": 16}}
 
@@ -303,8 +306,10 @@ def main(argv=None):
         if unknown:
             raise SystemExit(f"--benchmark mnli-mtl runs {sorted(MTL_METHODS)}; got {unknown}.")
         return mnli_mtl(args, out)
-    wrong_modality = "erm_mlm_l1" if benchmark == "fashion" else "erm_mim_l1"
-    offered = [m for m in METHODS if m != wrong_modality]
+    def modality(m):
+        return None if m not in AUXILIARY else ("text" if AUXILIARY[m]["task"] == "mlm" else "image")
+
+    offered = [m for m in METHODS if modality(m) in (None, "image" if benchmark == "fashion" else "text")]
     args.methods = args.methods or offered
     unknown = sorted(set(args.methods) - set(offered))
     if unknown:
