@@ -254,9 +254,11 @@ def frozen_baseline(benchmark):
 
     try:
         from feature_extraction import real
+        from suite_datasets import get_suite_cache_root
 
-        path = real.build_mnli_minilm(progress=False) if benchmark == "mnli" else real.build_fashion_spurious(
-            progress=False)
+        root = get_suite_cache_root()  # the suite's caches: built once for every benchmark
+        path = (real.build_mnli_minilm(root, progress=False) if benchmark == "mnli"
+                else real.build_fashion_spurious(root, progress=False))
     except Exception as exc:  # noqa: BLE001 - the baseline is context, not the measurement
         print(f"(no frozen baseline: {exc})", file=sys.stderr)
         return None
