@@ -55,6 +55,11 @@ AUXILIARY = {"erm_mlm_l1": {"task": "mlm", "alpha_aux": "e^0", "alpha_reg": "e^-
              "erm_mim_l1": {"task": "mim", "alpha_aux": "e^0", "alpha_reg": "e^-1", "mask_patch_size": 16}}
 
 
+def _modality(method):
+    """The inputs a method's auxiliary task masks (None: no auxiliary task)."""
+    return None if method not in AUXILIARY else ("text" if AUXILIARY[method]["task"] == "mlm" else "image")
+
+
 def configs(benchmark, epochs, max_train, quick_dir=None, max_eval=None):
     if benchmark == "quick":
         return {
@@ -308,10 +313,7 @@ def main(argv=None):
         if unknown:
             raise SystemExit(f"--benchmark mnli-mtl runs {sorted(MTL_METHODS)}; got {unknown}.")
         return mnli_mtl(args, out)
-    def modality(m):
-        return None if m not in AUXILIARY else ("text" if AUXILIARY[m]["task"] == "mlm" else "image")
-
-    offered = [m for m in METHODS if modality(m) in (None, "image" if benchmark == "fashion" else "text")]
+    offered = [m for m in METHODS if _modality(m) in (None, "image" if benchmark == "fashion" else "text")]
     args.methods = args.methods or offered
     unknown = sorted(set(args.methods) - set(offered))
     if unknown:
