@@ -317,6 +317,9 @@ EXCEPTIONS = {
         "without validation rows the last of its 20 epochs is kept (WGA 0.40-0.45 over seeds 0-2); Kulkarni et "
         "al. choose the epoch on validation (Val-GP / No-GP), and given X_val the defaults reach 0.49-0.50, "
         "above ERM's 0.48",
+    ("fashion-lite0", "RegularizedMTLClassifier", "E"):
+        "as on synthetic: without validation rows the last of its 20 epochs is kept, and it swings with the seed "
+        "(WGA 0.544 and 0.357, seeds 0 and 2); given X_val the defaults reach 0.501 and 0.580, above ERM's 0.497",
     ("law", "RegularizedMTLClassifier", "E"):
         "at ERM's floor on law (WGA 0.04-0.06), 0.02 below it: 4 rows of the smallest test group (194)",
     ("celeba-3k", "GroupBalancedClassifier", "R"):
