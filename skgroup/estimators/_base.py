@@ -235,20 +235,23 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
                          groups=data.groups, sample_weight=data.sample_weight, executor=executor, rows=data.rows)
         result = run_plan(self._plan(ctx, **(plan_kwargs or {})), executor)
         self._store_result(result, validation is not None)
+        # the majority check reads at most _MAJORITY_CHECK_ROWS training rows, evenly strided beyond
         step = max(1, X.shape[0] // self._MAJORITY_CHECK_ROWS)
-        pred = None
+        rows = np.asarray(X[::step])
         if self._reads_training_logits:
             # one pass over the check rows serves the method's own statistic and the majority check
-            logits = self._forward(np.asarray(X[::step]))
+            logits = self._forward(rows)
             self._training_logits_read(logits, y_enc[::step])
             pred = logits.argmax(axis=1)
-        warned = self._check_against_majority(X, y_enc, pred=pred, step=step)
+        else:
+            pred = self._predicted_codes(rows)
+        warned = self._check_against_majority(X, y_enc[::step], pred)
         if validation is not None:
             logits = self._logits(np.asarray(validation.X))  # one pass over the validation rows for both checks
             if not warned:
                 # the training rows can be fitted while the model generalises no better than the constant
                 # (X for the search space's sizes: it scales with the training rows)
-                self._check_against_majority(X, np.asarray(validation.y), "validation rows", pred=logits.argmax(axis=1))
+                self._check_against_majority(X, np.asarray(validation.y), logits.argmax(axis=1), "validation rows")
             if self._compare_to_erm:
                 self._check_against_erm(X, y_enc, validation, stopping["monitor"], logits)
         return self
@@ -263,24 +266,22 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
     def _training_logits_read(self, logits, y_enc):
         """The method's post-fit statistic from the logits of the check rows (see _reads_training_logits)."""
 
-    def _check_against_majority(self, X, y_enc, where="own training rows", pred=None, step=1):
-        """Warn when the fitted model does worse than always answering the majority class on its own
-        training rows (worse accuracy and no better balanced accuracy; no validation data needed), or on
-        the validation rows (``where``, with their predictions ``pred``; ``X`` then only sizes the search
-        space the warning names); returns whether it warned. ``pred`` of the training rows: those of
-        every ``step``-th row."""
-        if pred is None:
-            step = max(1, X.shape[0] // self._MAJORITY_CHECK_ROWS)
-            rows = np.asarray(X[::step])
-            linear = len(self.coefs_) == 1 and self.coefs_[0].ndim == 2 and not self._relu_after(0)
-            if linear and self.coefs_[0].shape[1] == 2:
-                # a linear two-class head: the sign of the logits' difference, one product with the rows
-                W, b = self.coefs_[0].astype(rows.dtype, copy=False), self.intercepts_[0]
-                pred = (rows @ (W[:, 1] - W[:, 0]) + (b[1] - b[0]) > 0).astype(np.intp)
-            else:
-                pred = self._forward(rows).argmax(axis=1)
+    def _predicted_codes(self, rows):
+        """Encoded predictions of ``rows``."""
+        linear = len(self.coefs_) == 1 and self.coefs_[0].ndim == 2 and not self._relu_after(0)
+        if linear and self.coefs_[0].shape[1] == 2:
+            # a linear two-class head: the sign of the logits' difference, one product with the rows
+            W, b = self.coefs_[0].astype(rows.dtype, copy=False), self.intercepts_[0]
+            return (rows @ (W[:, 1] - W[:, 0]) + (b[1] - b[0]) > 0).astype(np.intp)
+        return self._forward(rows).argmax(axis=1)
+
+    def _check_against_majority(self, X, y_enc, pred, where="own training rows"):
+        """Warn when the fitted model, predicting ``pred`` for rows labelled ``y_enc``, does worse than always
+        answering the majority class there (worse accuracy and no better balanced accuracy): on its own training
+        rows (no validation data needed) or on the validation rows (``where``). ``X``, the training rows, sizes
+        the search space the warning names. Returns whether it warned."""
         # encoded labels and predictions: the kernel, without the input checks of the public function
-        below, n = below_majority_codes(y_enc[::step] == pred, y_enc[::step], len(self.classes_))
+        below, n = below_majority_codes(y_enc == pred, y_enc, len(self.classes_))
         # the constant answer itself (every row the same class) is not below it, and no better either: nor is a
         # model within 0.01 of it on average and class by class (LDAM on a 93 %-majority CelebA cut answered 3
         # test rows of 19,962 with the small class: accuracy 0.00002 above the majority rate, balanced 0.501)
