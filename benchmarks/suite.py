@@ -332,6 +332,10 @@ EXCEPTIONS = {
         "the reference minimises the exact full-batch CVaR (its pick: alpha 0.1, l2 0.1, the step chosen on "
         "validation); the library's minibatch estimate needs alpha * batch >= 2, and full-batch L-BFGS "
         "(solver='lbfgs') stalls on the non-smooth objective after 2 iterations",
+    ("celeba-glasses", "CVaRClassifier", "R"):
+        "as on law: the reference minimises the exact full-batch CVaR (alpha 0.1, l2 0.1, 340 steps chosen on "
+        "validation); the search picks alpha 0.05 in every seed, a degenerate minibatch fit "
+        "(DegenerateCVaRWarning says so), WGA 0.457 / 0.592 / 0.572 over seeds 0-2",
     ("law-sex", "CVaRClassifier", "R"):
         "as on law: the reference's pick is alpha 0.01 on the full batch (130 losses a step), out of reach "
         "of a minibatch estimate",
