@@ -513,7 +513,6 @@ def _run(backbone, dataset, output, info, t0, held, *, name, dtype, precision, d
     failed_ranks = [(r, s["error"]) for r, s in enumerate(all_stats) if "error" in s]
     if failed_ranks:
         raise RuntimeError("the extraction failed on " + "; ".join(f"rank {r}: {err}" for r, err in failed_ranks))
-    distributed.barrier(info)
 
     if info.is_main:
         seconds = time.perf_counter() - t0
