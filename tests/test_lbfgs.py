@@ -372,3 +372,68 @@ def test_product_with_rows_and_blas_thread_setting():
             assert _blas_threads_now() == 2
         assert _blas_threads_now() == 1
     assert _blas_threads_now() == before
+
+
+@pytest.mark.parametrize("K", [2, 3])
+@pytest.mark.parametrize("softmax_only", [True, False])
+def test_predictions_at_the_last_evaluation_are_the_models(K, softmax_only):
+    # the logits of the latest evaluation give every row's prediction at that point; any other point,
+    # or an evaluation in row blocks (no logits of every row at once), gives None
+    X, y = _data(n=200, K=K)
+    rng = np.random.RandomState(3)
+    W, b = rng.randn(K, X.shape[1]), rng.randn(K)
+    for block_bytes in (None, 512):
+        ev = LinearHeadEvaluator(X, y, K, Objective(), 0.1, softmax_only=softmax_only, block_bytes=block_bytes)
+        x = ev.pack(W, b)
+        assert ev.predictions_at(x) is None  # nothing evaluated yet
+        ev.fun_grad(x)
+        pred = ev.predictions_at(x)
+        if block_bytes is not None:
+            assert pred is None
+            continue
+        np.testing.assert_array_equal(pred, (X @ W.T + b).argmax(axis=1))
+        assert ev.predictions_at(x + 1e-3) is None
+
+
+@pytest.mark.filterwarnings("ignore:L-BFGS reached max_iter")  # the MLP head's 100 iterations
+def test_a_stage_result_gives_the_optimizers_predictions_only_for_its_weights():
+    from skgroup.engine import HeadExecutor, Stage, TrainOptions
+
+    X, y = _data(n=300, K=3, dtype=np.float32)
+    executor = HeadExecutor(X, y, 3, dtype="float32")
+    opts = TrainOptions(solver="lbfgs", max_iter=100, dtype="float32")
+    result = executor.train(Stage("erm", Objective(), opts))
+    pred = result.final_predictions()
+    assert pred is not None and pred.shape == (300,)
+    # the same as the stored model's predictions, up to rows tied within float32 rounding (none here)
+    np.testing.assert_array_equal(pred, result.predict())
+    params = [p.detach().clone() for p in result.module.parameters()]
+    assert result.final_predictions(params) is pred
+    params[1][0] += 1.0  # another model: the optimizer did not predict for it
+    assert result.final_predictions(params) is None
+    with torch.no_grad():
+        result.module[0].bias[0] += 1.0
+    assert result.final_predictions() is None
+    # a subset of rows, or the autograd path (a hidden layer), records none
+    assert executor.train(Stage("part", Objective(), opts, rows=np.arange(100))).final_predictions() is None
+    mlp = HeadExecutor(X, y, 3, hidden_layer_sizes=(4,), dtype="float32")
+    assert mlp.train(Stage("mlp", Objective(), opts)).final_predictions() is None
+
+
+@pytest.mark.parametrize("name", ["mean", "weighted", "cvar"])
+def test_two_class_one_pass_evaluation_equals_autograd(name):
+    # two classes under a mean or weighted mean: X is read once, in blocks (here of 64 rows), each
+    # block's backward product right after its forward one; CVaR (not linear) reads X whole, twice
+    X, y = _data(n=1000, K=2)
+    objective = _objectives(1000)[name]
+    ev = LinearHeadEvaluator(X, y, 2, objective, 0.1)
+    ev._fused_rows = 64
+    x = ev.pack(*[np.random.RandomState(5).randn(*s) for s in ((2, 7), (2,))])
+    f_ref, g_ref = _autograd_of_x(ev, X, y, objective, 0.1, x)
+    passes = ev.n_passes
+    f, g = ev.fun_grad(x)
+    assert ev.n_passes == passes + (2 if name == "cvar" else 1)
+    assert f == pytest.approx(f_ref, rel=1e-12)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-10, atol=1e-12)
+    W, b = ev.unpack(x)
+    np.testing.assert_array_equal(ev.predictions_at(x), (X @ W.T + b).argmax(axis=1))

@@ -162,3 +162,30 @@ def test_captured_features_are_the_last_layers_input():
     features, idx = got[0]
     hidden = torch.relu(module[0](torch.as_tensor(X[idx.numpy()])))
     torch.testing.assert_close(features, hidden.detach())
+
+
+def test_linear_reductions_give_their_row_weights():
+    # Mean and Weighted are w @ losses with weights independent of the losses (worked by hand);
+    # CVaR and Group DRO are not linear and give None
+    import torch
+
+    from skgroup.objectives import CVaR, GroupDRO, Mean, Weighted
+
+    losses = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64)
+    idx = torch.tensor([0, 2, 3])
+    w = Mean().row_weights(idx, 3)
+    assert torch.allclose(w, torch.full((3,), 1 / 3, dtype=torch.float64))
+    assert float(w @ losses) == pytest.approx(float(Mean()(losses, idx)))
+    red = Weighted([1.0, 5.0, 2.0, 3.0])  # normalised by the mean weight 11/4
+    w = red.row_weights(idx, 3)
+    assert torch.allclose(w, torch.tensor([4 / 11, 8 / 11, 12 / 11], dtype=torch.float64) / 3)
+    assert float(w @ losses) == pytest.approx(float(red(losses, idx)))  # (4 + 16 + 48) / 33
+    assert float(w @ losses) == pytest.approx(68 / 33)
+    assert CVaR(0.5).row_weights(idx, 3) is None
+    assert GroupDRO(np.eye(2, dtype=bool)[[0, 1, 1, 0]]).row_weights(idx, 3) is None
+
+    class Squared(Mean):  # a subclass that changes the value is not taken for a mean
+        def __call__(self, losses, idx):
+            return (losses**2).mean()
+
+    assert Squared().row_weights(idx, 3) is None

@@ -181,7 +181,8 @@ class HeadExecutor:
         for p in module.parameters():
             p.requires_grad_(True)
         return StageResult(stage.name, module.cpu(), trainer.history, trainer.best, trainer.converged,
-                           trainer.stopped_early, executor=self, objective=stage.objective)
+                           trainer.stopped_early, executor=self, objective=stage.objective,
+                           optimizer_predictions=trainer.final_predictions)
 
     @torch.no_grad()
     def _forward(self, module, rows):

@@ -245,6 +245,9 @@ class Trainer:
         self.rank, self.world_size = _dist()
         self.history = []
         self.best = None
+        #: (encoded predictions on every training row, the module's parameters they belong to) after a
+        #: full-batch L-BFGS fit of a linear head on all rows: its last evaluation's logits; else None
+        self.final_predictions = None
         self.optimizer = None
         self.rng = np.random.default_rng(self.seed)
         self.step = 0
@@ -655,6 +658,10 @@ class Trainer:
             except FloatingPointError:  # NaN/inf at the start point
                 raise self._diverged("under L-BFGS") from None
             set_x(result.x)
+            if evaluator is not None and self.rows is None:
+                pred = evaluator.predictions_at(result.x)
+                if pred is not None:
+                    self.final_predictions = (pred, [p.detach().clone() for p in self.raw_module.parameters()])
             self.step = result.n_iter
             self.stopped_early = result.status == "callback"
             self.converged = result.converged

@@ -18,6 +18,7 @@ is implemented once and both paths run it::
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 __all__ = ["Stage", "StageResult", "FitContext", "run_plan"]
 
@@ -95,10 +96,28 @@ class StageResult:
     stopped_early: bool
     executor: object = field(repr=False, default=None)
     objective: object = field(repr=False, default=None)
+    #: (encoded predictions on every training row, the parameters they were computed at), from the
+    #: optimizer's last evaluation (see :meth:`final_predictions`)
+    optimizer_predictions: object = field(repr=False, default=None)
 
     @property
     def n_iter(self):
         return len(self.history)
+
+    def final_predictions(self, parameters=None):
+        """Encoded predictions on every training row that the optimizer computed at the model's weights
+        (full-batch L-BFGS of a linear head ends at its last evaluation), or None: a statistic of the fit
+        without another pass over X. ``parameters``: the tensors of the model whose predictions are wanted
+        (as ``module.parameters()`` orders them); default: the module's current ones. They come from the
+        float64 iterate, so a row whose logits tie to within float32 rounding may differ from :meth:`predict`."""
+        if self.optimizer_predictions is None:
+            return None
+        pred, params = self.optimizer_predictions
+        current = list(self.module.parameters() if parameters is None else parameters)
+        if len(current) != len(params) or not all(
+                a.shape == b.shape and torch.equal(a, b.detach().cpu()) for a, b in zip(params, current)):
+            return None  # another module (a plan's replacement) or weights restored since
+        return pred
 
     def logits(self, rows=None):
         """Logits on the training rows (all, or ``rows``), float numpy (n, K)."""

@@ -235,17 +235,24 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
                          groups=data.groups, sample_weight=data.sample_weight, executor=executor, rows=data.rows)
         result = run_plan(self._plan(ctx, **(plan_kwargs or {})), executor)
         self._store_result(result, validation is not None)
-        # the majority check reads at most _MAJORITY_CHECK_ROWS training rows, evenly strided beyond
-        step = max(1, X.shape[0] // self._MAJORITY_CHECK_ROWS)
-        rows = np.asarray(X[::step])
-        if self._reads_training_logits:
-            # one pass over the check rows serves the method's own statistic and the majority check
-            logits = self._forward(rows)
-            self._training_logits_read(logits, y_enc[::step])
-            pred = logits.argmax(axis=1)
+        # the majority check reads every training row when the optimizer's last evaluation predicted them
+        # (full-batch L-BFGS), else at most _MAJORITY_CHECK_ROWS of them, evenly strided
+        pred = None if self._reads_training_logits else result.final_predictions(
+            [torch.from_numpy(np.ascontiguousarray(a)) for W, b in zip(self.coefs_, self.intercepts_)
+             for a in (W.T, b)])
+        if pred is not None and pred.shape[0] == X.shape[0]:
+            y_check = y_enc
         else:
-            pred = self._predicted_codes(rows)
-        warned = self._check_against_majority(X, y_enc[::step], pred)
+            step = max(1, X.shape[0] // self._MAJORITY_CHECK_ROWS)
+            rows, y_check = np.asarray(X[::step]), y_enc[::step]
+            if self._reads_training_logits:
+                # one pass over the check rows serves the method's own statistic and the majority check
+                logits = self._forward(rows)
+                self._training_logits_read(logits, y_check)
+                pred = logits.argmax(axis=1)
+            else:
+                pred = self._predicted_codes(rows)
+        warned = self._check_against_majority(X, y_check, pred)
         if validation is not None:
             logits = self._logits(np.asarray(validation.X))  # one pass over the validation rows for both checks
             if not warned:

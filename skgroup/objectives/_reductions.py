@@ -13,6 +13,10 @@ Two properties tell the engine what it may do:
 * ``separable``: the value over all rows is the size-weighted mean of its
   values over any split of them (a mean or weighted mean), so full-batch
   L-BFGS may evaluate it in row blocks.
+
+A linear reduction (``sum_i w_i l_i`` with weights that do not depend on the
+losses) also gives its weights (``row_weights``): full-batch L-BFGS then
+needs no autograd through it.
 """
 
 import functools
@@ -40,6 +44,12 @@ class Reduction:
 
     def __call__(self, losses, idx):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def row_weights(self, idx, m):
+        """The weights ``w`` (float64 tensor of shape (m,)) of a linear reduction of ``m`` losses at rows
+        ``idx``: ``self(losses, idx) == w @ losses`` for any losses; None for any other reduction (the
+        default). A subclass that changes ``__call__`` changes this too."""
+        return None
 
     def to(self, device, dtype):
         """Move per-row state to the training device; returns self."""
@@ -75,6 +85,9 @@ class Mean(Reduction):
     def __call__(self, losses, idx):
         return losses.mean()
 
+    def row_weights(self, idx, m):
+        return torch.full((m,), 1.0 / m, dtype=torch.float64) if type(self).__call__ is Mean.__call__ else None
+
 
 class Weighted(Reduction):
     """Weighted mean ``sum_i w_i l_i / sum_i w_i`` over the rows trained on.
@@ -104,6 +117,11 @@ class Weighted(Reduction):
 
     def __call__(self, losses, idx):
         return (self.sample_weight[idx] * losses).mean()
+
+    def row_weights(self, idx, m):
+        if type(self).__call__ is not Weighted.__call__:
+            return None
+        return self.sample_weight[idx].detach().to("cpu", torch.float64) / m
 
 
 def cvar_of_losses(losses, alpha):
