@@ -270,11 +270,12 @@ class GroupBalancedClassifier(BaseHeadClassifier):
 
 def _search_space(data):
     # Idrissi et al. (2022)'s group-balancing schemes: reweighting (their RWG), its square
-    # root, resampling (SUBG-like draws with replacement), over a weak-to-strong L2 up to 1,
-    # as the suite's logistic-regression reference searches (it picks 1 on the law-school
-    # table, where the grid's end before, 1e-3, was picked on four of the suite's datasets);
-    # a point every two decades keeps the grid at 12 fits.
-    return {"balancing": ["reweight", "sqrt_reweight", "resample"], "l2_reg": [1e-5, 1e-3, 0.1, 1.0]}
+    # root, resampling (SUBG-like draws with replacement), over a weak-to-strong L2 within
+    # SubpopBench's weight-decay range (10^U(-6, -3)). A grid up to 1 (the suite's
+    # logistic-regression reference's, which picks 1 on law) was tried on the suite: the
+    # search still chose <= 1e-3 on law, gained 0.02 on Fashion-MNIST and lost 0.03 on the
+    # synthetic benchmark, where validation picked 0.1 (docs/benchmarks.rst).
+    return {"balancing": ["reweight", "sqrt_reweight", "resample"], "l2_reg": [1e-5, 1e-4, 1e-3]}
 
 
 register_method(MethodSpec(
@@ -282,7 +283,7 @@ register_method(MethodSpec(
     search_space=_search_space,
     fast_params={"max_iter": 20},
     check_params=dict(dtype="float64", tol=1e-10, max_iter=500),
-    benchmark_grid={"balancing": ["reweight", "sqrt_reweight", "resample"], "l2_reg": [1e-5, 1e-3, 0.1, 1.0]},
+    benchmark_grid={"balancing": ["reweight", "sqrt_reweight", "resample"], "l2_reg": [1e-5, 1e-4, 1e-3]},
     quick_grid={"balancing": ["reweight", "sqrt_reweight"], "max_iter": [50]},
     trains_on_group_labels=True,
 ))
