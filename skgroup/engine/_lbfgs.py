@@ -442,7 +442,6 @@ class LinearHeadEvaluator:
             and objective.per_row_cross_entropy
         )
         self._plain_reduce = self._per_row_cross_entropy and type(objective).reduce is Objective.reduce
-        self._row_weights = None  # a linear reduction's weights of every row (float64), at the first need
         self.y_np = self.y.numpy()
         self._is_one = (self.y_np == 1).astype(np.float64)
         self.softmax_only = bool(getattr(objective, "softmax_only", False) if softmax_only is None else softmax_only)
@@ -453,11 +452,12 @@ class LinearHeadEvaluator:
         row_bytes = self.d * self.X.dtype.itemsize
         self.block_rows = self.n if block_bytes is None else max(1, int(block_bytes) // max(row_bytes, 1))
         self._fused_rows = max(_FUSED_BLOCK_ROWS, _FUSED_BLOCK_BYTES // max(row_bytes, 1))
+        # a linear reduction's weights of every row, once: each evaluation then needs no autograd graph
+        # (a tenth of a millisecond an evaluation) and no gather of per-row weights
+        self._row_weights = (objective.reduction.row_weights(self.idx, self.n) if self._plain_reduce and self.n
+                             else None)
         # two classes, cross-entropy, a mean or weighted mean: the one-pass evaluation applies
-        self._binary_linear = (
-            self._plain_reduce and self.softmax_only and self.n_classes == 2 and self.n > 0
-            and objective.reduction.row_weights(self.idx[:1], 1) is not None
-        )
+        self._binary_linear = self._row_weights is not None and self.softmax_only and self.n_classes == 2
         self.n_eval = 0
         self.n_passes = 0
         self._last = None  # (x, logits U over every row) of the latest evaluation that read X whole
@@ -596,13 +596,14 @@ class LinearHeadEvaluator:
             P = log_p.exp_()  # softmax; minus the one-hot labels: d loss / d logits
             P.scatter_add_(1, y[:, None], torch.full((P.shape[0], 1), -1.0, dtype=P.dtype))
             dlogit = P[:, 1:] if self.softmax_only else P
-        idx = self.idx[rows]
-        weight = self.objective.reduction.row_weights(idx, losses.shape[0]) if self._plain_reduce else None
-        if weight is not None:  # a mean or weighted mean: no autograd (a tenth of a millisecond an evaluation)
+        if self._row_weights is not None:  # a mean or weighted mean: no autograd
+            weight = self._row_weights[rows]
+            if losses.shape[0] != self.n:  # a block's own mean, which fun_grad weighs by its share of the rows
+                weight = weight * (self.n / losses.shape[0])
             value = weight @ losses
         else:
             losses.requires_grad_(True)
-            value = self.objective.reduce(losses, idx)
+            value = self.objective.reduce(losses, self.idx[rows])
             (weight,) = torch.autograd.grad(value, losses)
         return float(value.detach()), (dlogit * weight[:, None]).numpy()
 
@@ -627,9 +628,7 @@ class LinearHeadEvaluator:
         the gradient does not need, are taken over all rows after the pass. ``v``: ``W[1] - W[0]`` (d,)
         in X's dtype; ``c``: the logit offset. Returns (f, logits U (n, 1), dL/dv (1, d), dL/dc (1,)).
         """
-        if self._row_weights is None:
-            self._row_weights = self.objective.reduction.row_weights(self.idx, self.n).numpy()
-        n, X, w, is_one = self.n, self.X, self._row_weights, self._is_one
+        n, X, w, is_one = self.n, self.X, self._row_weights.numpy(), self._is_one
         U = np.empty(n)
         g = np.zeros(self.d)
         gc = 0.0

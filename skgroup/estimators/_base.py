@@ -240,7 +240,7 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         pred = None if self._reads_training_logits else result.final_predictions(
             [torch.from_numpy(np.ascontiguousarray(a)) for W, b in zip(self.coefs_, self.intercepts_)
              for a in (W.T, b)])
-        if pred is not None and pred.shape[0] == X.shape[0]:
+        if pred is not None:
             y_check = y_enc
         else:
             step = max(1, X.shape[0] // self._MAJORITY_CHECK_ROWS)
