@@ -83,6 +83,12 @@ try:
 except Exception as e:
     print(f"B rank {rank}: {type(e).__name__}: {e}", flush=True)
 dist.destroy_process_group()
+print(f"done rank {rank}", flush=True)
+# past this point only the interpreter's teardown is left, where torch's C++ statics (gloo) aborted
+# ("terminate called without an active exception") about once in 30 runs after every line above had
+# printed: leave without running them, as what this test checks is done
+import os
+os._exit(0)
 """
 
 
@@ -102,3 +108,4 @@ def test_an_error_on_one_rank_reaches_every_rank(tmp_path):
     assert "A rank 1: ValueError: boom on rank 1" in lines
     assert "A rank 0: RuntimeError: the extraction failed on rank 1: ValueError('boom on rank 1')" in lines
     assert "B rank 0: OutputBusyError" in lines and "B rank 1: OutputBusyError" in lines
+    assert "done rank 0" in lines and "done rank 1" in lines  # both ranks tore the process group down
