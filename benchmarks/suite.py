@@ -15,6 +15,9 @@ per mode:
 * ``label_free`` (one row per dataset and seed): ``RobustSearchCV('auto',
   random_state=seed)`` with its default selection and no group labels
   anywhere;
+* ``label_free_inferred``: the same search under
+  ``selection='inferred_worst_group'`` (worst accuracy over groups inferred
+  on the validation rows), the other label-free rule a user is offered;
 * ``reference``: the simple references of ``benchmarks/references.py``
   (scikit-learn / numpy, tuned on validation worst-group accuracy).
 
@@ -58,10 +61,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import references  # noqa: E402
 import suite_datasets  # noqa: E402
 
-MODES = ("defaults", "defaults_val", "tuned", "label_free", "reference")
+MODES = ("defaults", "defaults_val", "tuned", "label_free", "label_free_inferred", "reference")
 MODE_TITLES = {"defaults": "defaults", "defaults_val": "defaults + val", "tuned": "tuned (worst_group)",
-               "label_free": "search 'auto', no group labels", "reference": "reference"}
-LABEL_FREE = "RobustSearchCV('auto')"
+               "label_free": "search 'auto', no group labels",
+               "label_free_inferred": "search 'auto', inferred groups", "reference": "reference"}
+#: the label-free searches: mode -> (row name, RobustSearchCV's selection; None: its default)
+LABEL_FREE_SEARCHES = {"label_free": ("RobustSearchCV('auto')", None),
+                       "label_free_inferred": ("RobustSearchCV('auto', inferred_worst_group)", "inferred_worst_group")}
+LABEL_FREE = LABEL_FREE_SEARCHES["label_free"][0]
 #: thresholds of the flags
 ERM_MARGIN = 0.02
 REFERENCE_MARGIN = 0.01
@@ -121,8 +128,10 @@ def run_cell(data, estimator, mode, seed):
             pred = res.pop("pred")
             out.update(params=res.pop("params"), val_wga=res.pop("val_wga"), val_acc=res.pop("val_acc"),
                        n_configs=res.pop("n_configs"))
-        elif mode == "label_free":
-            search = RobustSearchCV("auto", random_state=seed).fit(tr.X, tr.y, X_val=va.X, y_val=va.y)
+        elif mode in LABEL_FREE_SEARCHES:
+            selection = LABEL_FREE_SEARCHES[mode][1]
+            kw = {} if selection is None else {"selection": selection}
+            search = RobustSearchCV("auto", random_state=seed, **kw).fit(tr.X, tr.y, X_val=va.X, y_val=va.y)
             pred = search.predict(data.test.X)
             out.update(_search_info(search))
         elif mode == "tuned":
@@ -214,8 +223,9 @@ def plan(datasets, estimators, modes, seeds):
                 for mode in ("defaults", "defaults_val", "tuned"):
                     if mode in modes:
                         cells.append((ds, est, mode, seed))
-            if "label_free" in modes:
-                cells.append((ds, LABEL_FREE, "label_free", seed))
+            for mode, (name, _) in LABEL_FREE_SEARCHES.items():
+                if mode in modes:
+                    cells.append((ds, name, mode, seed))
             if "reference" in modes:
                 for ref in references.REFERENCES:
                     if references.LIBRARY_COUNTERPART[ref] in estimators:
@@ -595,12 +605,14 @@ def render(cells, datasets_info, estimators_order, command):
         title = f"{ds}" + (f" (majority rate {maj:.3f})" if maj is not None else "")
         rows = []
         names = [e for e in estimators_order if any(k[0] == ds and k[1] == e for k in agg)]
-        names += [LABEL_FREE] if (ds, LABEL_FREE, "label_free") in agg else []
+        searches = {name: mode for mode, (name, _) in LABEL_FREE_SEARCHES.items() if (ds, name, mode) in agg}
+        names += list(searches)
         for est in names:
             row = [_short(est)]
             for mode in ("defaults", "defaults_val", "tuned"):
-                m = "label_free" if est == LABEL_FREE else mode
-                a = agg.get((ds, est, m)) if (est != LABEL_FREE or mode == "tuned") else None
+                # a label-free search fills the tuned columns
+                m = searches.get(est, mode)
+                a = agg.get((ds, est, m)) if (est not in searches or mode == "tuned") else None
                 if a is None:
                     row += ["", ""]
                     continue
@@ -609,9 +621,9 @@ def render(cells, datasets_info, estimators_order, command):
                         (f" **{codes}**" if codes else "")]
             times = []
             for mode in ("defaults", "defaults_val", "tuned"):
-                m = "label_free" if est == LABEL_FREE else mode
+                m = searches.get(est, mode)
                 a = agg.get((ds, est, m))
-                times.append("" if a is None or a["fit_time"] is None or (est == LABEL_FREE and mode != "tuned")
+                times.append("" if a is None or a["fit_time"] is None or (est in searches and mode != "tuned")
                              else f"{a['fit_time']:.1f}")
             row.append(" / ".join(t for t in times if t))
             rows.append(row)
@@ -624,10 +636,13 @@ def render(cells, datasets_info, estimators_order, command):
         parts.append(f"{title}\n{'~' * len(title)}\n\n" + _csv_table(
             ["estimator", "defaults: acc", "WGA", "defaults + val: acc", "WGA", "tuned: acc", "WGA",
              "seconds (defaults / + val / tuned)"], rows) + "\n")
-        picks = agg.get((ds, LABEL_FREE, "label_free"))
-        if picks and picks["picks"]:
-            text = "; ".join(f"{_short(p or '?')} ({_params_text(q)})" for p, q in picks["picks"])
-            parts.append(f"The label-free search picked, by seed: {text}.\n\n")
+        for name, mode in searches.items():
+            picks = agg[(ds, name, mode)]
+            if picks["picks"]:
+                text = "; ".join(f"{_short(p or '?')} ({_params_text(q)})" for p, q in picks["picks"])
+                selection = LABEL_FREE_SEARCHES[mode][1]
+                rule = "" if selection is None else f" under selection='{selection}'"
+                parts.append(f"The label-free search{rule} picked, by seed: {text}.\n\n")
 
     # the failing cells
     rows = []
