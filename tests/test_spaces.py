@@ -66,11 +66,12 @@ def test_finetuning_set_scales_and_cvar_alphas_fit_the_batch():
     assert search_space("GradTuneClassifier", 600, 38, 2)["n_finetune"] == [150]
     # batch 32 at 3,000 rows: alpha = 0.05 would average 1.6 losses, so it gets batch 64 (3.2 losses)
     small = search_space("CVaRClassifier", 3000, 200, 2)
-    assert [(p["alpha"], p.get("batch_size")) for p in small] == [([0.05], [64]), ([0.2], None), ([0.5], None)]
+    assert [(p["alpha"], p.get("batch_size")) for p in small] == [([0.05], [64]), ([0.1], None), ([0.2], None),
+                                                                   ([0.5], None)]
     # batch 1024 on CelebA: every alpha at the 'auto' batch
     assert all("batch_size" not in p for p in search_space("CVaRClassifier", 162_770, 38, 2))
     # fewer rows than the batch alpha = 0.05 needs: left out
-    assert [p["alpha"] for p in search_space("CVaRClassifier", 40, 200, 2)] == [[0.2], [0.5]]
+    assert [p["alpha"] for p in search_space("CVaRClassifier", 40, 200, 2)] == [[0.1], [0.2], [0.5]]
 
 
 def test_errors_name_the_fix():
