@@ -170,7 +170,7 @@ def test_suite_renders_each_label_free_search_with_its_picks_and_flags():
     import suite
 
     default, inferred = (suite.LABEL_FREE_SEARCHES[m][0] for m in ("label_free", "label_free_inferred"))
-    cells = [_cell("ERMClassifier", "defaults", 0.80, 0.50),
+    cells = [_cell("ERMClassifier", "defaults", 0.80, 0.50), _cell("GroupDROClassifier", "tuned", 0.75, 0.70),
              _cell(default, "label_free", 0.75, 0.45, pick="AFRClassifier", params={"gamma": 2.0}),
              _cell(inferred, "label_free_inferred", 0.75, 0.62, pick="JTTClassifier", params={"lambda_up": 5})]
     for c in cells:
@@ -182,6 +182,8 @@ def test_suite_renders_each_label_free_search_with_its_picks_and_flags():
     text, _, _ = suite.render(cells, {}, ["ERMClassifier"], "test")
     assert '"RobustSearchCV(\'auto\', inferred_worst_group)", "", "", "", "", "0.750 ± 0.000", "0.620 ± 0.000"' in text
     assert "The label-free search picked, by seed: AFR (gamma=2)." in text
+    # gap closed between ERM (0.50) and Group DRO with labels (0.70): (0.45 - 0.50) / 0.2 and (0.62 - 0.50) / 0.2
+    assert '"synthetic", "0.500 ± 0.000", "0.700 ± 0.000", "0.450 ± 0.000", "-25 %", "0.620 ± 0.000", "60 %"' in text
     assert ("The label-free search under selection='inferred_worst_group' picked, by seed: JTT (lambda_up=5)."
             in text)
 
