@@ -245,9 +245,12 @@ class GroupDROClassifier(BaseHeadClassifier):
 def _search_space(data):
     # eta: the paper's 0.01 and DomainBed's upper end 0.1 (10^U(-3, -1)); L2: the paper's
     # "strong" weight decay (0.1) against a weak one (Sagawa et al., 2020, Sec. 4);
-    # epochs: the default 5 CelebA epochs, at equal steps. Without group labels in training
-    # it is worst-class DRO (the classes are the groups).
-    return {"eta": [0.01, 0.1], "l2_reg": [1e-3, 0.1], "max_iter": [scaled_epochs(5, data)]}
+    # epochs: 15 CelebA epochs at equal steps, the epoch chosen on validation (the default's 5
+    # stopped short of the reference's best epoch: tuned test WGA synthetic 0.756 -> 0.774, law
+    # 0.554 -> 0.562, MultiNLI 0.296 -> 0.321, the rest within 0.005; 3 seeds,
+    # python benchmarks/suite.py --estimators GroupDROClassifier --modes tuned reference).
+    # Without group labels in training it is worst-class DRO (the classes are the groups).
+    return {"eta": [0.01, 0.1], "l2_reg": [1e-3, 0.1], "max_iter": [scaled_epochs(15, data)]}
 
 
 register_method(MethodSpec(
