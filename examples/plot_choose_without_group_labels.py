@@ -7,8 +7,9 @@ ERM with their settings. :class:`~skgroup.model_selection.RobustSearchCV`
 makes the method a hyperparameter: with ``candidates='auto'`` it searches
 every skgroup estimator over the library's search space for it (scaled to
 the data), selects on the validation split by a rule that needs **no group
-labels** (worst-class accuracy, or LaBonte et al.'s bias-unsupervised
-score), and reports how sure the choice is.
+labels** (by default the worst accuracy over groups it infers on the
+validation rows; worst-class accuracy, or LaBonte et al.'s
+bias-unsupervised score), and reports how sure the choice is.
 """
 
 # %%
@@ -37,7 +38,7 @@ if QUICK:
     candidates = [(ERMClassifier(), {"l2_reg": [1e-4, 1.0]}), (JTTClassifier(), {"lambda_up": [5, 20]}),
                   (GroupDROClassifier(), {"l2_reg": [1e-3, 0.1]})]
 searches = {}
-for rule in ("worst_class", "bias_unsupervised"):
+for rule in ("inferred_worst_group", "worst_class", "bias_unsupervised"):
     search = RobustSearchCV(candidates, selection=rule, random_state=0)
     search.fit(tr.X, tr.y, X_val=va.X, y_val=va.y)
     searches[rule] = search
@@ -50,7 +51,7 @@ for rule in ("worst_class", "bias_unsupervised"):
 # bootstrap tells it from the winner (``distinguishable``): candidates it
 # cannot tell apart are as good a choice as far as this validation set can
 # say.
-res = searches["worst_class"].results_
+res = searches["inferred_worst_group"].results_
 print(res[["estimator", "params", "score", "ci_low", "ci_high", "distinguishable", "fit_time"]]
       .sort_values("score", ascending=False).to_string(index=False))
 

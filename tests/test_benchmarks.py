@@ -169,23 +169,24 @@ def test_suite_renders_each_label_free_search_with_its_picks_and_flags():
     _benchmarks_on_path()
     import suite
 
-    default, inferred = (suite.LABEL_FREE_SEARCHES[m][0] for m in ("label_free", "label_free_inferred"))
+    inferred, worst_class = (suite.LABEL_FREE_SEARCHES[m][0] for m in ("label_free_inferred", "label_free"))
     cells = [_cell("ERMClassifier", "defaults", 0.80, 0.50), _cell("GroupDROClassifier", "tuned", 0.75, 0.70),
-             _cell(default, "label_free", 0.75, 0.45, pick="AFRClassifier", params={"gamma": 2.0}),
+             _cell(worst_class, "label_free", 0.75, 0.45, pick="AFRClassifier", params={"gamma": 2.0}),
              _cell(inferred, "label_free_inferred", 0.75, 0.62, pick="JTTClassifier", params={"lambda_up": 5})]
     for c in cells:
         c["dataset"] = "synthetic"
     fl = suite.flags(suite.aggregate(cells))
-    # the default search falls 0.05 below ERM at defaults: E; the inferred-group search does not
-    assert [c for c, *_ in fl[("synthetic", default, "label_free")]] == ["E"]
+    # the worst-class search falls 0.05 below ERM at defaults: E; the inferred-group search does not
+    assert [c for c, *_ in fl[("synthetic", worst_class, "label_free")]] == ["E"]
     assert ("synthetic", inferred, "label_free_inferred") not in fl
     text, _, _ = suite.render(cells, {}, ["ERMClassifier"], "test")
     assert '"RobustSearchCV(\'auto\', inferred_worst_group)", "", "", "", "", "0.750 ± 0.000", "0.620 ± 0.000"' in text
-    assert "The label-free search picked, by seed: AFR (gamma=2)." in text
-    # gap closed between ERM (0.50) and Group DRO with labels (0.70): (0.45 - 0.50) / 0.2 and (0.62 - 0.50) / 0.2
-    assert '"synthetic", "0.500 ± 0.000", "0.700 ± 0.000", "0.450 ± 0.000", "-25 %", "0.620 ± 0.000", "60 %"' in text
+    assert "The label-free search under selection='worst_class' picked, by seed: AFR (gamma=2)." in text
     assert ("The label-free search under selection='inferred_worst_group' picked, by seed: JTT (lambda_up=5)."
             in text)
+    # gap closed between ERM (0.50) and Group DRO with labels (0.70), the default search first:
+    # (0.62 - 0.50) / 0.2 and (0.45 - 0.50) / 0.2
+    assert '"synthetic", "0.500 ± 0.000", "0.700 ± 0.000", "0.620 ± 0.000", "60 %", "0.450 ± 0.000", "-25 %"' in text
 
 
 def test_reference_scores_and_weights_by_hand():

@@ -426,6 +426,11 @@ def test_inferred_worst_group_rule_scores_the_groups_inferred_on_validation(smal
     for (name, est, params), score in zip(search._configs(600, 200, 2), search.results_["score"]):
         model = _quiet(search._prepare(est, params, 0, None, False).fit, tr.X, tr.y)
         assert score == pytest.approx(worst_group_accuracy(va.y, model.predict(va.X), group_labels=groups))
+    # and it is the search's default rule
+    default = _quiet(RobustSearchCV(_candidates(), early_stopping=False, random_state=0).fit, tr.X, tr.y,
+                     X_val=va.X, y_val=va.y)
+    assert default.selection_ == "inferred_worst_group"
+    np.testing.assert_array_equal(default.results_["score"], search.results_["score"])
 
 
 def test_grid_estimators_are_not_shared_between_candidates(small_benchmark):

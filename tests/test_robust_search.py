@@ -58,7 +58,8 @@ class Spy(ClassifierMixin, BaseEstimator):
 
 def test_validation_split_protocol(data):
     Spy.calls.clear()
-    search = _fit(RobustSearchCV([(Spy(), {"column": [0, 150, 199]}), ERM_GRID], random_state=0), data)
+    search = _fit(RobustSearchCV([(Spy(), {"column": [0, 150, 199]}), ERM_GRID], selection="worst_class",
+                                 random_state=0), data)
     res = search.results_
     assert list(res["estimator"]) == ["Spy"] * 3 + ["ERMClassifier"] * 2
     assert search.best_index_ == int(np.argmax(res["score"]))
@@ -126,7 +127,7 @@ def test_custom_scorers(data):
 
 def test_cross_validation_folds(data):
     tr = data.train
-    search = RobustSearchCV([ERM_GRID], cv=KFold(3, shuffle=True, random_state=0), random_state=0)
+    search = RobustSearchCV([ERM_GRID], "worst_class", cv=KFold(3, shuffle=True, random_state=0), random_state=0)
     search.fit(tr.X, tr.y)
     # pooled out-of-fold predictions, each row predicted by the model not trained on it
     oof = np.empty_like(tr.y)
@@ -240,7 +241,7 @@ def test_plot_search_results(data):
 
     from skgroup.analysis import plot_search_results
 
-    search = _fit(RobustSearchCV([ERM_GRID, (Spy(column=199), {})], random_state=0), data)
+    search = _fit(RobustSearchCV([ERM_GRID, (Spy(column=199), {})], "worst_class", random_state=0), data)
     ax = plot_search_results(search)
     assert len(ax.get_yticklabels()) == 3 and "worst class" in ax.get_xlabel()
     assert ax.get_yticklabels()[0].get_text().startswith("ERM")  # the best on top
@@ -270,9 +271,19 @@ def test_candidate_warnings_are_recorded_not_repeated(data):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the search itself raises none
-        search = RobustSearchCV([(Noisy(), {}), ERM_GRID], random_state=0).fit(
+        search = RobustSearchCV([(Noisy(), {}), ERM_GRID], "worst_class", random_state=0).fit(
             data.train.X, data.train.y, X_val=data.val.X, y_val=data.val.y)
     assert search.results_["warnings"][0] == "UserWarning"
+
+
+def test_the_default_rule_falls_back_to_worst_class_where_no_groups_can_be_inferred(data):
+    # class 1 has 2 training rows: the default inferrer's silhouette needs 3 in every class
+    tr, va = data.train, data.val
+    keep = np.r_[np.flatnonzero(tr.y == 0), np.flatnonzero(tr.y == 1)[:2]]
+    with pytest.warns(UserWarning, match="could not be inferred.*class 1 has 2 row.*'worst_class' instead"):
+        search = RobustSearchCV([ERM_GRID], random_state=0).fit(tr.X[keep], tr.y[keep], X_val=va.X, y_val=va.y)
+    assert search.selection_ == "worst_class"
+    assert search.best_score_ == pytest.approx(worst_class_accuracy(va.y, search.predict(va.X)))
 
 
 def _below_majority_case(seed=0):

@@ -227,9 +227,18 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         that a search never returns a method that does worse than ERM on the
         validation score without ERM having been tried. ``False`` searches
         the listed candidates only (e.g. to tune one method for a benchmark).
-    selection : str or callable, default='worst_class'
+    selection : str or callable, default='inferred_worst_group'
         How candidates are compared on the validation rows:
 
+        * ``'inferred_worst_group'`` (the default): EVaLS-style (Ghaznavi et
+          al., 2024), no group labels: worst accuracy over groups that
+          ``group_inferrer`` (fitted on the training rows) infers on the
+          validation rows. On the benchmark suite (8 datasets, 3 seeds) its
+          picks beat ``'worst_class'``'s in mean test worst-group accuracy
+          by 0.10-0.15 on the three CelebA cuts and fall at most 0.04 short
+          elsewhere (``docs/benchmarks.rst``). Where the inferrer cannot group
+          the training rows (the default's silhouette needs 3 rows in every
+          class), the search warns and selects by ``'worst_class'``;
         * ``'worst_class'``: worst-class accuracy, no group labels
           (LaBonte et al., 2023);
         * ``'bias_unsupervised'``: LaBonte et al.'s eq. 1, no group labels:
@@ -239,9 +248,6 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
           ``ValClassDiff``), no group labels: the mean absolute difference of
           the classes' validation recalls over all pairs, smaller is better
           (the score is its negative);
-        * ``'inferred_worst_group'``: EVaLS-style (Ghaznavi et al., 2024), no
-          group labels: worst accuracy over groups that ``group_inferrer``
-          (fitted on the training rows) infers on the validation rows;
         * ``'accuracy'``: no group labels (Kulkarni et al.'s "No-GP");
         * ``'worst_group'``: worst-group accuracy, needs
           ``group_labels_val`` (or ``group_labels`` with CV folds);
@@ -371,7 +377,7 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         candidates="auto",
-        selection="worst_class",
+        selection="inferred_worst_group",
         *,
         include_erm=True,
         group_inferrer=None,
@@ -527,7 +533,6 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         seed = int(self.random_state) if isinstance(self.random_state, Integral) else int(rng.randint(2**31 - 1))
         n_fit = splits[0]["train_size"]
         configs = self._configs(n_fit, X.shape[1], self.classes_.shape[0], group_labels is not None)
-        monitor = SELECTION_RULES[rule]["monitor"] if rule is not None else None
 
         # the biased model of the bias-unsupervised rule is shared with every candidate that
         # monitors it: fitted here once per split, then shipped to the workers
@@ -542,9 +547,20 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 # the groups of the validation rows, inferred from the training rows' fit (EVaLS): the
                 # rule's cells and the candidates' monitor; shared with candidates wrapping this inferrer
                 inferrer = self.group_inferrer if self.group_inferrer is not None else default_inferrer()
-                for split in splits:
-                    _, _, split["g_inferred"] = infer_groups(inferrer, split["X"], split["y"], split["X_score"],
-                                                             split["y_score"], random_state=seed)
+                try:
+                    for split in splits:
+                        _, _, split["g_inferred"] = infer_groups(inferrer, split["X"], split["y"], split["X_score"],
+                                                                 split["y_score"], random_state=seed)
+                except ValueError as exc:
+                    # the default rule must not make a search on small data fail: without inferred
+                    # groups, the worst group the rule can see is the worst class
+                    for split in splits:
+                        split.pop("g_inferred", None)
+                    rule = self.selection_ = "worst_class"
+                    warn(f"selection='inferred_worst_group': the groups could not be inferred on the training "
+                         f"rows ({exc}); the search selects by 'worst_class' instead. Pass more rows, a "
+                         f"group_inferrer that suits them, or selection='worst_class'.", UserWarning)
+        monitor = SELECTION_RULES[rule]["monitor"] if rule is not None else None
         responses = ("predict",) if scorer is None else _RESPONSES
 
         tasks = []
