@@ -64,9 +64,9 @@ MODES = ("defaults", "defaults_val", "tuned", "label_free_inferred", "label_free
 MODE_TITLES = {"defaults": "defaults", "defaults_val": "defaults + val", "tuned": "tuned (worst_group)",
                "label_free": "search 'auto', worst_class",
                "label_free_inferred": "search 'auto', inferred_worst_group (default)", "reference": "reference"}
-#: the label-free searches: mode -> (row name, RobustSearchCV's selection)
-LABEL_FREE_SEARCHES = {"label_free_inferred": ("RobustSearchCV('auto', inferred_worst_group)", "inferred_worst_group"),
-                       "label_free": ("RobustSearchCV('auto', worst_class)", "worst_class")}
+#: the label-free searches: mode -> RobustSearchCV's selection (the default first)
+LABEL_FREE_SEARCHES = {"label_free_inferred": "inferred_worst_group", "label_free": "worst_class"}
+
 #: thresholds of the flags
 ERM_MARGIN = 0.02
 REFERENCE_MARGIN = 0.01
@@ -74,6 +74,11 @@ VAL_ACC_MARGIN = 0.01
 CHANCE_MARGIN = 0.01
 #: the smallest gap between ERM and tuned Group DRO a "gap closed" share is given for
 GAP_MIN = 0.05
+
+
+def search_name(mode):
+    """The row name of a label-free search's cells."""
+    return f"RobustSearchCV('auto', {LABEL_FREE_SEARCHES[mode]})"
 
 
 def _estimators():
@@ -129,7 +134,7 @@ def run_cell(data, estimator, mode, seed):
             out.update(params=res.pop("params"), val_wga=res.pop("val_wga"), val_acc=res.pop("val_acc"),
                        n_configs=res.pop("n_configs"))
         elif mode in LABEL_FREE_SEARCHES:
-            search = RobustSearchCV("auto", LABEL_FREE_SEARCHES[mode][1], random_state=seed)
+            search = RobustSearchCV("auto", LABEL_FREE_SEARCHES[mode], random_state=seed)
             search.fit(tr.X, tr.y, X_val=va.X, y_val=va.y)
             pred = search.predict(data.test.X)
             out.update(_search_info(search))
@@ -222,9 +227,9 @@ def plan(datasets, estimators, modes, seeds):
                 for mode in ("defaults", "defaults_val", "tuned"):
                     if mode in modes:
                         cells.append((ds, est, mode, seed))
-            for mode, (name, _) in LABEL_FREE_SEARCHES.items():
+            for mode in LABEL_FREE_SEARCHES:
                 if mode in modes:
-                    cells.append((ds, name, mode, seed))
+                    cells.append((ds, search_name(mode), mode, seed))
             if "reference" in modes:
                 for ref in references.REFERENCES:
                     if references.LIBRARY_COUNTERPART[ref] in estimators:
@@ -582,10 +587,9 @@ def render(cells, datasets_info, estimators_order, command):
 
     # without group labels: each label-free search against ERM and Group DRO given group labels
     rows = []
-    searches = [(mode, name) for mode, (name, _) in LABEL_FREE_SEARCHES.items()]
     for ds in ds_order:
         erm, dro = agg.get((ds, "ERMClassifier", "defaults")), agg.get((ds, "GroupDROClassifier", "tuned"))
-        found = [agg.get((ds, name, mode)) for mode, name in searches]
+        found = [agg.get((ds, search_name(mode), mode)) for mode in LABEL_FREE_SEARCHES]
         if not any(found):
             continue
         row = [ds, "" if not erm else _fmt(erm["test_wga"], erm["test_wga_std"]),
@@ -601,7 +605,7 @@ def render(cells, datasets_info, estimators_order, command):
         rows.append(row)
     if rows:
         header = ["dataset", "ERM (defaults)", "Group DRO (tuned, group labels)"]
-        for mode, _ in searches:
+        for mode in LABEL_FREE_SEARCHES:
             header += [MODE_TITLES[mode], "gap closed"]
         parts.append(
             "Without group labels\n--------------------\n\n"
@@ -627,7 +631,7 @@ def render(cells, datasets_info, estimators_order, command):
         title = f"{ds}" + (f" (majority rate {maj:.3f})" if maj is not None else "")
         rows = []
         names = [e for e in estimators_order if any(k[0] == ds and k[1] == e for k in agg)]
-        searches = {name: mode for mode, (name, _) in LABEL_FREE_SEARCHES.items() if (ds, name, mode) in agg}
+        searches = {search_name(m): m for m in LABEL_FREE_SEARCHES if (ds, search_name(m), m) in agg}
         names += list(searches)
         for est in names:
             row = [_short(est)]
@@ -662,7 +666,7 @@ def render(cells, datasets_info, estimators_order, command):
             picks = agg[(ds, name, mode)]
             if picks["picks"]:
                 text = "; ".join(f"{_short(p or '?')} ({_params_text(q)})" for p, q in picks["picks"])
-                parts.append(f"The label-free search under selection='{LABEL_FREE_SEARCHES[mode][1]}' picked, by "
+                parts.append(f"The label-free search under selection='{LABEL_FREE_SEARCHES[mode]}' picked, by "
                              f"seed: {text}.\n\n")
 
     # the failing cells

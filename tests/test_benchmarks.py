@@ -169,7 +169,7 @@ def test_suite_renders_each_label_free_search_with_its_picks_and_flags():
     _benchmarks_on_path()
     import suite
 
-    inferred, worst_class = (suite.LABEL_FREE_SEARCHES[m][0] for m in ("label_free_inferred", "label_free"))
+    inferred, worst_class = (suite.search_name(m) for m in ("label_free_inferred", "label_free"))
     cells = [_cell("ERMClassifier", "defaults", 0.80, 0.50), _cell("GroupDROClassifier", "tuned", 0.75, 0.70),
              _cell(worst_class, "label_free", 0.75, 0.45, pick="AFRClassifier", params={"gamma": 2.0}),
              _cell(inferred, "label_free_inferred", 0.75, 0.62, pick="JTTClassifier", params={"lambda_up": 5})]

@@ -284,6 +284,12 @@ def test_the_default_rule_falls_back_to_worst_class_where_no_groups_can_be_infer
         search = RobustSearchCV([ERM_GRID], random_state=0).fit(tr.X[keep], tr.y[keep], X_val=va.X, y_val=va.y)
     assert search.selection_ == "worst_class"
     assert search.best_score_ == pytest.approx(worst_class_accuracy(va.y, search.predict(va.X)))
+    # an inferrer the user chose is not replaced: its error is the user's to see
+    from skgroup.groups import ClusterInferrer
+
+    with pytest.raises(ValueError, match="class 1 has 2 row"):
+        RobustSearchCV([ERM_GRID], group_inferrer=ClusterInferrer("features"), random_state=0).fit(
+            tr.X[keep], tr.y[keep], X_val=va.X, y_val=va.y)
 
 
 def _below_majority_case(seed=0):

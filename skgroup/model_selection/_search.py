@@ -236,9 +236,10 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
           validation rows. On the benchmark suite (8 datasets, 3 seeds) its
           picks beat ``'worst_class'``'s in mean test worst-group accuracy
           by 0.10-0.15 on the three CelebA cuts and fall at most 0.04 short
-          elsewhere (``docs/benchmarks.rst``). Where the inferrer cannot group
-          the training rows (the default's silhouette needs 3 rows in every
-          class), the search warns and selects by ``'worst_class'``;
+          elsewhere (``docs/benchmarks.rst``). Where the default inferrer
+          cannot group the training rows (its silhouette needs 3 rows in
+          every class), the search warns and selects by ``'worst_class'``; a
+          ``group_inferrer`` passed explicitly raises its own error instead;
         * ``'worst_class'``: worst-class accuracy, no group labels
           (LaBonte et al., 2023);
         * ``'bias_unsupervised'``: LaBonte et al.'s eq. 1, no group labels:
@@ -552,8 +553,11 @@ class RobustSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                         _, _, split["g_inferred"] = infer_groups(inferrer, split["X"], split["y"], split["X_score"],
                                                                  split["y_score"], random_state=seed)
                 except ValueError as exc:
-                    # the default rule must not make a search on small data fail: without inferred
-                    # groups, the worst group the rule can see is the worst class
+                    # the default rule with the default inferrer must not make a search on small data
+                    # fail: without inferred groups, the worst group the rule can see is the worst
+                    # class. An inferrer the user chose fails as it would alone.
+                    if self.group_inferrer is not None:
+                        raise
                     for split in splits:
                         split.pop("g_inferred", None)
                     rule = self.selection_ = "worst_class"
